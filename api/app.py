@@ -1,0 +1,65 @@
+"""The Litestar application: routes, dependencies, error mapping and the database pool's lifetime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from api.auth import PUBLIC_PATHS, BearerAuth, TokenVerifier
+from api.problems import EXCEPTION_HANDLERS
+from api.routes.health import health, live, ready
+from api.routes.runs import RunController
+from api.routes.schedules import ScheduleController
+from api.routes.triggers import preview_trigger
+from api.service import Clock, ScheduleService
+from shared.db.pool import make_pool
+from shared.db.repository import Repository
+from shared.settings import Settings
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(settings: Settings, clock: Clock = system_clock) -> Litestar:
+    pool = make_pool(settings.postgres_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max, name="api")
+    repo = Repository(pool)
+    service = ScheduleService(repo, settings, clock)
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        await pool.open(wait=False)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    return Litestar(
+        route_handlers=[ScheduleController, RunController, preview_trigger, health, ready, live],
+        dependencies={"service": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
+        state=State({"repo": repo, "verifier": TokenVerifier(settings), "settings": settings}),
+        middleware=[DefineMiddleware(BearerAuth, exclude=[*(f"^{p}$" for p in PUBLIC_PATHS), "^/schema"])],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Scheduler",
+            version="0.1.0",
+            description="Multi-tenant job scheduler. Authenticate with `Authorization: Bearer <JWT>` and name "
+            "the tenant in `X-Tenant-Id`.",
+            path="/schema",
+            components=Components(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
+            ),
+            security=[{"bearer": []}],
+        ),
+        debug=False,
+    )

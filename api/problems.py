@@ -1,0 +1,101 @@
+"""The one place errors become HTTP responses: RFC 9457 problem details (application/problem+json).
+
+Application errors carry their status and field problems; Litestar's own errors (malformed JSON, wrong types,
+bad path/query parameters, oversize bodies) are rewritten into the same shape; anything else is a 500 that
+reveals nothing of its cause to the client and is logged in full.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from loguru import logger
+
+from shared.errors import Conflict, FieldProblem, InvalidInput, SchedulerError, Unauthenticated
+
+PROBLEM_JSON = "application/problem+json"
+_MSGSPEC_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_UNKNOWN_FIELD = re.compile(r"unknown field `(?P<field>[^`]+)`")
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> Response[bytes]:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="scheduler"'
+    return Response(msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _errors(problems: list[FieldProblem]) -> list[dict[str, str]]:
+    return [{"field": p.field, "reason": p.reason} for p in problems]
+
+
+def _field_from_msgspec(message: str, source: str | None) -> FieldProblem:
+    """`Expected `int`, got `str` - at `$.trigger.delaySec`` -> FieldProblem("trigger.delaySec", ...)."""
+    match = _MSGSPEC_PATH.match(message.strip())
+    reason = match.group("reason") if match else message
+    path = (match.group("path") or "") if match else ""
+    unknown = _UNKNOWN_FIELD.search(reason)
+    if unknown:
+        path = f"{path}.{unknown.group('field')}"
+        reason = "unknown field"
+    field = path.lstrip(".").replace("[", ".").replace("]", "") or (source or "body")
+    return FieldProblem(field, reason)
+
+
+def handle_scheduler_error(_: Request, exc: SchedulerError) -> Response[bytes]:
+    extra: dict[str, Any] = {}
+    if isinstance(exc, InvalidInput):
+        extra["errors"] = _errors(exc.problems)
+    if isinstance(exc, Conflict) and exc.field:
+        extra["errors"] = [{"field": exc.field, "reason": exc.detail}]
+    if isinstance(exc, Unauthenticated):
+        # The reason a token failed helps an attacker more than a client: log it, answer generically.
+        logger.info("unauthenticated: {}", exc.detail)
+        return problem(exc.status, exc.title, "a valid bearer token is required")
+    return problem(exc.status, exc.title, exc.detail, **extra)
+
+
+def handle_validation(_: Request, exc: ValidationException) -> Response[bytes]:
+    problems = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            key = item.get("key")
+            source = item.get("source")
+            message = str(item.get("message", "invalid value"))
+            if key and source != "body":
+                problems.append(FieldProblem(str(key), message))
+            else:
+                problems.append(_field_from_msgspec(message, source))
+    if not problems:
+        problems = [FieldProblem("body", str(exc.detail))]
+    first = problems[0]
+    return problem(400, "Invalid request", f"{first.field}: {first.reason}", errors=_errors(problems))
+
+
+def handle_http(_: Request, exc: HTTPException) -> Response[bytes]:
+    detail = exc.detail if exc.status_code < 500 else "internal error"
+    if exc.status_code >= 500:
+        logger.opt(exception=exc).error("unhandled HTTP error")
+    title = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}.get(exc.status_code, "Error")
+    response = problem(exc.status_code, title, str(detail))
+    response.headers.update(exc.headers or {})
+    return response
+
+
+def handle_unexpected(request: Request, exc: Exception) -> Response[bytes]:
+    logger.opt(exception=exc).error("unhandled error on {} {}", request.method, request.url.path)
+    return problem(500, "Internal error", "internal error")
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    SchedulerError: handle_scheduler_error,
+    ValidationException: handle_validation,
+    HTTPException: handle_http,
+    Exception: handle_unexpected,
+}
+MEDIA_TYPE = MediaType.JSON

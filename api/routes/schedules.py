@@ -1,0 +1,117 @@
+"""/schedules: create, list, read, update, delete and preview a tenant's schedules."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated
+
+from litestar import Controller, Response, delete, get, patch, post
+from litestar.di import Provide
+from litestar.params import Parameter
+
+from api.auth import EDITOR, VIEWER, require, tenant_in_scope
+from api.service import ScheduleService
+from shared.db.repository import ListFilter
+from shared.errors import InvalidInput
+from shared.model import FireTimes, Schedule, ScheduleCreate, SchedulePage, ScheduleUpdate
+from shared.schedules import check_body_tenant
+
+_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+
+
+def parse_uuid(value: str, field: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidInput.field(field, "must be a UUID") from None
+
+
+def schedule_uuid(schedule_id: str) -> str:
+    return parse_uuid(schedule_id, "id")
+
+
+def parse_if_match(value: str | None) -> int | None:
+    if value is None:
+        return None
+    match = _ETAG.match(value)
+    if not match:
+        raise InvalidInput.field("If-Match", 'must be the schedule version as an ETag, e.g. "3"')
+    return int(match.group(1))
+
+
+def parse_labels(values: list[str] | None) -> dict[str, str] | None:
+    if not values:
+        return None
+    labels = {}
+    for item in values:
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise InvalidInput.field("label", f"{item!r} is not key:value")
+        labels[key] = value
+    return labels
+
+
+def with_etag(schedule: Schedule, status: int = 200, location: bool = False) -> Response[Schedule]:
+    headers = {"ETag": f'"{schedule.version}"'}
+    if location:
+        headers["Location"] = f"/schedules/{schedule.id}"
+    return Response(schedule, status_code=status, headers=headers)
+
+
+class ScheduleController(Controller):
+    path = "/schedules"
+    tags = ["schedules"]
+    dependencies = {"tenant_id": Provide(tenant_in_scope, sync_to_thread=False)}
+
+    @post("/", guards=[require(EDITOR)], summary="Create a schedule")
+    async def create(
+        self, data: ScheduleCreate, tenant_id: str, service: ScheduleService
+    ) -> Response[Schedule]:
+        return with_etag(await service.create(tenant_id, data), status=201, location=True)
+
+    @get("/", guards=[require(VIEWER)], summary="List schedules")
+    async def list_schedules(
+        self,
+        tenant_id: str,
+        service: ScheduleService,
+        query_tenant: Annotated[str | None, Parameter(query="tenantId")] = None,
+        page: Annotated[int, Parameter(ge=1, le=1_000_000)] = 1,
+        page_size: Annotated[int, Parameter(query="pageSize", ge=1, le=200)] = 20,
+        enabled: bool | None = None,
+        name: Annotated[str | None, Parameter(description="name prefix", max_length=200)] = None,
+        label: Annotated[list[str] | None, Parameter(description="key:value, repeatable")] = None,
+    ) -> SchedulePage:
+        check_body_tenant(query_tenant, tenant_id)
+        where = ListFilter(enabled=enabled, name_prefix=name, labels=parse_labels(label))
+        return await service.list(tenant_id, where, page, page_size)
+
+    @get("/{schedule_id:str}", guards=[require(VIEWER)], summary="Get a schedule")
+    async def get_schedule(self, schedule_id: str, tenant_id: str, service: ScheduleService) -> Response[Schedule]:
+        return with_etag(await service.get(tenant_id, schedule_uuid(schedule_id)))
+
+    @patch("/{schedule_id:str}", guards=[require(EDITOR)], summary="Update a schedule (partial)")
+    async def update(
+        self,
+        schedule_id: str,
+        data: ScheduleUpdate,
+        tenant_id: str,
+        service: ScheduleService,
+        if_match: Annotated[str | None, Parameter(header="If-Match")] = None,
+    ) -> Response[Schedule]:
+        updated = await service.update(tenant_id, schedule_uuid(schedule_id), data, parse_if_match(if_match))
+        return with_etag(updated)
+
+    @delete("/{schedule_id:str}", guards=[require(EDITOR)], summary="Delete a schedule")
+    async def remove(self, schedule_id: str, tenant_id: str, service: ScheduleService) -> None:
+        await service.delete(tenant_id, schedule_uuid(schedule_id))
+
+    @get("/{schedule_id:str}/preview", guards=[require(VIEWER)], summary="Next fire times of a schedule")
+    async def preview(
+        self,
+        schedule_id: str,
+        tenant_id: str,
+        service: ScheduleService,
+        count: Annotated[int, Parameter(ge=1, le=1000)] = 10,
+    ) -> FireTimes:
+        return await service.preview(tenant_id, schedule_uuid(schedule_id), count)

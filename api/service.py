@@ -1,0 +1,98 @@
+"""What each schedule route does: the pure rules of shared/ plus the repository, with the clock injected."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from shared.db.repository import ListFilter, Repository
+from shared.model import (
+    FireTimes,
+    Run,
+    RunPage,
+    RunStatus,
+    Schedule,
+    ScheduleCreate,
+    SchedulePage,
+    ScheduleUpdate,
+    TriggerPreviewRequest,
+)
+from shared.schedules import apply_patch, new_schedule
+from shared.settings import Settings
+from shared.timing.next_fire import anchor_trigger, fire_times, first_fire
+from shared.validation import check_trigger, check_zone, raise_if
+
+Clock = Callable[[], datetime]
+# Workers poll at least this often anyway; a schedule due sooner is announced with NOTIFY.
+WAKE_HORIZON = timedelta(seconds=2)
+
+
+def wakes_workers(schedule: Schedule, now: datetime) -> bool:
+    return schedule.enabled and schedule.next_run_at is not None and schedule.next_run_at - now <= WAKE_HORIZON
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleService:
+    repo: Repository
+    settings: Settings
+    clock: Clock
+
+    async def create(self, tenant_id: str, body: ScheduleCreate) -> Schedule:
+        now = self.clock()
+        schedule = new_schedule(body, tenant_id, str(uuid.uuid4()), now, self.settings.max_payload_bytes)
+        return await self.repo.schedule_insert(schedule, now, wakes_workers(schedule, now))
+
+    async def get(self, tenant_id: str, schedule_id: str) -> Schedule:
+        return await self.repo.schedule_get(tenant_id, schedule_id)
+
+    async def list(self, tenant_id: str, where: ListFilter, page: int, page_size: int) -> SchedulePage:
+        items, total = await self.repo.schedule_list(tenant_id, where, page_size, (page - 1) * page_size)
+        return SchedulePage(items=items, page=page, page_size=page_size, total=total)
+
+    async def update(
+        self, tenant_id: str, schedule_id: str, patch: ScheduleUpdate, if_match: int | None
+    ) -> Schedule:
+        now = self.clock()
+        max_payload = self.settings.max_payload_bytes
+        return await self.repo.schedule_update(
+            tenant_id,
+            schedule_id,
+            now,
+            lambda current: apply_patch(current, patch, if_match, now, max_payload),
+            lambda updated: wakes_workers(updated, now),
+        )
+
+    async def delete(self, tenant_id: str, schedule_id: str) -> None:
+        await self.repo.schedule_delete(tenant_id, schedule_id)
+
+    async def preview(self, tenant_id: str, schedule_id: str, count: int) -> FireTimes:
+        s = await self.repo.schedule_get(tenant_id, schedule_id)
+        now = self.clock()
+        start = s.next_run_at if s.enabled else first_fire(s.trigger, s.tz, now, s.last_run_at is not None)
+        if start is None:
+            return FireTimes([])
+        return FireTimes([start, *fire_times(s.trigger, s.tz, start, count - 1)])
+
+    def preview_trigger(self, request: TriggerPreviewRequest) -> FireTimes:
+        now = self.clock()
+        after = request.after or now
+        raise_if(check_zone(request.tz) or check_trigger(request.trigger, request.tz, after))
+        trigger = anchor_trigger(request.trigger, after)
+        return FireTimes(fire_times(trigger, request.tz, after, request.count))
+
+    async def run_now(self, tenant_id: str, schedule_id: str, trace_context: str | None = None) -> Run:
+        return await self.repo.run_insert_manual(tenant_id, schedule_id, str(uuid.uuid4()), self.clock(),
+                                                 trace_context)
+
+    async def runs(
+        self, tenant_id: str, schedule_id: str, status: RunStatus | None, page: int, page_size: int
+    ) -> RunPage:
+        items, total = await self.repo.run_list(
+            tenant_id, schedule_id, status.value if status else None, page_size, (page - 1) * page_size
+        )
+        return RunPage(items=items, page=page, page_size=page_size, total=total)
+
+    async def run(self, tenant_id: str, run_id: str) -> Run:
+        return await self.repo.run_get(tenant_id, run_id)

@@ -1,0 +1,163 @@
+-- Every runtime SQL statement, each under a `-- name: <table>_<verb>` header and a one-line description.
+-- Parameters are psycopg named placeholders. Only shared/db/repository.py uses these.
+
+-- name: schedule_insert
+-- Store a new schedule and return it.
+INSERT INTO schedules (id, tenant_id, name, description, tz, trigger, target, payload, enabled, misfire_policy,
+                       catch_up_limit, retry, labels, next_run_at, created_at, updated_at)
+VALUES (%(id)s, %(tenant_id)s, %(name)s, %(description)s, %(tz)s, %(trigger)s::jsonb, %(target)s::jsonb,
+        %(payload)s::jsonb, %(enabled)s, %(misfire_policy)s, %(catch_up_limit)s, %(retry)s::jsonb,
+        %(labels)s::jsonb, %(next_run_at)s, %(now)s, %(now)s)
+RETURNING *;
+
+-- name: schedule_get
+-- One schedule of a tenant.
+SELECT * FROM schedules WHERE tenant_id = %(tenant_id)s AND id = %(id)s;
+
+-- name: schedule_get_for_update
+-- One schedule of a tenant, locked until the transaction ends (a worker's claim skips it meanwhile).
+SELECT * FROM schedules WHERE tenant_id = %(tenant_id)s AND id = %(id)s FOR UPDATE;
+
+-- name: schedule_update
+-- Replace a schedule's editable fields and bump its version.
+UPDATE schedules
+   SET name = %(name)s, description = %(description)s, tz = %(tz)s, trigger = %(trigger)s::jsonb,
+       target = %(target)s::jsonb, payload = %(payload)s::jsonb, enabled = %(enabled)s,
+       misfire_policy = %(misfire_policy)s, catch_up_limit = %(catch_up_limit)s, retry = %(retry)s::jsonb,
+       labels = %(labels)s::jsonb, next_run_at = %(next_run_at)s, updated_at = %(now)s, version = version + 1
+ WHERE tenant_id = %(tenant_id)s AND id = %(id)s
+RETURNING *;
+
+-- name: schedule_delete
+-- Delete one schedule of a tenant; its run history stays.
+DELETE FROM schedules WHERE tenant_id = %(tenant_id)s AND id = %(id)s RETURNING id;
+
+-- name: schedule_list
+-- One page of a tenant's schedules, oldest first, with optional filters.
+SELECT * FROM schedules
+ WHERE tenant_id = %(tenant_id)s
+   AND (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s::boolean)
+   AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
+   AND (%(labels)s::jsonb IS NULL OR labels @> %(labels)s::jsonb)
+ ORDER BY created_at, id
+ LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: schedule_count
+-- How many of a tenant's schedules match the list filters.
+SELECT count(*) FROM schedules
+ WHERE tenant_id = %(tenant_id)s
+   AND (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s::boolean)
+   AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
+   AND (%(labels)s::jsonb IS NULL OR labels @> %(labels)s::jsonb);
+
+-- name: database_ping
+-- Readiness: the database answers.
+SELECT 1;
+
+-- name: schedule_claim_due
+-- Lock up to `limit` due schedules, oldest first, skipping rows other workers (or an API PATCH) hold.
+SELECT id, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at
+  FROM schedules
+ WHERE enabled AND next_run_at <= %(now)s
+ ORDER BY next_run_at
+ LIMIT %(limit)s
+   FOR UPDATE SKIP LOCKED;
+
+-- name: schedule_advance_many
+-- Set the next occurrence (and the last fired one, and the FIXED_DELAY parking) of claimed schedules.
+UPDATE schedules AS s
+   SET next_run_at = v.next_run_at,
+       last_run_at = COALESCE(v.last_run_at, s.last_run_at),
+       parked_run_id = v.parked_run_id
+  FROM unnest(%(ids)s::uuid[], %(next_run_at)s::timestamptz[], %(last_run_at)s::timestamptz[],
+              %(parked_run_id)s::uuid[]) AS v(id, next_run_at, last_run_at, parked_run_id)
+ WHERE s.id = v.id;
+
+-- name: schedule_next_due
+-- The earliest next_run_at of any enabled schedule: how long an idle worker may sleep.
+SELECT min(next_run_at) AS next_due FROM schedules WHERE enabled AND next_run_at IS NOT NULL;
+
+-- name: schedule_rearm_many
+-- Re-arm FIXED_DELAY schedules whose parked run finished: next_run_at computed by the worker from the finish.
+UPDATE schedules AS s
+   SET next_run_at = v.next_run_at, parked_run_id = NULL
+  FROM unnest(%(run_ids)s::uuid[], %(next_run_at)s::timestamptz[]) AS v(run_id, next_run_at)
+ WHERE s.parked_run_id = v.run_id;
+
+-- name: run_insert_many
+-- Record the runs a claim owes (the outbox); an occurrence already recorded is not recorded twice.
+INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, manual, idempotency_key, status, lease_until,
+                  leased_by, created_at, trace_context)
+SELECT v.id, v.schedule_id, v.tenant_id, v.scheduled_for, v.manual, v.idempotency_key, 'PENDING',
+       v.lease_until, %(worker)s, %(now)s, v.trace_context
+  FROM unnest(%(ids)s::uuid[], %(schedule_ids)s::uuid[], %(tenant_ids)s::text[], %(scheduled_for)s::timestamptz[],
+              %(manual)s::boolean[], %(keys)s::text[], %(lease_until)s::timestamptz[], %(trace_context)s::text[])
+       AS v(id, schedule_id, tenant_id, scheduled_for, manual, idempotency_key, lease_until, trace_context)
+    ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id;
+
+-- name: run_insert_manual
+-- Queue a run of a tenant's schedule now, outside its sequence; the dispatcher delivers it at once.
+INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, manual, idempotency_key, status, lease_until,
+                  created_at, trace_context)
+SELECT %(id)s, s.id, s.tenant_id, %(now)s, true, %(key)s, 'PENDING', %(now)s, %(now)s, %(trace_context)s
+  FROM schedules AS s
+ WHERE s.tenant_id = %(tenant_id)s AND s.id = %(schedule_id)s
+RETURNING *;
+
+-- name: run_lease_expired
+-- Take over open runs whose lease ran out (their worker died, or nobody picked up a manual run yet).
+UPDATE runs AS r
+   SET lease_until = %(lease_until)s, leased_by = %(worker)s
+  FROM (SELECT id FROM runs
+         WHERE status IN ('PENDING', 'RETRYING') AND lease_until <= %(now)s
+         ORDER BY lease_until
+         LIMIT %(limit)s
+           FOR UPDATE SKIP LOCKED) AS due
+ WHERE r.id = due.id
+RETURNING r.id, r.schedule_id, r.tenant_id, r.scheduled_for, r.manual, r.idempotency_key, r.attempt,
+          r.trace_context;
+
+-- name: run_update_many
+-- Record delivery progress of many runs at once.
+UPDATE runs AS r
+   SET status = v.status, attempt = v.attempt, started_at = COALESCE(r.started_at, v.started_at),
+       finished_at = v.finished_at, next_attempt_at = v.next_attempt_at, lease_until = v.lease_until,
+       duration_ms = v.duration_ms, http_status = v.http_status, error = v.error, delivery = v.delivery
+  FROM unnest(%(ids)s::uuid[], %(status)s::text[], %(attempt)s::int[], %(started_at)s::timestamptz[],
+              %(finished_at)s::timestamptz[], %(next_attempt_at)s::timestamptz[], %(lease_until)s::timestamptz[],
+              %(duration_ms)s::int[], %(http_status)s::int[], %(error)s::text[], %(delivery)s::jsonb[])
+       AS v(id, status, attempt, started_at, finished_at, next_attempt_at, lease_until, duration_ms,
+            http_status, error, delivery)
+ WHERE r.id = v.id AND r.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED');
+
+-- name: run_release_many
+-- On shutdown: hand unfinished runs to other workers at once instead of after the lease.
+UPDATE runs SET lease_until = %(now)s, leased_by = NULL
+ WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('PENDING', 'RETRYING');
+
+-- name: run_get
+-- One run of a tenant.
+SELECT * FROM runs WHERE tenant_id = %(tenant_id)s AND id = %(id)s;
+
+-- name: run_list
+-- A page of a schedule's runs, newest first, optionally of one status.
+SELECT * FROM runs
+ WHERE tenant_id = %(tenant_id)s AND schedule_id = %(schedule_id)s
+   AND (%(status)s::text IS NULL OR status = %(status)s::text)
+ ORDER BY created_at DESC, id DESC
+ LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: run_count
+-- How many of a schedule's runs match the list filter.
+SELECT count(*) FROM runs
+ WHERE tenant_id = %(tenant_id)s AND schedule_id = %(schedule_id)s
+   AND (%(status)s::text IS NULL OR status = %(status)s::text);
+
+-- name: schedule_targets_many
+-- What rescued runs need to be delivered: their schedules' target, payload and retry policy.
+SELECT id, tenant_id, tz, trigger, target, payload, retry FROM schedules WHERE id = ANY(%(ids)s::uuid[]);
+
+-- name: schedule_notify
+-- Wake idle workers: a schedule became due soon, or a manual run was queued.
+SELECT pg_notify('scheduler_wakeup', %(reason)s);

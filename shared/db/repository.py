@@ -1,0 +1,246 @@
+"""The only code that runs SQL at runtime: named statements from queries.sql, psycopg errors translated here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import psycopg
+import psycopg_pool
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from shared.db.queries import sql
+from shared.errors import Conflict, NotFound, Unavailable
+from shared.model import (
+    MisfirePolicy,
+    RetryPolicy,
+    Run,
+    RunStatus,
+    Schedule,
+    ScheduleStatus,
+    Target,
+    Trigger,
+)
+
+_trigger = msgspec.json.Decoder(Trigger)
+_target = msgspec.json.Decoder(Target)
+_retry = msgspec.json.Decoder(RetryPolicy)
+_labels = msgspec.json.Decoder(dict[str, str])
+_any = msgspec.json.Decoder()
+_encode = msgspec.json.encode
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    enabled: bool | None = None
+    name_prefix: str | None = None
+    labels: dict[str, str] | None = None
+
+
+def schedule_params(s: Schedule) -> dict[str, Any]:
+    """The statement parameters that store ``s`` (JSON columns encoded by msgspec)."""
+    return {
+        "id": s.id,
+        "tenant_id": s.tenant_id,
+        "name": s.name,
+        "description": s.description,
+        "tz": s.tz,
+        "trigger": _encode(s.trigger).decode(),
+        "target": _encode(s.target).decode(),
+        "payload": _encode(s.payload).decode(),
+        "enabled": s.enabled,
+        "misfire_policy": s.misfire_policy.value,
+        "catch_up_limit": s.catch_up_limit,
+        "retry": _encode(s.retry).decode(),
+        "labels": _encode(s.labels).decode(),
+        "next_run_at": s.next_run_at,
+    }
+
+
+def schedule_from_row(row: dict[str, Any]) -> Schedule:
+    next_run_at = row["next_run_at"]
+    if not row["enabled"]:
+        status = ScheduleStatus.PAUSED
+    elif next_run_at is None and row["parked_run_id"] is None:
+        status = ScheduleStatus.COMPLETED
+    else:
+        status = ScheduleStatus.ACTIVE
+    return Schedule(
+        id=str(row["id"]),
+        tenant_id=row["tenant_id"],
+        name=row["name"],
+        description=row["description"],
+        tz=row["tz"],
+        trigger=_trigger.decode(row["trigger"]),
+        target=_target.decode(row["target"]),
+        payload=_any.decode(row["payload"]),
+        enabled=row["enabled"],
+        misfire_policy=MisfirePolicy(row["misfire_policy"]),
+        catch_up_limit=row["catch_up_limit"],
+        retry=_retry.decode(row["retry"]),
+        labels=_labels.decode(row["labels"]),
+        status=status,
+        next_run_at=next_run_at,
+        last_run_at=row["last_run_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
+    )
+
+
+def run_from_row(row: dict[str, Any]) -> Run:
+    return Run(
+        id=str(row["id"]),
+        schedule_id=str(row["schedule_id"]),
+        tenant_id=row["tenant_id"],
+        scheduled_for=row["scheduled_for"],
+        manual=row["manual"],
+        idempotency_key=row["idempotency_key"],
+        status=RunStatus(row["status"]),
+        attempt=row["attempt"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        next_attempt_at=row["next_attempt_at"],
+        duration_ms=row["duration_ms"],
+        http_status=row["http_status"],
+        error=row["error"],
+        delivery=_any.decode(row["delivery"]) if row["delivery"] is not None else None,
+    )
+
+
+@asynccontextmanager
+async def translated_errors() -> AsyncIterator[None]:
+    """The one boundary where psycopg errors become application errors."""
+    try:
+        yield
+    except psycopg.errors.UniqueViolation as exc:
+        constraint = exc.diag.constraint_name or ""
+        if constraint == "schedules_tenant_name_key":
+            raise Conflict("a schedule with this name already exists", field="name") from exc
+        raise Conflict(f"conflicts with an existing row ({constraint})") from exc
+    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+        raise Unavailable("the database is unavailable") from exc
+
+
+class Repository:
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[AsyncConnection[dict[str, Any]]]:
+        async with translated_errors(), self.pool.connection() as conn:
+            conn.row_factory = dict_row  # type: ignore[assignment]
+            yield conn  # type: ignore[misc]
+
+    async def ping(self) -> None:
+        async with self._conn() as conn:
+            await conn.execute(sql("database_ping"))
+
+    async def schedule_insert(self, schedule: Schedule, now: datetime, wake_workers: bool) -> Schedule:
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(sql("schedule_insert"), {**schedule_params(schedule), "now": now})
+            row = await cur.fetchone()
+            if wake_workers:
+                await conn.execute(sql("schedule_notify"), {"reason": "due"})
+        assert row is not None
+        return schedule_from_row(row)
+
+    async def schedule_get(self, tenant_id: str, schedule_id: str) -> Schedule:
+        async with self._conn() as conn:
+            cur = await conn.execute(sql("schedule_get"), {"tenant_id": tenant_id, "id": schedule_id})
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"schedule {schedule_id} not found")
+        return schedule_from_row(row)
+
+    async def schedule_update(
+        self,
+        tenant_id: str,
+        schedule_id: str,
+        now: datetime,
+        change: Callable[[Schedule], Schedule],
+        wake_workers: Callable[[Schedule], bool],
+    ) -> Schedule:
+        """Lock the row, apply the pure ``change`` and store its result, in one transaction.
+
+        Holding the row lock means a worker cannot claim this schedule between our read and our write, so a
+        schedule disabled here fires no run after this returns.
+        """
+        key = {"tenant_id": tenant_id, "id": schedule_id}
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(sql("schedule_get_for_update"), key)
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFound(f"schedule {schedule_id} not found")
+            updated = change(schedule_from_row(row))
+            cur = await conn.execute(sql("schedule_update"), {**schedule_params(updated), **key, "now": now})
+            stored = await cur.fetchone()
+            if wake_workers(updated):
+                await conn.execute(sql("schedule_notify"), {"reason": "due"})
+        assert stored is not None
+        return schedule_from_row(stored)
+
+    async def schedule_delete(self, tenant_id: str, schedule_id: str) -> None:
+        async with self._conn() as conn:
+            cur = await conn.execute(sql("schedule_delete"), {"tenant_id": tenant_id, "id": schedule_id})
+            if await cur.fetchone() is None:
+                raise NotFound(f"schedule {schedule_id} not found")
+
+    async def schedule_list(
+        self, tenant_id: str, where: ListFilter, limit: int, offset: int
+    ) -> tuple[list[Schedule], int]:
+        params = {
+            "tenant_id": tenant_id,
+            "enabled": where.enabled,
+            "name_prefix": where.name_prefix,
+            "labels": _encode(where.labels).decode() if where.labels else None,
+        }
+        async with self._conn() as conn:
+            cur = await conn.execute(sql("schedule_list"), {**params, "limit": limit, "offset": offset})
+            rows = await cur.fetchall()
+            cur = await conn.execute(sql("schedule_count"), params)
+            count = await cur.fetchone()
+        assert count is not None
+        return [schedule_from_row(r) for r in rows], count["count"]
+
+    async def run_insert_manual(
+        self, tenant_id: str, schedule_id: str, run_id: str, now: datetime, trace_context: str | None
+    ) -> Run:
+        params = {"id": run_id, "tenant_id": tenant_id, "schedule_id": schedule_id, "now": now,
+                  "key": f"{schedule_id}:manual:{run_id}", "trace_context": trace_context}
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(sql("run_insert_manual"), params)
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFound(f"schedule {schedule_id} not found")
+            await conn.execute(sql("schedule_notify"), {"reason": "run"})
+        return run_from_row(row)
+
+    async def run_get(self, tenant_id: str, run_id: str) -> Run:
+        async with self._conn() as conn:
+            cur = await conn.execute(sql("run_get"), {"tenant_id": tenant_id, "id": run_id})
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"run {run_id} not found")
+        return run_from_row(row)
+
+    async def run_list(
+        self, tenant_id: str, schedule_id: str, status: str | None, limit: int, offset: int
+    ) -> tuple[list[Run], int]:
+        params = {"tenant_id": tenant_id, "schedule_id": schedule_id, "status": status}
+        async with self._conn() as conn:
+            cur = await conn.execute(sql("schedule_get"), {"tenant_id": tenant_id, "id": schedule_id})
+            if await cur.fetchone() is None:
+                raise NotFound(f"schedule {schedule_id} not found")
+            cur = await conn.execute(sql("run_list"), {**params, "limit": limit, "offset": offset})
+            rows = await cur.fetchall()
+            cur = await conn.execute(sql("run_count"), params)
+            count = await cur.fetchone()
+        assert count is not None
+        return [run_from_row(r) for r in rows], count["count"]

@@ -1,0 +1,5 @@
+import sys
+
+from shared.dev.stack import main
+
+sys.exit(main())

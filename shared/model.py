@@ -1,0 +1,220 @@
+"""The wire and storage shapes of schedules and runs.
+
+The same msgspec types decode the API body and the JSONB stored in Postgres, so what a client sent is what a
+worker reads. Field names are camelCase on the wire (``rename="camel"``); unknown fields are rejected.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+
+# Instants must carry an offset: a naive time would silently mean the server's zone.
+AwareDatetime = Annotated[datetime, Meta(tz=True)]
+
+
+class _Wire(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    pass
+
+
+# --- triggers -------------------------------------------------------------------------------------------
+# Every trigger may carry startAt/endAt: no fire before startAt, none after endAt.
+
+class CronTrigger(_Wire, tag="CRON", tag_field="type", frozen=True):
+    cron: Annotated[str, Meta(max_length=256)]
+    start_at: AwareDatetime | None = None
+    end_at: AwareDatetime | None = None
+
+
+class RRuleTrigger(_Wire, tag="RRULE", tag_field="type", frozen=True):
+    rrule: Annotated[str, Meta(max_length=4096)]
+    start_at: AwareDatetime | None = None
+    end_at: AwareDatetime | None = None
+
+
+class FixedDelayTrigger(_Wire, tag="FIXED_DELAY", tag_field="type", frozen=True):
+    delay_sec: int
+    start_at: AwareDatetime | None = None
+    end_at: AwareDatetime | None = None
+
+
+class OneShotTrigger(_Wire, tag="ONE_SHOT", tag_field="type", frozen=True):
+    start_at: AwareDatetime
+    end_at: AwareDatetime | None = None
+
+
+Trigger = CronTrigger | RRuleTrigger | FixedDelayTrigger | OneShotTrigger
+
+
+# --- targets --------------------------------------------------------------------------------------------
+
+class HttpSpec(_Wire, frozen=True):
+    url: str
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    headers: dict[str, str] = {}
+    body: Any = None
+    timeout_sec: float = 10.0
+
+
+class QueueSpec(_Wire, frozen=True):
+    topic: str
+
+
+class EventTarget(_Wire, tag="EVENT", tag_field="kind", frozen=True):
+    event_topic: str
+
+
+class HttpTarget(_Wire, tag="HTTP", tag_field="kind", frozen=True):
+    http: HttpSpec
+
+
+class QueueTarget(_Wire, tag="QUEUE", tag_field="kind", frozen=True):
+    queue: QueueSpec
+
+
+Target = EventTarget | HttpTarget | QueueTarget
+
+
+class MisfirePolicy(enum.StrEnum):
+    """What to do with occurrences that came due while no worker was running."""
+
+    FIRE_ONCE = "FIRE_ONCE"  # one run standing for all missed occurrences
+    SKIP = "SKIP"  # none; continue with the next future occurrence
+    CATCH_UP = "CATCH_UP"  # one run per missed occurrence, up to catchUpLimit
+
+
+class RetryPolicy(_Wire, frozen=True):
+    max_attempts: int = 3
+    backoff_sec: float = 1.0
+    max_backoff_sec: float = 60.0
+
+
+Labels = dict[str, str]
+
+
+# --- schedules ------------------------------------------------------------------------------------------
+
+class ScheduleCreate(_Wire):
+    name: str
+    trigger: Trigger
+    target: Target
+    tenant_id: str | None = None
+    description: str | None = None
+    tz: str = "UTC"
+    payload: Any = None
+    enabled: bool = True
+    misfire_policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE
+    catch_up_limit: int = 100
+    retry: RetryPolicy = RetryPolicy()
+    labels: Labels = {}
+
+
+class ScheduleUpdate(_Wire):
+    """PATCH body: absent fields keep their stored value; ``version`` is an alternative to If-Match."""
+
+    name: str | UnsetType = UNSET
+    trigger: Trigger | UnsetType = UNSET
+    target: Target | UnsetType = UNSET
+    tenant_id: str | UnsetType = UNSET
+    description: str | None | UnsetType = UNSET
+    tz: str | UnsetType = UNSET
+    payload: Any | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
+    misfire_policy: MisfirePolicy | UnsetType = UNSET
+    catch_up_limit: int | UnsetType = UNSET
+    retry: RetryPolicy | UnsetType = UNSET
+    labels: Labels | UnsetType = UNSET
+    version: int | UnsetType = UNSET
+
+
+class ScheduleStatus(enum.StrEnum):
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"  # no occurrence left (ONE_SHOT fired, COUNT/UNTIL/endAt reached)
+
+
+class Schedule(Struct, rename="camel", kw_only=True):
+    """A stored schedule, as the API returns it."""
+
+    id: str
+    tenant_id: str
+    name: str
+    description: str | None
+    tz: str
+    trigger: Trigger
+    target: Target
+    payload: Any
+    enabled: bool
+    misfire_policy: MisfirePolicy
+    catch_up_limit: int
+    retry: RetryPolicy
+    labels: Labels
+    status: ScheduleStatus
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class SchedulePage(Struct, rename="camel", kw_only=True):
+    items: list[Schedule]
+    page: int
+    page_size: int
+    total: int
+
+
+class TriggerPreviewRequest(_Wire):
+    trigger: Trigger
+    tz: str = "UTC"
+    after: AwareDatetime | None = None
+    count: Annotated[int, Meta(ge=1, le=1000)] = 10
+
+
+class FireTimes(Struct, rename="camel"):
+    fire_times: list[datetime]
+
+
+def encode(value: Any) -> bytes:
+    return msgspec.json.encode(value)
+
+
+# --- runs -----------------------------------------------------------------------------------------------
+
+class RunStatus(enum.StrEnum):
+    PENDING = "PENDING"  # recorded, not yet delivered (or its worker died: rescued after the lease)
+    RETRYING = "RETRYING"  # an attempt failed; another follows at nextAttemptAt
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"  # attempts exhausted or a non-retryable answer; also sent to the dead-letter subject
+    CANCELLED = "CANCELLED"  # its schedule was deleted before delivery
+
+
+class Run(Struct, rename="camel", kw_only=True):
+    id: str
+    schedule_id: str
+    tenant_id: str
+    scheduled_for: datetime
+    manual: bool
+    idempotency_key: str
+    status: RunStatus
+    attempt: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    next_attempt_at: datetime | None
+    duration_ms: int | None
+    http_status: int | None
+    error: str | None
+    delivery: Any
+
+
+class RunPage(Struct, rename="camel", kw_only=True):
+    items: list[Run]
+    page: int
+    page_size: int
+    total: int

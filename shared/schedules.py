@@ -1,0 +1,105 @@
+"""Building and changing schedules: pure functions of the request, the stored row and the time."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+from msgspec import UNSET
+
+from shared.errors import FieldProblem, InvalidInput, PreconditionFailed
+from shared.model import Schedule, ScheduleCreate, ScheduleStatus, ScheduleUpdate
+from shared.timing.next_fire import anchor_trigger, first_fire
+from shared.validation import (
+    check_catch_up_limit,
+    check_description,
+    check_labels,
+    check_name,
+    check_payload,
+    check_retry,
+    check_target,
+    check_trigger,
+    check_zone,
+    raise_if,
+)
+
+
+def check_schedule(s: Schedule, now: datetime, max_payload_bytes: int) -> None:
+    """Raise InvalidInput listing every problem of ``s``."""
+    raise_if(
+        check_name(s.name)
+        + check_description(s.description)
+        + check_zone(s.tz)
+        + check_trigger(s.trigger, s.tz, now)
+        + check_target(s.target)
+        + check_payload(s.payload, max_payload_bytes)
+        + check_labels(s.labels)
+        + check_catch_up_limit(s.catch_up_limit)
+        + check_retry(s.retry)
+    )
+
+
+def check_body_tenant(body_tenant: str | None, tenant_id: str) -> None:
+    if body_tenant is not None and body_tenant != tenant_id:
+        raise InvalidInput.field("tenantId", "differs from the X-Tenant-Id header")
+
+
+def new_schedule(body: ScheduleCreate, tenant_id: str, schedule_id: str, now: datetime, max_payload: int) -> Schedule:
+    check_body_tenant(body.tenant_id, tenant_id)
+    trigger = anchor_trigger(body.trigger, now)
+    schedule = Schedule(
+        id=schedule_id,
+        tenant_id=tenant_id,
+        name=body.name,
+        description=body.description,
+        tz=body.tz,
+        trigger=trigger,
+        target=body.target,
+        payload=body.payload,
+        enabled=body.enabled,
+        misfire_policy=body.misfire_policy,
+        catch_up_limit=body.catch_up_limit,
+        retry=body.retry,
+        labels=body.labels,
+        status=ScheduleStatus.ACTIVE,
+        next_run_at=None,
+        last_run_at=None,
+        created_at=now,
+        updated_at=now,
+        version=1,
+    )
+    check_schedule(schedule, now, max_payload)
+    return msgspec.structs.replace(schedule, next_run_at=first_fire(trigger, body.tz, now))
+
+
+def apply_patch(
+    current: Schedule, patch: ScheduleUpdate, expected_version: int | None, now: datetime, max_payload: int
+) -> Schedule:
+    """``current`` with ``patch`` applied; next_run_at recomputed when what decides it changed."""
+    if patch.version is not UNSET and expected_version is not None and patch.version != expected_version:
+        raise InvalidInput(FieldProblem("version", "differs from the If-Match header"))
+    expected = expected_version if expected_version is not None else patch.version
+    if expected is not UNSET and expected is not None and expected != current.version:
+        raise PreconditionFailed(f"schedule is at version {current.version}, not {expected}")
+    if patch.tenant_id is not UNSET:
+        check_body_tenant(patch.tenant_id, current.tenant_id)
+
+    changes = {
+        f: getattr(patch, f)
+        for f in patch.__struct_fields__
+        if f not in ("version", "tenant_id") and getattr(patch, f) is not UNSET
+    }
+    if "trigger" in changes:
+        changes["trigger"] = anchor_trigger(changes["trigger"], now)
+    updated = msgspec.structs.replace(current, **changes)
+    check_schedule(updated, now, max_payload)
+
+    timing_changed = "trigger" in changes or "tz" in changes
+    re_enabled = updated.enabled and not current.enabled
+    if timing_changed or re_enabled:
+        # A new trigger starts afresh; re-enabling the same one must not re-fire a ONE_SHOT that already ran.
+        fired_before = not timing_changed and current.last_run_at is not None
+        updated = msgspec.structs.replace(
+            updated, next_run_at=first_fire(updated.trigger, updated.tz, now, fired_before=fired_before)
+        )
+    return updated

@@ -1,0 +1,81 @@
+"""Settings, read from the environment once at start-up (``Settings.from_env``) and passed down.
+
+Nothing else reads the environment. Each field's docstring is the documentation of its variable; the README's
+configuration table is generated from the same names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    """HOST: address the API listens on."""
+    port: int = 3080
+    """PORT: port the API listens on."""
+    postgres_url: str = ""
+    """POSTGRES_URL: libpq URL of the database (required outside `make run` / `make test`)."""
+    nats_url: str = ""
+    """NATS_URL: NATS server URL for EVENT/QUEUE targets (required by workers)."""
+    auth_mode: str = "jwks"
+    """AUTH_MODE: `jwks` (verify tokens against JWKS_URL) or `dev` (a local key pair under DEV_DATA_DIR)."""
+    jwks_url: str = ""
+    """JWKS_URL: where the identity provider publishes its signing keys."""
+    jwt_issuer: str = ""
+    """JWT_ISSUER: required `iss` claim when set."""
+    jwt_audience: str = ""
+    """JWT_AUDIENCE: required `aud` claim when set."""
+    jwt_algorithms: str = "RS256,ES256,EdDSA"
+    """JWT_ALGORITHMS: accepted signing algorithms (asymmetric only)."""
+    jwt_tenants_claim: str = "tenants"
+    """JWT_TENANTS_CLAIM: claim holding the tenant list (or "*"); dotted paths allowed."""
+    jwt_roles_claim: str = "roles"
+    """JWT_ROLES_CLAIM: claim holding the role list; dotted paths allowed (`realm_access.roles`)."""
+    dev_data_dir: str = ".data"
+    """DEV_DATA_DIR: where dev mode keeps its signing key (and `make run` its servers)."""
+    log_level: str = "info"
+    """LOG_LEVEL: debug, info, warning or error."""
+    max_body_bytes: int = 1024 * 1024
+    """MAX_BODY_BYTES: largest accepted request body."""
+    max_payload_bytes: int = 256 * 1024
+    """MAX_PAYLOAD_BYTES: largest schedule `payload` (encoded JSON)."""
+    db_pool_min: int = 1
+    """DB_POOL_MIN: connections the API keeps open."""
+    db_pool_max: int = 10
+    """DB_POOL_MAX: most connections the API opens."""
+    misfire_grace_sec: float = 60.0
+    """MISFIRE_GRACE_SEC: an occurrence older than this when claimed counts as missed (misfirePolicy applies)."""
+    worker_batch_size: int = 100
+    """WORKER_BATCH_SIZE: schedules claimed per transaction."""
+    worker_poll_max_sec: float = 1.0
+    """WORKER_POLL_MAX_SEC: longest idle sleep between claims (NOTIFY wakes workers sooner)."""
+    worker_concurrency: int = 256
+    """WORKER_CONCURRENCY: deliveries in flight per worker process."""
+    run_lease_sec: float = 60.0
+    """RUN_LEASE_SEC: a run not finished this long after its lease started is rescued by another worker."""
+    deadletter_subject: str = "scheduler.deadletter"
+    """DEADLETTER_SUBJECT: NATS subject receiving runs that exhausted their attempts."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f.name.upper())
+            if raw is None or raw == "":
+                continue
+            kind = type(f.default)
+            try:
+                values[f.name] = kind(raw)
+            except ValueError as exc:
+                raise SystemExit(f"{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def dev_dir(self) -> Path:
+        return Path(self.dev_data_dir)

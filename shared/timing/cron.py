@@ -1,0 +1,392 @@
+"""Cron expressions: parsing and computing the next fire time, with Debian cron's DST semantics.
+
+Syntax is Vixie cron's five fields (minute hour day-of-month month day-of-week) with an optional leading
+seconds field, month and day names, and the usual macros (``@daily`` ...).
+
+Daylight saving time follows Debian cron, which decides per expression how to treat the local clock:
+
+* Wall-clock mode (neither the minute nor the hour field starts with ``*``): the job is "at 02:30 local".
+  Each matching local wall time fires exactly once: a wall time skipped by a spring-forward gap fires at the
+  end of the gap, and a wall time repeated by a fall-back overlap fires only on its first occurrence.
+* Real-time mode (the minute or hour field starts with ``*``): the job is "every so often". Every real
+  instant whose local wall time matches fires, so nothing fires inside a gap and an overlap fires twice.
+
+The evaluator never walks minute by minute: it walks matching days (month by month) and, within a day, the
+sorted matching times of day, using binary search to find where ``after`` falls. Local wall times map onto
+real instants monotonically (per fold), which is what makes both the binary search and "the first candidate
+after ``after`` is the answer" valid.
+"""
+
+from __future__ import annotations
+
+import bisect
+import calendar
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import NoReturn
+from zoneinfo import ZoneInfo
+
+# A schedule that cannot fire within this many years is treated as never firing (e.g. `0 0 30 2 *`). The
+# rarest satisfiable schedules (Feb 29, or Feb 1 on a given weekday) recur well within it.
+_HORIZON_YEARS = 30
+
+# Start looking this many local days before `after`: a wall time a day or so earlier can map to an instant
+# later than `after` when the zone's offset jumps (fall-back overlaps, or Samoa skipping a whole day).
+_LOOKBACK_DAYS = 2
+
+_MONTH_NAMES = {
+    name: number
+    for number, name in enumerate(
+        ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), start=1
+    )
+}
+_DAY_NAMES = {name: number for number, name in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"))}
+
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+_NUMBER = re.compile(r"[0-9]+")
+
+# Longer digit strings are certainly out of range; refusing them early also keeps int() away from
+# pathological input.
+_MAX_DIGITS = 9
+
+
+@dataclass(frozen=True, slots=True)
+class CronExpr:
+    """A parsed cron expression.
+
+    ``days_of_week`` uses 0 for Sunday (a 7 in the source is folded into 0). ``dom_restricted`` and
+    ``dow_restricted`` record whether the field text did not start with ``*``: when both are restricted a day
+    matches if either field matches (Vixie cron), otherwise both must match.
+    """
+
+    seconds: frozenset[int]
+    minutes: frozenset[int]
+    hours: frozenset[int]
+    days_of_month: frozenset[int]
+    months: frozenset[int]
+    days_of_week: frozenset[int]
+    dom_restricted: bool
+    dow_restricted: bool
+    wall_clock: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _FieldSpec:
+    name: str
+    low: int
+    high: int
+    names: Mapping[str, int]
+
+
+_SECOND = _FieldSpec("second", 0, 59, {})
+_MINUTE = _FieldSpec("minute", 0, 59, {})
+_HOUR = _FieldSpec("hour", 0, 23, {})
+_DAY_OF_MONTH = _FieldSpec("day-of-month", 1, 31, {})
+_MONTH = _FieldSpec("month", 1, 12, _MONTH_NAMES)
+_DAY_OF_WEEK = _FieldSpec("day-of-week", 0, 7, _DAY_NAMES)
+
+
+# --- parsing -------------------------------------------------------------------------------------------------
+
+
+def parse_cron(expr: str) -> CronExpr:
+    """Parse a cron expression; raise ValueError with a message naming the offending field."""
+    text = expr.strip()
+    if text.startswith("@"):
+        text = _expand_macro(text)
+    fields = text.split()
+    if len(fields) == 5:
+        fields = ["0", *fields]
+    elif len(fields) != 6:
+        raise ValueError(f"expected 5 fields (or 6 with leading seconds), got {len(fields)}")
+    second, minute, hour, day_of_month, month, day_of_week = fields
+    return CronExpr(
+        seconds=_parse_field(second, _SECOND),
+        minutes=_parse_field(minute, _MINUTE),
+        hours=_parse_field(hour, _HOUR),
+        days_of_month=_parse_field(day_of_month, _DAY_OF_MONTH),
+        months=_parse_field(month, _MONTH),
+        days_of_week=frozenset(day % 7 for day in _parse_field(day_of_week, _DAY_OF_WEEK)),
+        dom_restricted=not day_of_month.startswith("*"),
+        dow_restricted=not day_of_week.startswith("*"),
+        # Debian cron's rule: a job pinned to a specific hour and minute follows the wall clock; anything
+        # with a wildcard there runs on elapsed time. The seconds field plays no part.
+        wall_clock=not (minute.startswith("*") or hour.startswith("*")),
+    )
+
+
+def _expand_macro(text: str) -> str:
+    name, *rest = text.split()
+    key = name.lower()
+    if rest:
+        raise ValueError(f"macro {name} takes no other fields, got {' '.join(rest)!r}")
+    if key in _MACROS:
+        return _MACROS[key]
+    if key == "@reboot":
+        raise ValueError("@reboot is not supported: schedules must be time-based")
+    raise ValueError(f"unknown macro {name!r}; expected one of {', '.join(_MACROS)}")
+
+
+def _parse_field(text: str, spec: _FieldSpec) -> frozenset[int]:
+    values: set[int] = set()
+    for item in text.split(","):
+        values.update(_parse_item(item, spec))
+    return frozenset(values)
+
+
+def _parse_item(item: str, spec: _FieldSpec) -> range:
+    """One list item: `*`, `a`, `a-b`, each optionally followed by `/step` (`a/step` runs to the maximum)."""
+    if not item:
+        _fail(spec, "empty list item (check for stray commas)")
+    base, slash, step_text = item.partition("/")
+    step = _parse_step(step_text, item, spec) if slash else 1
+    if base == "*":
+        low, high = spec.low, spec.high
+    elif "-" in base:
+        low_text, _, high_text = base.partition("-")
+        low = _parse_value(low_text, item, spec)
+        high = _parse_value(high_text, item, spec)
+        if low > high:
+            _fail(spec, f"range {base} is backwards ({low} > {high}){_backwards_hint(spec)}")
+    elif slash:
+        low, high = _parse_value(base, item, spec), spec.high
+    else:
+        low = high = _parse_value(base, item, spec)
+    return range(low, high + 1, step)
+
+
+def _backwards_hint(spec: _FieldSpec) -> str:
+    # The one backwards range people write on purpose is a week wrapping past Saturday (FRI-SUN).
+    return "; Sunday can also be written as 7, e.g. 5-7" if spec is _DAY_OF_WEEK else ""
+
+
+def _parse_value(text: str, item: str, spec: _FieldSpec) -> int:
+    named = spec.names.get(text.upper())
+    if named is not None:
+        return named
+    if not _NUMBER.fullmatch(text):
+        _fail(spec, f"invalid value {text!r} in {item!r}")
+    if len(text.lstrip("0")) > _MAX_DIGITS or not spec.low <= int(text) <= spec.high:
+        _fail(spec, f"{text} is out of range {spec.low}-{spec.high}")
+    return int(text)
+
+
+def _parse_step(text: str, item: str, spec: _FieldSpec) -> int:
+    if not _NUMBER.fullmatch(text):
+        _fail(spec, f"invalid step {text!r} in {item!r}")
+    if len(text.lstrip("0")) > _MAX_DIGITS:
+        _fail(spec, f"step {text} is too large")
+    step = int(text)
+    if step < 1:
+        _fail(spec, f"step {step} in {item!r} must be at least 1")
+    return step
+
+
+def _fail(spec: _FieldSpec, reason: str) -> NoReturn:
+    raise ValueError(f"{spec.name} field: {reason}")
+
+
+# --- evaluation ----------------------------------------------------------------------------------------------
+
+
+def cron_next(expr: CronExpr, tz: ZoneInfo, after: datetime) -> datetime | None:
+    """The first fire time strictly after ``after``, in UTC; None if there is none within the horizon."""
+    if after.tzinfo is None or after.utcoffset() is None:
+        raise ValueError("after must be a timezone-aware datetime")
+    after = after.astimezone(UTC)
+    try:
+        if expr.wall_clock:
+            return _scan(expr, tz, after, fold=0, skip_gaps=False)
+        # Real time: the earliest of the first copies and the second copies of repeated wall times. Each
+        # copy alone maps wall times onto instants monotonically; interleaved they do not.
+        found = [
+            instant
+            for fold in (0, 1)
+            if (instant := _scan(expr, tz, after, fold=fold, skip_gaps=True)) is not None
+        ]
+        return min(found, default=None)
+    except OverflowError:
+        # The next fire time would lie outside what datetime can represent (years 1 and 9999).
+        return None
+
+
+def _scan(expr: CronExpr, tz: ZoneInfo, after: datetime, *, fold: int, skip_gaps: bool) -> datetime | None:
+    """The first matching wall time, in calendar order, whose instant (for this fold) is after ``after``.
+
+    With ``skip_gaps`` wall times inside a spring-forward gap are passed over (real-time mode); without it
+    they fire at the end of the gap (wall-clock mode).
+    """
+    times = _TimesOfDay(expr)
+    if not len(times):
+        return None
+    local = after.astimezone(tz).replace(tzinfo=None)
+    start = local.date() - timedelta(days=_LOOKBACK_DAYS)
+    last_year = min(local.year + _HORIZON_YEARS, date.max.year)
+    for day in _matching_days(expr, start, last_year):
+        index = _first_index_after(times, day, tz, fold, after, local)
+        while index < len(times):
+            instant, gap_end = _resolve(_wall(day, times[index]), tz, fold)
+            if gap_end is None or not skip_gaps:
+                return instant
+            if gap_end.date() != day:
+                break  # The gap runs past midnight: carry on with the following days.
+            # Jump over the remaining wall times swallowed by the gap in one step.
+            index = bisect.bisect_left(times, _hms(gap_end), lo=index + 1)
+    return None
+
+
+def _first_index_after(
+    times: _TimesOfDay, day: date, tz: ZoneInfo, fold: int, after: datetime, local: datetime
+) -> int:
+    """Index of the first time of ``day`` whose instant is after ``after`` (``len(times)`` if none).
+
+    ``local`` is ``after`` on the local wall clock.
+    """
+
+    def instant(hms: tuple[int, int, int]) -> datetime:
+        return _resolve(_wall(day, hms), tz, fold)[0]
+
+    # Away from a transition the wall clock alone gives the answer. Instants grow with the index, so two
+    # probes either confirm the guess or send us to a binary search.
+    if day < local.date():
+        guess = len(times)
+    elif day > local.date():
+        guess = 0
+    else:
+        guess = bisect.bisect_right(times, _hms(local))
+    if (guess == len(times) or instant(times[guess]) > after) and (guess == 0 or instant(times[guess - 1]) <= after):
+        return guess
+    return bisect.bisect_right(times, after, key=instant)
+
+
+class _TimesOfDay:
+    """The sorted (hour, minute, second) combinations of an expression, as a lazy sequence.
+
+    Lazy because ``* * * * * *`` has 86,400 of them and bisect only ever looks at a handful.
+    """
+
+    __slots__ = ("_hours", "_length", "_minutes", "_seconds")
+
+    def __init__(self, expr: CronExpr) -> None:
+        self._hours = sorted(expr.hours)
+        self._minutes = sorted(expr.minutes)
+        self._seconds = sorted(expr.seconds)
+        self._length = len(self._hours) * len(self._minutes) * len(self._seconds)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> tuple[int, int, int]:
+        # Only bisect and the scan index this, always within bounds; negative indices are not supported.
+        if not 0 <= index < self._length:
+            raise IndexError(index)
+        rest, second = divmod(index, len(self._seconds))
+        hour, minute = divmod(rest, len(self._minutes))
+        return self._hours[hour], self._minutes[minute], self._seconds[second]
+
+
+def _matching_days(expr: CronExpr, start: date, last_year: int) -> Iterator[date]:
+    """Matching local dates from ``start`` on, month by month, up to the end of ``last_year``."""
+    months = sorted(expr.months)
+    days_of_month = sorted(expr.days_of_month)
+    either = expr.dom_restricted and expr.dow_restricted
+    for year in range(start.year, last_year + 1):
+        for month in months:
+            if (year, month) < (start.year, start.month):
+                continue
+            first_day = start.day if (year, month) == (start.year, start.month) else 1
+            monday_based_first, days_in_month = calendar.monthrange(year, month)
+            # Under the OR rule any day may match through its weekday; otherwise only listed days can.
+            candidates = range(first_day, days_in_month + 1) if either else days_of_month
+            for day in candidates:
+                if not first_day <= day <= days_in_month:
+                    continue
+                # Cron weekdays count from Sunday = 0; calendar's count from Monday = 0.
+                weekday = (monday_based_first + day) % 7
+                if _day_matches(expr, day, weekday, either):
+                    yield date(year, month, day)
+
+
+def _day_matches(expr: CronExpr, day: int, weekday: int, either: bool) -> bool:
+    dom_ok = day in expr.days_of_month
+    dow_ok = weekday in expr.days_of_week
+    return (dom_ok or dow_ok) if either else (dom_ok and dow_ok)
+
+
+def _resolve(wall: datetime, tz: ZoneInfo, fold: int) -> tuple[datetime, datetime | None]:
+    """Map a naive local wall time to one UTC instant: ``(instant, gap_end)``.
+
+    A wall time that exists once maps to itself. A repeated one maps to its first occurrence for fold 0 and
+    its second for fold 1. One inside a spring-forward gap maps to the end of the gap, and ``gap_end`` is
+    then the local wall time there (otherwise None).
+    """
+    aware = wall.replace(tzinfo=tz)
+    offset_a = _offset(aware)
+    offset_b = _offset(aware.replace(fold=1))
+    if offset_a == offset_b:
+        return _at_offset(wall, offset_a), None
+    # The larger offset gives the earlier instant, whichever fold zoneinfo attaches it to (PEP 495 swaps
+    # the meaning of fold inside gaps).
+    earlier = _at_offset(wall, max(offset_a, offset_b))
+    later = _at_offset(wall, min(offset_a, offset_b))
+    if _local_wall(earlier, tz) == wall:
+        # Both offsets reproduce the wall time: it is repeated by a fall-back overlap.
+        return (earlier if fold == 0 else later), None
+    # Neither reproduces it: the wall time was skipped. The transition lies between the two candidates.
+    transition = _transition_between(earlier, later, tz)
+    return transition, _local_wall(transition, tz)
+
+
+def _transition_between(before: datetime, after: datetime, tz: ZoneInfo) -> datetime:
+    """The instant the zone's offset changes, given UTC instants on either side of one transition.
+
+    zoneinfo does not expose its transition table, so bisect on whole seconds (tz transitions are whole
+    seconds); a gap is at most a day wide, so this takes at most 17 steps.
+    """
+    low, high = int(before.timestamp()), int(after.timestamp())
+    new_offset = _offset_at(high, tz)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _offset_at(middle, tz) == new_offset:
+            high = middle
+        else:
+            low = middle
+    return datetime.fromtimestamp(high, UTC)
+
+
+def _offset(aware: datetime) -> timedelta:
+    offset = aware.utcoffset()
+    if offset is None:  # Unreachable with ZoneInfo; keeps the type checker honest.
+        raise ValueError(f"no UTC offset for {aware!r}")
+    return offset
+
+
+def _offset_at(timestamp: int, tz: ZoneInfo) -> timedelta:
+    return _offset(datetime.fromtimestamp(timestamp, tz))
+
+
+def _at_offset(wall: datetime, offset: timedelta) -> datetime:
+    return (wall - offset).replace(tzinfo=UTC)
+
+
+def _local_wall(instant: datetime, tz: ZoneInfo) -> datetime:
+    return instant.astimezone(tz).replace(tzinfo=None)
+
+
+def _wall(day: date, hms: tuple[int, int, int]) -> datetime:
+    return datetime.combine(day, time(*hms))
+
+
+def _hms(wall: datetime) -> tuple[int, int, int]:
+    return wall.hour, wall.minute, wall.second

@@ -1,0 +1,180 @@
+"""Semantic checks msgspec's type decoding cannot express, each naming the offending field.
+
+``check_schedule`` collects every problem, so a client fixes its request in one round trip.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+from shared.errors import FieldProblem, InvalidInput
+from shared.model import (
+    CronTrigger,
+    EventTarget,
+    FixedDelayTrigger,
+    HttpTarget,
+    Labels,
+    QueueTarget,
+    RetryPolicy,
+    RRuleTrigger,
+    Target,
+    Trigger,
+)
+from shared.timing.next_fire import anchor_trigger, compiled_cron, first_fire
+from shared.timing.rrule import validate_rrule
+
+MAX_NAME = 200
+MAX_DESCRIPTION = 2000
+MAX_DELAY_SEC = 366 * 24 * 3600
+MAX_LABELS = 64
+MAX_HTTP_TIMEOUT_SEC = 300.0
+MAX_CATCH_UP = 1000
+
+TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+# RFC 9110 token characters.
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+# NATS subjects: dot-separated non-empty tokens without whitespace; no wildcards, since we publish to them.
+SUBJECT = re.compile(r"^[^.\s*>]+(\.[^.\s*>]+)*$")
+LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Headers the scheduler sets itself on every delivery.
+RESERVED_HEADERS = {"idempotency-key", "content-length", "host", "transfer-encoding", "connection"}
+
+
+def check_tenant_id(value: str, field: str = "X-Tenant-Id") -> str:
+    if not TENANT_ID.match(value):
+        raise InvalidInput.field(field, "must be 1-64 characters of letters, digits, '.', '_', ':' or '-'")
+    return value
+
+
+def check_zone(tz: str, field: str = "tz") -> list[FieldProblem]:
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        return [FieldProblem(field, f"unknown IANA time zone {tz!r}")]
+    return []
+
+
+def check_trigger(trigger: Trigger, tz: str, now: datetime, field: str = "trigger") -> list[FieldProblem]:
+    problems: list[FieldProblem] = []
+    if trigger.start_at is not None and trigger.end_at is not None and trigger.end_at <= trigger.start_at:
+        problems.append(FieldProblem(f"{field}.endAt", "must be after startAt"))
+    match trigger:
+        case CronTrigger():
+            try:
+                compiled_cron(trigger.cron)
+            except ValueError as exc:
+                problems.append(FieldProblem(f"{field}.cron", str(exc)))
+        case RRuleTrigger():
+            try:
+                validate_rrule(trigger.rrule)
+            except ValueError as exc:
+                problems.append(FieldProblem(f"{field}.rrule", str(exc)))
+        case FixedDelayTrigger():
+            if not 1 <= trigger.delay_sec <= MAX_DELAY_SEC:
+                problems.append(FieldProblem(f"{field}.delaySec", f"must be between 1 and {MAX_DELAY_SEC}"))
+    if problems or check_zone(tz):
+        return problems
+    if isinstance(trigger, CronTrigger | RRuleTrigger):
+        # An expression that never fires (`0 0 30 2 *`, an UNTIL in the past) is almost surely a mistake.
+        if first_fire(anchor_trigger(trigger, now), tz, now) is None:
+            key = "cron" if isinstance(trigger, CronTrigger) else "rrule"
+            problems.append(FieldProblem(f"{field}.{key}", "never fires (no occurrence after now within bounds)"))
+    return problems
+
+
+def check_target(target: Target, field: str = "target") -> list[FieldProblem]:
+    match target:
+        case EventTarget():
+            return _check_subject(target.event_topic, f"{field}.eventTopic")
+        case QueueTarget():
+            return _check_subject(target.queue.topic, f"{field}.queue.topic")
+        case HttpTarget():
+            return _check_http(target, f"{field}.http")
+
+
+def _check_subject(subject: str, field: str) -> list[FieldProblem]:
+    if len(subject) > 256 or not SUBJECT.match(subject):
+        return [FieldProblem(field, "must be a NATS subject: dot-separated tokens, no spaces or wildcards (* >)")]
+    return []
+
+
+def _check_http(target: HttpTarget, field: str) -> list[FieldProblem]:
+    spec = target.http
+    problems = []
+    parts = urlsplit(spec.url)
+    if len(spec.url) > 2048 or parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(FieldProblem(f"{field}.url", "must be an absolute http:// or https:// URL"))
+    elif CONTROL.search(spec.url) or " " in spec.url:
+        problems.append(FieldProblem(f"{field}.url", "must not contain spaces or control characters"))
+    if len(spec.headers) > 50:
+        problems.append(FieldProblem(f"{field}.headers", "at most 50 headers"))
+    for name, value in spec.headers.items():
+        if not HEADER_NAME.match(name):
+            problems.append(FieldProblem(f"{field}.headers.{name}", "is not a legal header name"))
+        elif name.lower() in RESERVED_HEADERS:
+            problems.append(FieldProblem(f"{field}.headers.{name}", "is set by the scheduler"))
+        elif CONTROL.sub("", value.replace("\t", "")) != value.replace("\t", "") or len(value) > 8192:
+            problems.append(FieldProblem(f"{field}.headers.{name}", "value must be <= 8 KiB without control characters"))
+    if not 0 < spec.timeout_sec <= MAX_HTTP_TIMEOUT_SEC:
+        problems.append(FieldProblem(f"{field}.timeoutSec", f"must be > 0 and <= {MAX_HTTP_TIMEOUT_SEC:g}"))
+    return problems
+
+
+def check_name(name: str, field: str = "name") -> list[FieldProblem]:
+    if not name.strip() or len(name) > MAX_NAME or CONTROL.search(name):
+        return [FieldProblem(field, f"must be 1-{MAX_NAME} characters without control characters")]
+    return []
+
+
+def check_description(description: str | None) -> list[FieldProblem]:
+    if description is not None and len(description) > MAX_DESCRIPTION:
+        return [FieldProblem("description", f"at most {MAX_DESCRIPTION} characters")]
+    return []
+
+
+def check_payload(payload: Any, max_bytes: int) -> list[FieldProblem]:
+    size = len(msgspec.json.encode(payload))
+    if size > max_bytes:
+        return [FieldProblem("payload", f"is {size} bytes encoded; the limit is {max_bytes}")]
+    return []
+
+
+def check_labels(labels: Labels) -> list[FieldProblem]:
+    if len(labels) > MAX_LABELS:
+        return [FieldProblem("labels", f"at most {MAX_LABELS} labels")]
+    problems = []
+    for key, value in labels.items():
+        if not LABEL_KEY.match(key):
+            problems.append(FieldProblem(f"labels.{key}", "key must be 1-63 of letters, digits, '.', '_', '/', '-'"))
+        elif len(value) > 256 or CONTROL.search(value):
+            problems.append(FieldProblem(f"labels.{key}", "value must be <= 256 characters without control characters"))
+    return problems
+
+
+def check_catch_up_limit(limit: int) -> list[FieldProblem]:
+    if not 1 <= limit <= MAX_CATCH_UP:
+        return [FieldProblem("catchUpLimit", f"must be between 1 and {MAX_CATCH_UP}")]
+    return []
+
+
+def check_retry(retry: RetryPolicy) -> list[FieldProblem]:
+    problems = []
+    if not 1 <= retry.max_attempts <= 20:
+        problems.append(FieldProblem("retry.maxAttempts", "must be between 1 and 20"))
+    if not 0 < retry.backoff_sec <= 3600:
+        problems.append(FieldProblem("retry.backoffSec", "must be > 0 and <= 3600"))
+    if not retry.backoff_sec <= retry.max_backoff_sec <= 86400:
+        problems.append(FieldProblem("retry.maxBackoffSec", "must be >= backoffSec and <= 86400"))
+    return problems
+
+
+def raise_if(problems: list[FieldProblem]) -> None:
+    if problems:
+        raise InvalidInput(problems)

@@ -1,0 +1,96 @@
+"""Real servers for the integration tests: a throwaway Postgres and NATS started once per session.
+
+POSTGRES_URL / NATS_URL point the suite at existing servers instead (it then creates its own databases and
+needs CREATEDB). Throwaway servers live under a fresh /tmp directory that the unprivileged postgres user (used
+when the suite runs as root) can traverse.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from shared.db.migrate import migrate
+
+
+def _throwaway_dir(name: str) -> Path:
+    # Not $TMPDIR: as root, the unprivileged postgres user must be able to enter it.
+    base = "/tmp" if os.path.isdir("/tmp") else None
+    path = Path(tempfile.mkdtemp(prefix=f"sched-{name}-", dir=base))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    if os.environ.get("POSTGRES_URL"):
+        yield os.environ["POSTGRES_URL"]
+        return
+    from shared.dev.postgres import EmbeddedPostgres
+
+    root = _throwaway_dir("pg")
+    server = EmbeddedPostgres(root / "pg", throwaway=True)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def database_url(server_url: str, name: str) -> str:
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def create_database(server_url: str, name: str, template: str | None = None) -> str:
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template:
+        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(statement)
+    return database_url(server_url, name)
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server_url: str) -> str:
+    """A database with every migration applied, cloned for each test module (cheaper than migrating)."""
+    name = f"sched_tpl_{uuid.uuid4().hex[:8]}"
+    migrate(create_database(pg_server_url, name))
+    return name
+
+
+@pytest.fixture(scope="module")
+def db_url(pg_server_url: str, template_db: str) -> str:
+    return create_database(pg_server_url, f"sched_{uuid.uuid4().hex[:12]}", template=template_db)
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    if os.environ.get("NATS_URL"):
+        yield os.environ["NATS_URL"]
+        return
+    from shared.dev.nats import EmbeddedNats
+
+    root = _throwaway_dir("nats")
+    server = EmbeddedNats(root / "nats", throwaway=True)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dev_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="sched-dev-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from api.app import create_app
+from api.auth import ADMIN, EDITOR, VIEWER, mint_dev_token
+from shared.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def settings(db_url: str, dev_dir: Path) -> Settings:
+    return Settings(postgres_url=db_url, auth_mode="dev", dev_data_dir=str(dev_dir), db_pool_max=4)
+
+
+@pytest.fixture(scope="module")
+async def client(settings: Settings) -> AsyncIterator[AsyncTestClient]:
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+Headers = Callable[..., dict[str, str]]
+
+
+@pytest.fixture
+def headers(dev_dir: Path, tenant: str) -> Headers:
+    """Request headers for ``tenant`` (or another) with a dev token carrying ``role``."""
+
+    def make(role: str = EDITOR, tenant_id: str | None = None, tenants: list[str] | None = None) -> dict[str, str]:
+        tid = tenant_id or tenant
+        token = mint_dev_token(dev_dir, tenants if tenants is not None else [tid], [role])
+        return {"Authorization": f"Bearer {token}", "X-Tenant-Id": tid}
+
+    return make
+
+
+__all__ = ["ADMIN", "EDITOR", "VIEWER"]

@@ -1,0 +1,136 @@
+"""next_fire / first_fire over every trigger type, bounds, and the misfire policies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.model import CronTrigger, FixedDelayTrigger, MisfirePolicy, OneShotTrigger, RRuleTrigger
+from shared.timing.misfire import MAX_MISSED_SCAN, plan_due
+from shared.timing.next_fire import anchor_trigger, fire_times, first_fire, next_fire
+
+T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+GRACE = timedelta(seconds=60)
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def test_cron_next_and_bounds():
+    trigger = CronTrigger(cron="0 * * * *")
+    assert next_fire(trigger, "UTC", T0) == utc(2026, 6, 1, 13)
+    bounded = CronTrigger(cron="0 * * * *", start_at=utc(2026, 6, 2, 5), end_at=utc(2026, 6, 2, 7))
+    assert fire_times(bounded, "UTC", T0, 10) == [utc(2026, 6, 2, 5), utc(2026, 6, 2, 6), utc(2026, 6, 2, 7)]
+    assert next_fire(bounded, "UTC", utc(2026, 6, 2, 7)) is None
+
+
+def test_cron_in_a_zone_returns_utc():
+    result = next_fire(CronTrigger(cron="0 9 * * *"), "Europe/Berlin", T0)
+    assert result == utc(2026, 6, 2, 7) and result.tzinfo is UTC
+
+
+def test_leap_day_cron():
+    times = fire_times(CronTrigger(cron="0 0 29 2 *"), "UTC", utc(2026, 1, 1), 3)
+    assert times == [utc(2028, 2, 29), utc(2032, 2, 29), utc(2036, 2, 29)]
+
+
+def test_impossible_cron_never_fires():
+    assert next_fire(CronTrigger(cron="0 0 30 2 *"), "UTC", T0) is None
+
+
+def test_fixed_delay_counts_from_the_previous_finish():
+    trigger = FixedDelayTrigger(delay_sec=90)
+    finished = T0 + timedelta(seconds=37)
+    assert next_fire(trigger, "UTC", finished) == finished + timedelta(seconds=90)
+    assert first_fire(trigger, "UTC", T0) == T0 + timedelta(seconds=90)
+    start = T0 + timedelta(hours=1)
+    assert first_fire(FixedDelayTrigger(delay_sec=90, start_at=start), "UTC", T0) == start
+    ended = FixedDelayTrigger(delay_sec=90, end_at=T0 + timedelta(seconds=60))
+    assert next_fire(ended, "UTC", T0) is None
+
+
+def test_one_shot_fires_once_even_when_created_late():
+    start = T0 - timedelta(hours=2)
+    trigger = OneShotTrigger(start_at=start)
+    assert first_fire(trigger, "UTC", T0) == start
+    assert next_fire(trigger, "UTC", start) is None
+    assert first_fire(trigger, "UTC", T0, fired_before=True) is None
+    future = OneShotTrigger(start_at=T0 + timedelta(minutes=5))
+    assert next_fire(future, "UTC", T0) == T0 + timedelta(minutes=5)
+
+
+def test_rrule_is_anchored_and_uses_the_zone():
+    trigger = anchor_trigger(RRuleTrigger(rrule="FREQ=WEEKLY;BYDAY=MO;BYHOUR=9"), T0 + timedelta(microseconds=7))
+    assert trigger.start_at == T0
+    times = fire_times(trigger, "Europe/Berlin", T0, 2)
+    assert times == [utc(2026, 6, 8, 7), utc(2026, 6, 15, 7)]
+    with pytest.raises(ValueError, match="anchor"):
+        next_fire(RRuleTrigger(rrule="FREQ=DAILY"), "UTC", T0)
+
+
+def test_naive_instants_are_refused():
+    with pytest.raises(ValueError, match="timezone-aware"):
+        next_fire(CronTrigger(cron="* * * * *"), "UTC", datetime(2026, 1, 1))
+
+
+# --- misfire policies ---------------------------------------------------------------------------------
+
+HOURLY = CronTrigger(cron="0 * * * *")
+OUTAGE_START = utc(2026, 6, 1, 3)  # next_run_at when the workers went away
+NOW = utc(2026, 6, 1, 8, 0, 20)  # back 5 hours later, 20 s after an occurrence
+
+
+def test_on_time_occurrence_fires_whatever_the_policy():
+    for policy in MisfirePolicy:
+        plan = plan_due(HOURLY, "UTC", utc(2026, 6, 1, 8), NOW, policy, 100, GRACE)
+        assert plan.fire_at == [utc(2026, 6, 1, 8)] and plan.next_run_at == utc(2026, 6, 1, 9)
+        assert plan.missed == 0
+
+
+def test_fire_once_after_an_outage():
+    plan = plan_due(HOURLY, "UTC", OUTAGE_START, NOW, MisfirePolicy.FIRE_ONCE, 100, GRACE)
+    # 03..07 were missed (5), 08:00 is within the grace period and fires on its own.
+    assert plan.fire_at == [OUTAGE_START, utc(2026, 6, 1, 8)]
+    assert (plan.missed, plan.skipped) == (5, 4)
+    assert plan.next_run_at == utc(2026, 6, 1, 9)
+
+
+def test_skip_after_an_outage():
+    plan = plan_due(HOURLY, "UTC", OUTAGE_START, NOW + timedelta(minutes=5), MisfirePolicy.SKIP, 100, GRACE)
+    assert plan.fire_at == [] and (plan.missed, plan.skipped) == (6, 6)
+    assert plan.next_run_at == utc(2026, 6, 1, 9)
+
+
+def test_catch_up_after_an_outage_is_limited():
+    plan = plan_due(HOURLY, "UTC", OUTAGE_START, NOW, MisfirePolicy.CATCH_UP, 100, GRACE)
+    assert plan.fire_at == [utc(2026, 6, 1, h) for h in range(3, 9)]
+    limited = plan_due(HOURLY, "UTC", OUTAGE_START, NOW, MisfirePolicy.CATCH_UP, 2, GRACE)
+    assert limited.fire_at == [utc(2026, 6, 1, 3), utc(2026, 6, 1, 4), utc(2026, 6, 1, 8)]
+    assert limited.skipped == 3
+
+
+def test_long_outage_of_a_dense_cron_is_bounded():
+    every_minute = CronTrigger(cron="* * * * *")
+    week_ago = NOW - timedelta(days=7)
+    plan = plan_due(every_minute, "UTC", week_ago.replace(second=0), NOW, MisfirePolicy.FIRE_ONCE, 100, GRACE)
+    assert plan.missed == MAX_MISSED_SCAN and plan.fire_at[0] == week_ago.replace(second=0)
+    assert plan.fire_at[1:] == [utc(2026, 6, 1, 7, 59), utc(2026, 6, 1, 8, 0)]
+    assert plan.next_run_at == utc(2026, 6, 1, 8, 1)
+
+
+def test_exhausted_schedule_has_no_next_run():
+    trigger = OneShotTrigger(start_at=OUTAGE_START)
+    assert plan_due(trigger, "UTC", OUTAGE_START, NOW, MisfirePolicy.FIRE_ONCE, 100, GRACE).fire_at == [OUTAGE_START]
+    skipped = plan_due(trigger, "UTC", OUTAGE_START, NOW, MisfirePolicy.SKIP, 100, GRACE)
+    assert skipped.fire_at == [] and skipped.next_run_at is None and skipped.skipped == 1
+
+
+def test_fixed_delay_parks_until_its_run_finishes():
+    trigger = FixedDelayTrigger(delay_sec=600)
+    due = NOW - timedelta(seconds=5)
+    plan = plan_due(trigger, "UTC", due, NOW, MisfirePolicy.FIRE_ONCE, 100, GRACE)
+    assert plan.fire_at == [due] and plan.next_run_at is None and plan.parked
+    late = plan_due(trigger, "UTC", OUTAGE_START, NOW, MisfirePolicy.SKIP, 100, GRACE)
+    assert late.fire_at == [] and late.next_run_at == NOW + timedelta(seconds=600) and not late.parked

@@ -1,0 +1,156 @@
+"""Delivering one run: attempts, backoff with jitter, the outcome, and the dead letter.
+
+Where an HTTP 429 becomes a retry: ``targets/http.py`` marks the failure retryable (with Retry-After) and
+``deliver`` below waits ``backoff_delay`` and tries again until the schedule's retry policy is used up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import msgspec
+from loguru import logger
+
+from shared.model import EventTarget, HttpTarget, QueueTarget, RetryPolicy
+from shared.timing.next_fire import next_fire
+from worker.fire import Delivered, DeliveryFailed, Fire, RunUpdate
+from worker.targets import Sender
+from worker.targets.cloudevents import envelope
+from worker.targets.nats import NatsPublisher
+
+OUTAGE_RETRY_SEC = 2.0
+MAX_ERROR_CHARS = 2000
+
+
+def backoff_delay(policy: RetryPolicy, attempt: int, retry_after: float | None, rand: float) -> float:
+    """Seconds before attempt ``attempt + 1``: exponential, with jitter in [50%, 100%], capped; a server's
+    Retry-After wins when it asks for longer (still capped at maxBackoffSec)."""
+    exponential = min(policy.max_backoff_sec, policy.backoff_sec * 2 ** (attempt - 1))
+    delay = exponential * (0.5 + rand / 2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, policy.max_backoff_sec))
+    return delay
+
+
+def run_timeout_sec(fire: Fire) -> float:
+    return fire.target.http.timeout_sec if isinstance(fire.target, HttpTarget) else 5.0
+
+
+class Deliverer:
+    def __init__(
+        self,
+        publisher: NatsPublisher,
+        http: Sender,
+        record: Callable[[RunUpdate], None],
+        clock: Callable[[], datetime],
+        lease_sec: float,
+        deadletter_subject: str,
+    ) -> None:
+        self.publisher = publisher
+        self.http = http
+        self.record = record
+        self.clock = clock
+        self.lease_sec = lease_sec
+        self.deadletter_subject = deadletter_subject
+
+    def _sender(self, fire: Fire) -> Sender:
+        match fire.target:
+            case HttpTarget():
+                return self.http
+            case EventTarget() | QueueTarget():
+                return self.publisher
+
+    async def deliver(self, fire: Fire) -> None:
+        sender = self._sender(fire)
+        while True:
+            started = self.clock()
+            t0 = time.perf_counter()
+            try:
+                result = await sender.send(fire)
+            except DeliveryFailed as failure:
+                if failure.outage:
+                    await self._wait_out_outage(fire, failure)
+                    continue
+                fire.attempt += 1
+                if failure.retryable and fire.attempt < fire.retry.max_attempts:
+                    await self._retry_later(fire, failure, started, t0)
+                    continue
+                await self._fail(fire, failure, started, t0)
+                return
+            fire.attempt += 1
+            self._succeed(fire, result, started, t0)
+            return
+
+    def _finished(self, fire: Fire, status: str, started: datetime, t0: float, **fields: object) -> RunUpdate:
+        finished = started + timedelta(seconds=time.perf_counter() - t0)
+        update = RunUpdate(
+            run_id=fire.run_id, status=status, attempt=fire.attempt, started_at=started, finished_at=finished,
+            duration_ms=int((time.perf_counter() - t0) * 1000), **fields,  # type: ignore[arg-type]
+        )
+        if fire.rearm is not None:
+            trigger, tz = fire.rearm
+            # FIXED_DELAY counts from when the run finished, so slow targets never overlap.
+            update.rearm = True
+            update.rearm_next_run_at = next_fire(trigger, tz, finished)
+        return update
+
+    def _succeed(self, fire: Fire, result: Delivered, started: datetime, t0: float) -> None:
+        self.record(
+            self._finished(fire, "SUCCEEDED", started, t0, http_status=result.http_status,
+                           delivery=msgspec.json.encode(result.detail).decode())
+        )
+
+    async def _retry_later(self, fire: Fire, failure: DeliveryFailed, started: datetime, t0: float) -> None:
+        delay = backoff_delay(fire.retry, fire.attempt, failure.retry_after, random.random())
+        next_attempt = self.clock() + timedelta(seconds=delay)
+        self.record(
+            RunUpdate(
+                run_id=fire.run_id, status="RETRYING", attempt=fire.attempt, started_at=started,
+                next_attempt_at=next_attempt,
+                # Nobody rescues this run while we are alive and waiting to retry it.
+                lease_until=next_attempt + timedelta(seconds=self.lease_sec + run_timeout_sec(fire)),
+                duration_ms=int((time.perf_counter() - t0) * 1000), http_status=failure.http_status,
+                error=str(failure)[:MAX_ERROR_CHARS],
+            )
+        )
+        logger.info("run {} attempt {} failed ({}); retrying in {:.2f}s", fire.run_id, fire.attempt, failure, delay)
+        await asyncio.sleep(delay)
+
+    async def _wait_out_outage(self, fire: Fire, failure: DeliveryFailed) -> None:
+        logger.warning("run {} waits for NATS: {}", fire.run_id, failure)
+        self.record(
+            RunUpdate(
+                run_id=fire.run_id, status="RETRYING" if fire.attempt else "PENDING", attempt=fire.attempt,
+                lease_until=self.clock() + timedelta(seconds=self.lease_sec + OUTAGE_RETRY_SEC),
+                error=str(failure)[:MAX_ERROR_CHARS],
+            )
+        )
+        await asyncio.sleep(OUTAGE_RETRY_SEC)
+
+    async def _fail(self, fire: Fire, failure: DeliveryFailed, started: datetime, t0: float) -> None:
+        error = str(failure)[:MAX_ERROR_CHARS]
+        self.record(self._finished(fire, "FAILED", started, t0, http_status=failure.http_status, error=error))
+        logger.warning("run {} of schedule {} failed after {} attempt(s): {}", fire.run_id, fire.schedule_id,
+                       fire.attempt, error)
+        await self.dead_letter(fire, error)
+
+    async def dead_letter(self, fire: Fire, error: str) -> None:
+        data = {
+            "runId": fire.run_id, "scheduleId": fire.schedule_id, "attempts": fire.attempt, "error": error,
+            # Never the target itself: its headers may hold the tenant's secrets.
+            "targetKind": fire.target.__struct_config__.tag, "payload": fire.payload,
+        }
+        body = envelope(
+            key=f"{fire.key}:deadletter", event_type="scheduler.run.failed", schedule_id=fire.schedule_id,
+            tenant_id=fire.tenant_id, scheduled_for=fire.scheduled_for, now=self.clock(), data=data,
+            run_id=fire.run_id,
+        )
+        try:
+            await self.publisher.publish(self.deadletter_subject, body, f"{fire.key}:deadletter")
+        except DeliveryFailed as exc:
+            # The run is FAILED in the database either way; the dead letter is a notification.
+            logger.error("dead letter for run {} not published: {}", fire.run_id, exc)

@@ -1,0 +1,80 @@
+"""What a worker delivers and what it records about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.model import RetryPolicy, Target, Trigger
+
+
+def idempotency_key(schedule_id: str, scheduled_for: datetime) -> str:
+    """Stable across retries and redeliveries of one occurrence: receivers deduplicate on it."""
+    return f"{schedule_id}:{scheduled_for.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
+
+
+@dataclass(slots=True)
+class Fire:
+    """One run to deliver, with everything delivery needs (no further reads)."""
+
+    run_id: str
+    schedule_id: str
+    tenant_id: str
+    scheduled_for: datetime
+    key: str
+    target: Target
+    payload: Any
+    retry: RetryPolicy
+    manual: bool = False
+    attempt: int = 0  # attempts already made
+    trace_context: str | None = None
+    # FIXED_DELAY: the trigger and zone that re-arm the schedule when this run finishes.
+    rearm: tuple[Trigger, str] | None = None
+
+
+@dataclass(slots=True)
+class Delivered:
+    """What a target reports about a successful attempt."""
+
+    detail: dict[str, Any] = field(default_factory=dict)
+    http_status: int | None = None
+
+
+class DeliveryFailed(Exception):
+    """An attempt failed; ``retryable`` says whether another attempt may succeed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        http_status: int | None = None,
+        retry_after: float | None = None,
+        outage: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        # Our own infrastructure (NATS) is down: waiting for it must not use up the schedule's attempts.
+        self.outage = outage
+        self.http_status = http_status
+        self.retry_after = retry_after
+
+
+@dataclass(slots=True)
+class RunUpdate:
+    """A change of a run's delivery state, written in batches."""
+
+    run_id: str
+    status: str
+    attempt: int
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    lease_until: datetime | None = None
+    duration_ms: int | None = None
+    http_status: int | None = None
+    error: str | None = None
+    delivery: str | None = None  # JSON text
+    rearm_next_run_at: datetime | None = None
+    rearm: bool = False

@@ -1,0 +1,286 @@
+"""The worker: claim due schedules, record their runs, advance them (one transaction per batch), deliver.
+
+Any number of these run side by side with no leader: ``FOR UPDATE SKIP LOCKED`` hands each due schedule to
+exactly one of them, and the runs table is the outbox, so a run is recorded in the same transaction that
+advances its schedule and is delivered after the commit. Runs whose worker died are rescued after their lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+import psycopg
+import psycopg_pool
+from loguru import logger
+from psycopg.rows import dict_row
+
+from shared.db.queries import sql
+from shared.model import FixedDelayTrigger, MisfirePolicy, RetryPolicy, Target, Trigger
+from shared.timing.misfire import plan_due
+from worker.delivery import Deliverer, run_timeout_sec
+from worker.fire import Fire, RunUpdate, idempotency_key
+from worker.progress import ProgressWriter
+
+DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
+RESCUE_INTERVAL_SEC = 1.0
+MIN_IDLE_SLEEP_SEC = 0.02
+WAKEUP_CHANNEL = "scheduler_wakeup"
+
+_trigger = msgspec.json.Decoder(Trigger)
+_target = msgspec.json.Decoder(Target)
+_retry = msgspec.json.Decoder(RetryPolicy)
+_any = msgspec.json.Decoder()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    batch_size: int
+    concurrency: int
+    poll_max_sec: float
+    lease_sec: float
+    misfire_grace: timedelta
+    shutdown_grace_sec: float = 20.0
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        pool: psycopg_pool.AsyncConnectionPool,
+        deliverer: Deliverer,
+        progress: ProgressWriter,
+        clock: Callable[[], datetime],
+        postgres_url: str,
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.deliverer = deliverer
+        self.progress = progress
+        self.clock = clock
+        self.postgres_url = postgres_url
+        self.id = worker_id()
+        self.stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._deliveries: dict[str, asyncio.Task[None]] = {}
+        self.last_tick = clock()
+
+    # --- one batch ----------------------------------------------------------------------------------
+
+    def capacity(self) -> int:
+        return max(0, self.config.concurrency - len(self._deliveries))
+
+    async def claim_once(self) -> int:
+        """Claim up to a batch of due schedules, record and advance them, start their deliveries."""
+        limit = min(self.config.batch_size, self.capacity())
+        if limit == 0:
+            return 0
+        now = self.clock()
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(sql("schedule_claim_due"), {"now": now, "limit": limit})
+            rows = await cur.fetchall()
+            if not rows:
+                return 0
+            fires, advance = self._plan(rows, now)
+            await conn.execute(sql("schedule_advance_many"), advance)
+            if fires:
+                inserted = await self._insert_runs(conn, fires, now)
+                fires = [f for f in fires if f.run_id in inserted]
+        self._start(fires)
+        return len(rows)
+
+    def _plan(self, rows: list[dict[str, Any]], now: datetime) -> tuple[list[Fire], dict[str, list[Any]]]:
+        fires: list[Fire] = []
+        advance: dict[str, list[Any]] = {"ids": [], "next_run_at": [], "last_run_at": [], "parked_run_id": []}
+        for row in rows:
+            schedule_id = str(row["id"])
+            trigger = _trigger.decode(row["trigger"])
+            target = _target.decode(row["target"])
+            payload = _any.decode(row["payload"])
+            retry = _retry.decode(row["retry"])
+            plan = plan_due(
+                trigger, row["tz"], row["next_run_at"], now, MisfirePolicy(row["misfire_policy"]),
+                row["catch_up_limit"], self.config.misfire_grace,
+            )
+            if plan.skipped:
+                logger.info("schedule {} skipped {} missed occurrence(s) (misfire policy {})",
+                            schedule_id, plan.skipped, row["misfire_policy"])
+            parked = None
+            for scheduled_for in plan.fire_at:
+                fire = Fire(
+                    run_id=str(uuid.uuid4()), schedule_id=schedule_id, tenant_id=row["tenant_id"],
+                    scheduled_for=scheduled_for, key=idempotency_key(schedule_id, scheduled_for), target=target,
+                    payload=payload, retry=retry,
+                    rearm=(trigger, row["tz"]) if plan.parked else None,
+                )
+                fires.append(fire)
+                parked = fire.run_id if plan.parked else None
+            advance["ids"].append(schedule_id)
+            advance["next_run_at"].append(plan.next_run_at)
+            advance["last_run_at"].append(plan.fire_at[-1] if plan.fire_at else None)
+            advance["parked_run_id"].append(parked)
+        return fires, advance
+
+    async def _insert_runs(self, conn: psycopg.AsyncConnection[Any], fires: list[Fire], now: datetime) -> set[str]:
+        params = {
+            "worker": self.id,
+            "now": now,
+            "ids": [f.run_id for f in fires],
+            "schedule_ids": [f.schedule_id for f in fires],
+            "tenant_ids": [f.tenant_id for f in fires],
+            "scheduled_for": [f.scheduled_for for f in fires],
+            "manual": [f.manual for f in fires],
+            "keys": [f.key for f in fires],
+            "lease_until": [now + timedelta(seconds=self.config.lease_sec + run_timeout_sec(f)) for f in fires],
+            "trace_context": [f.trace_context for f in fires],
+        }
+        cur = await conn.execute(sql("run_insert_many"), params)
+        return {str(r[0]) for r in await cur.fetchall()}
+
+    async def rescue_once(self) -> int:
+        """Deliver open runs whose lease expired: a dead worker's, or manual runs queued by the API."""
+        limit = min(self.config.batch_size, self.capacity())
+        if limit == 0:
+            return 0
+        now = self.clock()
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            lease_until = now + timedelta(seconds=self.config.lease_sec)
+            await cur.execute(sql("run_lease_expired"),
+                              {"now": now, "limit": limit, "lease_until": lease_until, "worker": self.id})
+            runs = [r for r in await cur.fetchall() if str(r["id"]) not in self._deliveries]
+            if not runs:
+                return 0
+            await cur.execute(sql("schedule_targets_many"), {"ids": list({r["schedule_id"] for r in runs})})
+            schedules = {str(s["id"]): s for s in await cur.fetchall()}
+        fires = []
+        for run in runs:
+            schedule = schedules.get(str(run["schedule_id"]))
+            if schedule is None:
+                self.progress.record(RunUpdate(str(run["id"]), "CANCELLED", run["attempt"], finished_at=now,
+                                               error="the schedule was deleted before this run was delivered"))
+                continue
+            trigger = _trigger.decode(schedule["trigger"])
+            parked = isinstance(trigger, FixedDelayTrigger) and not run["manual"]
+            fires.append(Fire(
+                run_id=str(run["id"]), schedule_id=str(run["schedule_id"]), tenant_id=run["tenant_id"],
+                scheduled_for=run["scheduled_for"], key=run["idempotency_key"],
+                target=_target.decode(schedule["target"]), payload=_any.decode(schedule["payload"]),
+                retry=_retry.decode(schedule["retry"]), manual=run["manual"], attempt=run["attempt"],
+                trace_context=run["trace_context"], rearm=(trigger, schedule["tz"]) if parked else None,
+            ))
+        if fires:
+            logger.info("rescued {} run(s) whose lease expired", len(fires))
+        self._start(fires)
+        return len(runs)
+
+    def _start(self, fires: Iterable[Fire]) -> None:
+        for fire in fires:
+            task = asyncio.create_task(self.deliverer.deliver(fire), name=f"run-{fire.run_id}")
+            self._deliveries[fire.run_id] = task
+            task.add_done_callback(lambda t, run_id=fire.run_id: self._delivered(run_id, t))
+
+    def _delivered(self, run_id: str, task: asyncio.Task[None]) -> None:
+        self._deliveries.pop(run_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.opt(exception=task.exception()).error("delivery of run {} crashed", run_id)
+        self._wake.set()  # capacity came back
+
+    # --- the loops ----------------------------------------------------------------------------------
+
+    async def next_due_in(self) -> float:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql("schedule_next_due"))
+            row = await cur.fetchone()
+        next_due = row[0] if row else None
+        if next_due is None:
+            return self.config.poll_max_sec
+        seconds = (next_due - self.clock()).total_seconds()
+        return min(self.config.poll_max_sec, max(MIN_IDLE_SLEEP_SEC, seconds))
+
+    async def claim_loop(self) -> None:
+        failures = 0
+        last_rescue = 0.0
+        loop = asyncio.get_running_loop()
+        while not self.stop.is_set():
+            self.last_tick = self.clock()
+            try:
+                claimed = await self.claim_once()
+                if loop.time() - last_rescue >= RESCUE_INTERVAL_SEC or self._wake.is_set():
+                    last_rescue = loop.time()
+                    claimed += await self.rescue_once()
+                failures = 0
+                if claimed >= self.config.batch_size:
+                    continue  # more is due: claim again at once
+                sleep = await self.next_due_in() if self.capacity() else self.config.poll_max_sec
+            except DB_ERRORS as exc:
+                failures += 1
+                sleep = min(10.0, 0.2 * 2**failures)
+                logger.warning("database unavailable ({}); retrying in {:.1f}s", exc, sleep)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), sleep)
+
+    async def listen_loop(self) -> None:
+        """Wake the claim loop when the API announces a schedule due soon or a manual run."""
+        while not self.stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(self.postgres_url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {WAKEUP_CHANNEL}")
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except DB_ERRORS as exc:
+                logger.debug("LISTEN connection lost: {}", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), 1.0)
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Run until ``request_stop``; then finish or release in-flight runs within the shutdown grace."""
+        writer = asyncio.create_task(self.progress.run(self.stop), name="progress")
+        listener = asyncio.create_task(self.listen_loop(), name="listen")
+        try:
+            await self.claim_loop()
+        finally:
+            listener.cancel()
+            await self._drain()
+            await writer
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _drain(self) -> None:
+        if self._deliveries:
+            logger.info("finishing {} in-flight run(s)", len(self._deliveries))
+            _, pending = await asyncio.wait(list(self._deliveries.values()), timeout=self.config.shutdown_grace_sec)
+            unfinished = [t.get_name().removeprefix("run-") for t in pending]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if unfinished:
+                await self._release(unfinished)
+
+    async def _release(self, run_ids: list[str]) -> None:
+        """Hand unfinished runs to other workers now rather than after their lease."""
+        await self.progress.flush()
+        try:
+            async with self.pool.connection() as conn:
+                await conn.execute(sql("run_release_many"), {"ids": run_ids, "now": self.clock()})
+            logger.info("released {} unfinished run(s) to other workers", len(run_ids))
+        except DB_ERRORS as exc:
+            logger.warning("could not release {} run(s); they are rescued after their lease: {}", len(run_ids), exc)
