@@ -15,6 +15,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
@@ -82,8 +83,15 @@ def mint_dev_token(
     data_dir: Path, tenants: list[str] | str, roles: list[str], ttl_sec: int = 86400, subject: str = "dev"
 ) -> str:
     now = int(time.time())
-    claims = {"sub": subject, "iss": DEV_ISSUER, "iat": now, "nbf": now, "exp": now + ttl_sec,
-              "tenants": tenants, "roles": roles}
+    claims = {
+        "sub": subject,
+        "iss": DEV_ISSUER,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_sec,
+        "tenants": tenants,
+        "roles": roles,
+    }
     return jwt.encode(claims, dev_private_key(data_dir), algorithm="ES256", headers={"kid": "dev"})
 
 
@@ -135,7 +143,7 @@ class BearerAuth(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=token)
 
 
-def require(role: str):  # noqa: ANN201 - a Litestar guard factory
+def require(role: str):
     """Guard: the caller's token carries ``role`` (or a higher one)."""
 
     def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
@@ -145,12 +153,12 @@ def require(role: str):  # noqa: ANN201 - a Litestar guard factory
     return guard
 
 
-def tenant_in_scope(connection: ASGIConnection) -> str:
+def tenant_in_scope(request: Request) -> str:
     """The X-Tenant-Id of the request, which the caller's token must grant."""
-    raw = connection.headers.get("x-tenant-id")
+    raw = request.headers.get("x-tenant-id")
     if not raw:
         raise InvalidInput.field("X-Tenant-Id", "header is required")
     tenant_id = check_tenant_id(raw.strip())
-    if not connection.user.may_access(tenant_id):
+    if not request.user.may_access(tenant_id):
         raise Forbidden(f"token does not grant tenant {tenant_id}")
     return tenant_id

@@ -8,7 +8,7 @@ reveals nothing of its cause to the client and is logged in full.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import MediaType, Request, Response
@@ -18,8 +18,9 @@ from loguru import logger
 from shared.errors import Conflict, FieldProblem, InvalidInput, SchedulerError, Unauthenticated
 
 PROBLEM_JSON = "application/problem+json"
-_MSGSPEC_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
-_UNKNOWN_FIELD = re.compile(r"unknown field `(?P<field>[^`]+)`")
+T = TypeVar("T")
+_NAMED_FIELD = re.compile(r"(?P<what>unknown|missing required) field `(?P<field>[^`]+)`")
+_MSGSPEC_PATH = re.compile(r"^(?P<message>.*?) - at `\$\.?(?P<path>[^`]*)`$", re.DOTALL)
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> Response[bytes]:
@@ -34,17 +35,29 @@ def _errors(problems: list[FieldProblem]) -> list[dict[str, str]]:
     return [{"field": p.field, "reason": p.reason} for p in problems]
 
 
-def _field_from_msgspec(message: str, source: str | None) -> FieldProblem:
-    """`Expected `int`, got `str` - at `$.trigger.delaySec`` -> FieldProblem("trigger.delaySec", ...)."""
-    match = _MSGSPEC_PATH.match(message.strip())
-    reason = match.group("reason") if match else message
-    path = (match.group("path") or "") if match else ""
-    unknown = _UNKNOWN_FIELD.search(reason)
-    if unknown:
-        path = f"{path}.{unknown.group('field')}"
-        reason = "unknown field"
-    field = path.lstrip(".").replace("[", ".").replace("]", "") or (source or "body")
-    return FieldProblem(field, reason)
+def _field_problem(item: dict[str, Any]) -> FieldProblem:
+    """Litestar's ``{"message", "key", "source"}`` (key: a dotted path, or "data" for the body itself)."""
+    message = str(item.get("message", "invalid value"))
+    key = item.get("key")
+    path = "" if key in (None, "data") else str(key)
+    named = _NAMED_FIELD.search(message)
+    if named:
+        reason = "unknown field" if named.group("what") == "unknown" else "is required"
+        return FieldProblem(".".join(p for p in (path, named.group("field")) if p), reason)
+    return FieldProblem(path or str(item.get("source") or "body"), message)
+
+
+def strict_body(raw: bytes, kind: type[T]) -> T:
+    """Decode a JSON body without type coercion (Litestar's own decoding accepts "10" for an int)."""
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        match = _MSGSPEC_PATH.match(str(exc))
+        message, path = (match.group("message"), match.group("path")) if match else (str(exc), "")
+        field = _field_problem({"message": message, "key": re.sub(r"\[(\d+)\]", r".\1", path) or None})
+        raise InvalidInput(field) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidInput.field("body", f"malformed JSON: {exc}") from exc
 
 
 def handle_scheduler_error(_: Request, exc: SchedulerError) -> Response[bytes]:
@@ -61,16 +74,8 @@ def handle_scheduler_error(_: Request, exc: SchedulerError) -> Response[bytes]:
 
 
 def handle_validation(_: Request, exc: ValidationException) -> Response[bytes]:
-    problems = []
-    for item in exc.extra if isinstance(exc.extra, list) else []:
-        if isinstance(item, dict):
-            key = item.get("key")
-            source = item.get("source")
-            message = str(item.get("message", "invalid value"))
-            if key and source != "body":
-                problems.append(FieldProblem(str(key), message))
-            else:
-                problems.append(_field_from_msgspec(message, source))
+    items = exc.extra if isinstance(exc.extra, list) else []
+    problems = [_field_problem(item) for item in items if isinstance(item, dict)]
     if not problems:
         problems = [FieldProblem("body", str(exc.detail))]
     first = problems[0]

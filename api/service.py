@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from litestar.di import NamedDependency
+
 from shared.db.repository import ListFilter, Repository
 from shared.model import (
     FireTimes,
@@ -51,9 +53,7 @@ class ScheduleService:
         items, total = await self.repo.schedule_list(tenant_id, where, page_size, (page - 1) * page_size)
         return SchedulePage(items=items, page=page, page_size=page_size, total=total)
 
-    async def update(
-        self, tenant_id: str, schedule_id: str, patch: ScheduleUpdate, if_match: int | None
-    ) -> Schedule:
+    async def update(self, tenant_id: str, schedule_id: str, patch: ScheduleUpdate, if_match: int | None) -> Schedule:
         now = self.clock()
         max_payload = self.settings.max_payload_bytes
         return await self.repo.schedule_update(
@@ -83,8 +83,7 @@ class ScheduleService:
         return FireTimes(fire_times(trigger, request.tz, after, request.count))
 
     async def run_now(self, tenant_id: str, schedule_id: str, trace_context: str | None = None) -> Run:
-        return await self.repo.run_insert_manual(tenant_id, schedule_id, str(uuid.uuid4()), self.clock(),
-                                                 trace_context)
+        return await self.repo.run_insert_manual(tenant_id, schedule_id, str(uuid.uuid4()), self.clock(), trace_context)
 
     async def runs(
         self, tenant_id: str, schedule_id: str, status: RunStatus | None, page: int, page_size: int
@@ -96,3 +95,8 @@ class ScheduleService:
 
     async def run(self, tenant_id: str, run_id: str) -> Run:
         return await self.repo.run_get(tenant_id, run_id)
+
+
+# How route handlers ask for the service and the tenant in scope (both provided by the app / controllers).
+Service = NamedDependency[ScheduleService]
+TenantId = NamedDependency[str]

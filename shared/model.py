@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-
 # Instants must carry an offset: a naive time would silently mean the server's zone.
 AwareDatetime = Annotated[datetime, Meta(tz=True)]
 
@@ -24,6 +23,7 @@ class _Wire(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=Tr
 
 # --- triggers -------------------------------------------------------------------------------------------
 # Every trigger may carry startAt/endAt: no fire before startAt, none after endAt.
+
 
 class CronTrigger(_Wire, tag="CRON", tag_field="type", frozen=True):
     cron: Annotated[str, Meta(max_length=256)]
@@ -53,7 +53,8 @@ Trigger = CronTrigger | RRuleTrigger | FixedDelayTrigger | OneShotTrigger
 
 # --- targets --------------------------------------------------------------------------------------------
 
-class HttpSpec(_Wire, frozen=True):
+
+class HttpSpec(_Wire, frozen=True, omit_defaults=False):
     url: str
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     headers: dict[str, str] = {}
@@ -88,7 +89,7 @@ class MisfirePolicy(enum.StrEnum):
     CATCH_UP = "CATCH_UP"  # one run per missed occurrence, up to catchUpLimit
 
 
-class RetryPolicy(_Wire, frozen=True):
+class RetryPolicy(_Wire, frozen=True, omit_defaults=False):
     max_attempts: int = 3
     backoff_sec: float = 1.0
     max_backoff_sec: float = 60.0
@@ -98,6 +99,7 @@ Labels = dict[str, str]
 
 
 # --- schedules ------------------------------------------------------------------------------------------
+
 
 class ScheduleCreate(_Wire):
     name: str
@@ -121,7 +123,7 @@ class ScheduleUpdate(_Wire):
     trigger: Trigger | UnsetType = UNSET
     target: Target | UnsetType = UNSET
     tenant_id: str | UnsetType = UNSET
-    description: str | None | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
     tz: str | UnsetType = UNSET
     payload: Any | UnsetType = UNSET
     enabled: bool | UnsetType = UNSET
@@ -185,6 +187,7 @@ def encode(value: Any) -> bytes:
 
 
 # --- runs -----------------------------------------------------------------------------------------------
+
 
 class RunStatus(enum.StrEnum):
     PENDING = "PENDING"  # recorded, not yet delivered (or its worker died: rescued after the lease)

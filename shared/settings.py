@@ -56,6 +56,8 @@ class Settings:
     """WORKER_POLL_MAX_SEC: longest idle sleep between claims (NOTIFY wakes workers sooner)."""
     worker_concurrency: int = 256
     """WORKER_CONCURRENCY: deliveries in flight per worker process."""
+    worker_shutdown_grace_sec: float = 20.0
+    """WORKER_SHUTDOWN_GRACE_SEC: on SIGTERM, how long in-flight runs may finish before they are released."""
     run_lease_sec: float = 60.0
     """RUN_LEASE_SEC: a run not finished this long after its lease started is rescued by another worker."""
     deadletter_subject: str = "scheduler.deadletter"

@@ -81,11 +81,10 @@ def check_trigger(trigger: Trigger, tz: str, now: datetime, field: str = "trigge
                 problems.append(FieldProblem(f"{field}.delaySec", f"must be between 1 and {MAX_DELAY_SEC}"))
     if problems or check_zone(tz):
         return problems
-    if isinstance(trigger, CronTrigger | RRuleTrigger):
-        # An expression that never fires (`0 0 30 2 *`, an UNTIL in the past) is almost surely a mistake.
-        if first_fire(anchor_trigger(trigger, now), tz, now) is None:
-            key = "cron" if isinstance(trigger, CronTrigger) else "rrule"
-            problems.append(FieldProblem(f"{field}.{key}", "never fires (no occurrence after now within bounds)"))
+    # An expression that never fires (`0 0 30 2 *`, an UNTIL in the past) is almost surely a mistake.
+    if isinstance(trigger, CronTrigger | RRuleTrigger) and first_fire(anchor_trigger(trigger, now), tz, now) is None:
+        key = "cron" if isinstance(trigger, CronTrigger) else "rrule"
+        problems.append(FieldProblem(f"{field}.{key}", "never fires (no occurrence after now within bounds)"))
     return problems
 
 
@@ -121,7 +120,9 @@ def _check_http(target: HttpTarget, field: str) -> list[FieldProblem]:
         elif name.lower() in RESERVED_HEADERS:
             problems.append(FieldProblem(f"{field}.headers.{name}", "is set by the scheduler"))
         elif CONTROL.sub("", value.replace("\t", "")) != value.replace("\t", "") or len(value) > 8192:
-            problems.append(FieldProblem(f"{field}.headers.{name}", "value must be <= 8 KiB without control characters"))
+            problems.append(
+                FieldProblem(f"{field}.headers.{name}", "value must be <= 8 KiB without control characters")
+            )
     if not 0 < spec.timeout_sec <= MAX_HTTP_TIMEOUT_SEC:
         problems.append(FieldProblem(f"{field}.timeoutSec", f"must be > 0 and <= {MAX_HTTP_TIMEOUT_SEC:g}"))
     return problems

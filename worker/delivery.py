@@ -88,8 +88,13 @@ class Deliverer:
     def _finished(self, fire: Fire, status: str, started: datetime, t0: float, **fields: object) -> RunUpdate:
         finished = started + timedelta(seconds=time.perf_counter() - t0)
         update = RunUpdate(
-            run_id=fire.run_id, status=status, attempt=fire.attempt, started_at=started, finished_at=finished,
-            duration_ms=int((time.perf_counter() - t0) * 1000), **fields,  # type: ignore[arg-type]
+            run_id=fire.run_id,
+            status=status,
+            attempt=fire.attempt,
+            started_at=started,
+            finished_at=finished,
+            duration_ms=int((time.perf_counter() - t0) * 1000),
+            **fields,  # type: ignore[arg-type]
         )
         if fire.rearm is not None:
             trigger, tz = fire.rearm
@@ -100,8 +105,14 @@ class Deliverer:
 
     def _succeed(self, fire: Fire, result: Delivered, started: datetime, t0: float) -> None:
         self.record(
-            self._finished(fire, "SUCCEEDED", started, t0, http_status=result.http_status,
-                           delivery=msgspec.json.encode(result.detail).decode())
+            self._finished(
+                fire,
+                "SUCCEEDED",
+                started,
+                t0,
+                http_status=result.http_status,
+                delivery=msgspec.json.encode(result.detail).decode(),
+            )
         )
 
     async def _retry_later(self, fire: Fire, failure: DeliveryFailed, started: datetime, t0: float) -> None:
@@ -109,11 +120,15 @@ class Deliverer:
         next_attempt = self.clock() + timedelta(seconds=delay)
         self.record(
             RunUpdate(
-                run_id=fire.run_id, status="RETRYING", attempt=fire.attempt, started_at=started,
+                run_id=fire.run_id,
+                status="RETRYING",
+                attempt=fire.attempt,
+                started_at=started,
                 next_attempt_at=next_attempt,
                 # Nobody rescues this run while we are alive and waiting to retry it.
                 lease_until=next_attempt + timedelta(seconds=self.lease_sec + run_timeout_sec(fire)),
-                duration_ms=int((time.perf_counter() - t0) * 1000), http_status=failure.http_status,
+                duration_ms=int((time.perf_counter() - t0) * 1000),
+                http_status=failure.http_status,
                 error=str(failure)[:MAX_ERROR_CHARS],
             )
         )
@@ -124,7 +139,9 @@ class Deliverer:
         logger.warning("run {} waits for NATS: {}", fire.run_id, failure)
         self.record(
             RunUpdate(
-                run_id=fire.run_id, status="RETRYING" if fire.attempt else "PENDING", attempt=fire.attempt,
+                run_id=fire.run_id,
+                status="RETRYING" if fire.attempt else "PENDING",
+                attempt=fire.attempt,
                 lease_until=self.clock() + timedelta(seconds=self.lease_sec + OUTAGE_RETRY_SEC),
                 error=str(failure)[:MAX_ERROR_CHARS],
             )
@@ -134,19 +151,29 @@ class Deliverer:
     async def _fail(self, fire: Fire, failure: DeliveryFailed, started: datetime, t0: float) -> None:
         error = str(failure)[:MAX_ERROR_CHARS]
         self.record(self._finished(fire, "FAILED", started, t0, http_status=failure.http_status, error=error))
-        logger.warning("run {} of schedule {} failed after {} attempt(s): {}", fire.run_id, fire.schedule_id,
-                       fire.attempt, error)
+        logger.warning(
+            "run {} of schedule {} failed after {} attempt(s): {}", fire.run_id, fire.schedule_id, fire.attempt, error
+        )
         await self.dead_letter(fire, error)
 
     async def dead_letter(self, fire: Fire, error: str) -> None:
         data = {
-            "runId": fire.run_id, "scheduleId": fire.schedule_id, "attempts": fire.attempt, "error": error,
+            "runId": fire.run_id,
+            "scheduleId": fire.schedule_id,
+            "attempts": fire.attempt,
+            "error": error,
             # Never the target itself: its headers may hold the tenant's secrets.
-            "targetKind": fire.target.__struct_config__.tag, "payload": fire.payload,
+            "targetKind": fire.target.__struct_config__.tag,
+            "payload": fire.payload,
         }
         body = envelope(
-            key=f"{fire.key}:deadletter", event_type="scheduler.run.failed", schedule_id=fire.schedule_id,
-            tenant_id=fire.tenant_id, scheduled_for=fire.scheduled_for, now=self.clock(), data=data,
+            key=f"{fire.key}:deadletter",
+            event_type="scheduler.run.failed",
+            schedule_id=fire.schedule_id,
+            tenant_id=fire.tenant_id,
+            scheduled_for=fire.scheduled_for,
+            now=self.clock(),
+            data=data,
             run_id=fire.run_id,
         )
         try:

@@ -112,18 +112,32 @@ class Worker:
             payload = _any.decode(row["payload"])
             retry = _retry.decode(row["retry"])
             plan = plan_due(
-                trigger, row["tz"], row["next_run_at"], now, MisfirePolicy(row["misfire_policy"]),
-                row["catch_up_limit"], self.config.misfire_grace,
+                trigger,
+                row["tz"],
+                row["next_run_at"],
+                now,
+                MisfirePolicy(row["misfire_policy"]),
+                row["catch_up_limit"],
+                self.config.misfire_grace,
             )
             if plan.skipped:
-                logger.info("schedule {} skipped {} missed occurrence(s) (misfire policy {})",
-                            schedule_id, plan.skipped, row["misfire_policy"])
+                logger.info(
+                    "schedule {} skipped {} missed occurrence(s) (misfire policy {})",
+                    schedule_id,
+                    plan.skipped,
+                    row["misfire_policy"],
+                )
             parked = None
             for scheduled_for in plan.fire_at:
                 fire = Fire(
-                    run_id=str(uuid.uuid4()), schedule_id=schedule_id, tenant_id=row["tenant_id"],
-                    scheduled_for=scheduled_for, key=idempotency_key(schedule_id, scheduled_for), target=target,
-                    payload=payload, retry=retry,
+                    run_id=str(uuid.uuid4()),
+                    schedule_id=schedule_id,
+                    tenant_id=row["tenant_id"],
+                    scheduled_for=scheduled_for,
+                    key=idempotency_key(schedule_id, scheduled_for),
+                    target=target,
+                    payload=payload,
+                    retry=retry,
                     rearm=(trigger, row["tz"]) if plan.parked else None,
                 )
                 fires.append(fire)
@@ -159,8 +173,9 @@ class Worker:
         async with self.pool.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
             lease_until = now + timedelta(seconds=self.config.lease_sec)
-            await cur.execute(sql("run_lease_expired"),
-                              {"now": now, "limit": limit, "lease_until": lease_until, "worker": self.id})
+            await cur.execute(
+                sql("run_lease_expired"), {"now": now, "limit": limit, "lease_until": lease_until, "worker": self.id}
+            )
             runs = [r for r in await cur.fetchall() if str(r["id"]) not in self._deliveries]
             if not runs:
                 return 0
@@ -170,18 +185,34 @@ class Worker:
         for run in runs:
             schedule = schedules.get(str(run["schedule_id"]))
             if schedule is None:
-                self.progress.record(RunUpdate(str(run["id"]), "CANCELLED", run["attempt"], finished_at=now,
-                                               error="the schedule was deleted before this run was delivered"))
+                self.progress.record(
+                    RunUpdate(
+                        str(run["id"]),
+                        "CANCELLED",
+                        run["attempt"],
+                        finished_at=now,
+                        error="the schedule was deleted before this run was delivered",
+                    )
+                )
                 continue
             trigger = _trigger.decode(schedule["trigger"])
             parked = isinstance(trigger, FixedDelayTrigger) and not run["manual"]
-            fires.append(Fire(
-                run_id=str(run["id"]), schedule_id=str(run["schedule_id"]), tenant_id=run["tenant_id"],
-                scheduled_for=run["scheduled_for"], key=run["idempotency_key"],
-                target=_target.decode(schedule["target"]), payload=_any.decode(schedule["payload"]),
-                retry=_retry.decode(schedule["retry"]), manual=run["manual"], attempt=run["attempt"],
-                trace_context=run["trace_context"], rearm=(trigger, schedule["tz"]) if parked else None,
-            ))
+            fires.append(
+                Fire(
+                    run_id=str(run["id"]),
+                    schedule_id=str(run["schedule_id"]),
+                    tenant_id=run["tenant_id"],
+                    scheduled_for=run["scheduled_for"],
+                    key=run["idempotency_key"],
+                    target=_target.decode(schedule["target"]),
+                    payload=_any.decode(schedule["payload"]),
+                    retry=_retry.decode(schedule["retry"]),
+                    manual=run["manual"],
+                    attempt=run["attempt"],
+                    trace_context=run["trace_context"],
+                    rearm=(trigger, schedule["tz"]) if parked else None,
+                )
+            )
         if fires:
             logger.info("rescued {} run(s) whose lease expired", len(fires))
         self._start(fires)

@@ -8,6 +8,7 @@ idempotency key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import psycopg
@@ -45,10 +46,8 @@ class ProgressWriter:
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0
         while not (stop.is_set() and not self._pending):
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_SEC)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 await self.flush()
@@ -56,11 +55,13 @@ class ProgressWriter:
             except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
                 failures += 1
                 delay = min(5.0, 0.1 * 2**failures)
-                logger.warning("cannot record run progress ({} pending): {}; retrying in {:.1f}s",
-                               len(self._pending), exc, delay)
+                logger.warning(
+                    "cannot record run progress ({} pending): {}; retrying in {:.1f}s", len(self._pending), exc, delay
+                )
                 if stop.is_set() and failures > 5:
-                    logger.error("giving up on {} run updates at shutdown: their runs will be redelivered",
-                                 len(self._pending))
+                    logger.error(
+                        "giving up on {} run updates at shutdown: their runs will be redelivered", len(self._pending)
+                    )
                     return
                 await asyncio.sleep(delay)
 

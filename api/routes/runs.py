@@ -6,11 +6,11 @@ from typing import Annotated
 
 from litestar import Controller, Response, get, post
 from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from api.auth import EDITOR, VIEWER, require, tenant_in_scope
 from api.routes.schedules import parse_uuid, schedule_uuid
-from api.service import ScheduleService
+from api.service import Service, TenantId
 from shared.model import Run, RunPage, RunStatus
 
 
@@ -18,24 +18,28 @@ class RunController(Controller):
     tags = ["runs"]
     dependencies = {"tenant_id": Provide(tenant_in_scope, sync_to_thread=False)}
 
-    @post("/schedules/{schedule_id:str}/run", guards=[require(EDITOR)], status_code=202,
-          summary="Fire a schedule now, outside its sequence")
-    async def run_now(self, schedule_id: str, tenant_id: str, service: ScheduleService) -> Response[Run]:
+    @post(
+        "/schedules/{schedule_id:str}/run",
+        guards=[require(EDITOR)],
+        status_code=202,
+        summary="Fire a schedule now, outside its sequence",
+    )
+    async def run_now(self, schedule_id: FromPath[str], tenant_id: TenantId, service: Service) -> Response[Run]:
         run = await service.run_now(tenant_id, schedule_uuid(schedule_id))
         return Response(run, status_code=202, headers={"Location": f"/runs/{run.id}"})
 
     @get("/schedules/{schedule_id:str}/runs", guards=[require(VIEWER)], summary="A schedule's runs, newest first")
     async def list_runs(
         self,
-        schedule_id: str,
-        tenant_id: str,
-        service: ScheduleService,
-        status: RunStatus | None = None,
-        page: Annotated[int, Parameter(ge=1, le=1_000_000)] = 1,
-        page_size: Annotated[int, Parameter(query="pageSize", ge=1, le=200)] = 20,
+        schedule_id: FromPath[str],
+        tenant_id: TenantId,
+        service: Service,
+        status: FromQuery[RunStatus | None] = None,
+        page: Annotated[int, QueryParameter(ge=1, le=1_000_000)] = 1,
+        page_size: Annotated[int, QueryParameter(name="pageSize", ge=1, le=200)] = 20,
     ) -> RunPage:
         return await service.runs(tenant_id, schedule_uuid(schedule_id), status, page, page_size)
 
     @get("/runs/{run_id:str}", guards=[require(VIEWER)], summary="One run")
-    async def get_run(self, run_id: str, tenant_id: str, service: ScheduleService) -> Run:
+    async def get_run(self, run_id: FromPath[str], tenant_id: TenantId, service: Service) -> Run:
         return await service.run(tenant_id, parse_uuid(run_id, "runId"))

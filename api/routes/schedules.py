@@ -6,12 +6,13 @@ import re
 import uuid
 from typing import Annotated
 
-from litestar import Controller, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from api.auth import EDITOR, VIEWER, require, tenant_in_scope
-from api.service import ScheduleService
+from api.problems import strict_body
+from api.service import Service, TenantId
 from shared.db.repository import ListFilter
 from shared.errors import InvalidInput
 from shared.model import FireTimes, Schedule, ScheduleCreate, SchedulePage, ScheduleUpdate
@@ -66,52 +67,57 @@ class ScheduleController(Controller):
 
     @post("/", guards=[require(EDITOR)], summary="Create a schedule")
     async def create(
-        self, data: ScheduleCreate, tenant_id: str, service: ScheduleService
+        self, data: JSONBody[ScheduleCreate], request: Request, tenant_id: TenantId, service: Service
     ) -> Response[Schedule]:
-        return with_etag(await service.create(tenant_id, data), status=201, location=True)
+        body = strict_body(await request.body(), ScheduleCreate)
+        return with_etag(await service.create(tenant_id, body), status=201, location=True)
 
     @get("/", guards=[require(VIEWER)], summary="List schedules")
     async def list_schedules(
         self,
-        tenant_id: str,
-        service: ScheduleService,
-        query_tenant: Annotated[str | None, Parameter(query="tenantId")] = None,
-        page: Annotated[int, Parameter(ge=1, le=1_000_000)] = 1,
-        page_size: Annotated[int, Parameter(query="pageSize", ge=1, le=200)] = 20,
-        enabled: bool | None = None,
-        name: Annotated[str | None, Parameter(description="name prefix", max_length=200)] = None,
-        label: Annotated[list[str] | None, Parameter(description="key:value, repeatable")] = None,
+        tenant_id: TenantId,
+        service: Service,
+        query_tenant: Annotated[str | None, QueryParameter(name="tenantId")] = None,
+        page: Annotated[int, QueryParameter(ge=1, le=1_000_000)] = 1,
+        page_size: Annotated[int, QueryParameter(name="pageSize", ge=1, le=200)] = 20,
+        enabled: FromQuery[bool | None] = None,
+        name: Annotated[str | None, QueryParameter(description="name prefix", max_length=200)] = None,
+        label: Annotated[list[str] | None, QueryParameter(description="key:value, repeatable")] = None,
     ) -> SchedulePage:
         check_body_tenant(query_tenant, tenant_id)
         where = ListFilter(enabled=enabled, name_prefix=name, labels=parse_labels(label))
         return await service.list(tenant_id, where, page, page_size)
 
     @get("/{schedule_id:str}", guards=[require(VIEWER)], summary="Get a schedule")
-    async def get_schedule(self, schedule_id: str, tenant_id: str, service: ScheduleService) -> Response[Schedule]:
+    async def get_schedule(
+        self, schedule_id: FromPath[str], tenant_id: TenantId, service: Service
+    ) -> Response[Schedule]:
         return with_etag(await service.get(tenant_id, schedule_uuid(schedule_id)))
 
     @patch("/{schedule_id:str}", guards=[require(EDITOR)], summary="Update a schedule (partial)")
     async def update(
         self,
-        schedule_id: str,
-        data: ScheduleUpdate,
-        tenant_id: str,
-        service: ScheduleService,
-        if_match: Annotated[str | None, Parameter(header="If-Match")] = None,
+        schedule_id: FromPath[str],
+        data: JSONBody[ScheduleUpdate],
+        request: Request,
+        tenant_id: TenantId,
+        service: Service,
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     ) -> Response[Schedule]:
-        updated = await service.update(tenant_id, schedule_uuid(schedule_id), data, parse_if_match(if_match))
+        body = strict_body(await request.body(), ScheduleUpdate)
+        updated = await service.update(tenant_id, schedule_uuid(schedule_id), body, parse_if_match(if_match))
         return with_etag(updated)
 
     @delete("/{schedule_id:str}", guards=[require(EDITOR)], summary="Delete a schedule")
-    async def remove(self, schedule_id: str, tenant_id: str, service: ScheduleService) -> None:
+    async def remove(self, schedule_id: FromPath[str], tenant_id: TenantId, service: Service) -> None:
         await service.delete(tenant_id, schedule_uuid(schedule_id))
 
     @get("/{schedule_id:str}/preview", guards=[require(VIEWER)], summary="Next fire times of a schedule")
     async def preview(
         self,
-        schedule_id: str,
-        tenant_id: str,
-        service: ScheduleService,
-        count: Annotated[int, Parameter(ge=1, le=1000)] = 10,
+        schedule_id: FromPath[str],
+        tenant_id: TenantId,
+        service: Service,
+        count: Annotated[int, QueryParameter(ge=1, le=1000)] = 10,
     ) -> FireTimes:
         return await service.preview(tenant_id, schedule_uuid(schedule_id), count)

@@ -212,8 +212,14 @@ class Repository:
     async def run_insert_manual(
         self, tenant_id: str, schedule_id: str, run_id: str, now: datetime, trace_context: str | None
     ) -> Run:
-        params = {"id": run_id, "tenant_id": tenant_id, "schedule_id": schedule_id, "now": now,
-                  "key": f"{schedule_id}:manual:{run_id}", "trace_context": trace_context}
+        params = {
+            "id": run_id,
+            "tenant_id": tenant_id,
+            "schedule_id": schedule_id,
+            "now": now,
+            "key": f"{schedule_id}:manual:{run_id}",
+            "trace_context": trace_context,
+        }
         async with self._conn() as conn, conn.transaction():
             cur = await conn.execute(sql("run_insert_manual"), params)
             row = await cur.fetchone()

@@ -97,7 +97,7 @@ _MONTH = _FieldSpec("month", 1, 12, _MONTH_NAMES)
 _DAY_OF_WEEK = _FieldSpec("day-of-week", 0, 7, _DAY_NAMES)
 
 
-# --- parsing -------------------------------------------------------------------------------------------------
+# --- parsing ---
 
 
 def parse_cron(expr: str) -> CronExpr:
@@ -197,7 +197,7 @@ def _fail(spec: _FieldSpec, reason: str) -> NoReturn:
     raise ValueError(f"{spec.name} field: {reason}")
 
 
-# --- evaluation ----------------------------------------------------------------------------------------------
+# --- evaluation ---
 
 
 def cron_next(expr: CronExpr, tz: ZoneInfo, after: datetime) -> datetime | None:
@@ -211,9 +211,7 @@ def cron_next(expr: CronExpr, tz: ZoneInfo, after: datetime) -> datetime | None:
         # Real time: the earliest of the first copies and the second copies of repeated wall times. Each
         # copy alone maps wall times onto instants monotonically; interleaved they do not.
         found = [
-            instant
-            for fold in (0, 1)
-            if (instant := _scan(expr, tz, after, fold=fold, skip_gaps=True)) is not None
+            instant for fold in (0, 1) if (instant := _scan(expr, tz, after, fold=fold, skip_gaps=True)) is not None
         ]
         return min(found, default=None)
     except OverflowError:
@@ -246,9 +244,7 @@ def _scan(expr: CronExpr, tz: ZoneInfo, after: datetime, *, fold: int, skip_gaps
     return None
 
 
-def _first_index_after(
-    times: _TimesOfDay, day: date, tz: ZoneInfo, fold: int, after: datetime, local: datetime
-) -> int:
+def _first_index_after(times: _TimesOfDay, day: date, tz: ZoneInfo, fold: int, after: datetime, local: datetime) -> int:
     """Index of the first time of ``day`` whose instant is after ``after`` (``len(times)`` if none).
 
     ``local`` is ``after`` on the local wall clock.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -66,8 +67,15 @@ async def test_every_trigger_and_target_kind_round_trips(client, headers):
         {"type": "ONE_SHOT", "startAt": start.isoformat()},
     ]
     targets = [
-        {"kind": "HTTP", "http": {"url": "https://api.example.com/hook", "method": "POST",
-                                   "headers": {"Authorization": "Bearer x"}, "timeoutSec": 5}},
+        {
+            "kind": "HTTP",
+            "http": {
+                "url": "https://api.example.com/hook",
+                "method": "POST",
+                "headers": {"Authorization": "Bearer x"},
+                "timeoutSec": 5,
+            },
+        },
         {"kind": "QUEUE", "queue": {"topic": "jobs.reports"}},
         {"kind": "EVENT", "eventTopic": "a.b.c"},
     ]
@@ -142,8 +150,7 @@ async def test_tenants_are_separated(client, headers, tenant):
     assert_problem(response, 404)
     for method in ("patch", "delete"):
         kwargs = {"json": {"enabled": False}} if method == "patch" else {}
-        response = await getattr(client, method)(f"/schedules/{mine['id']}", headers=headers(tenant_id=other),
-                                                  **kwargs)
+        response = await getattr(client, method)(f"/schedules/{mine['id']}", headers=headers(tenant_id=other), **kwargs)
         assert_problem(response, 404)
     listed = (await client.get("/schedules", headers=headers(VIEWER, tenant_id=other))).json()
     assert listed["total"] == 0
@@ -197,8 +204,11 @@ async def test_patch_recomputes_next_run(client, headers):
 async def test_patch_validates_the_merged_schedule(client, headers):
     created = await create(client, headers)
     url = f"/schedules/{created['id']}"
-    assert_problem(await client.patch(url, json={"trigger": {"type": "CRON", "cron": "61 * * * *"}},
-                                      headers=headers()), 400, "trigger.cron")
+    assert_problem(
+        await client.patch(url, json={"trigger": {"type": "CRON", "cron": "61 * * * *"}}, headers=headers()),
+        400,
+        "trigger.cron",
+    )
     assert_problem(await client.patch(url, json={"bogus": 1}, headers=headers()), 400, "bogus")
     assert_problem(await client.patch(url, json={"tenantId": "x"}, headers=headers()), 400, "tenantId")
     assert (await client.get(url, headers=headers())).json() == created  # nothing stored
@@ -217,19 +227,24 @@ async def test_previews(client, headers):
     response = await client.get(f"/schedules/{created['id']}/preview?count=5", headers=headers(VIEWER))
     times = [datetime.fromisoformat(t) for t in response.json()["fireTimes"]]
     assert len(times) == 5 and times[0] == datetime.fromisoformat(created["nextRunAt"])
-    assert all(b - a == timedelta(days=1) or b - a in (timedelta(hours=23), timedelta(hours=25))
-               for a, b in zip(times, times[1:], strict=False))
+    assert all(
+        b - a == timedelta(days=1) or b - a in (timedelta(hours=23), timedelta(hours=25))
+        for a, b in itertools.pairwise(times)
+    )
 
-    body = {"tz": "Europe/Berlin", "trigger": {"type": "CRON", "cron": "30 2 * * *"},
-            "after": "2026-03-28T12:00:00Z", "count": 3}
+    body = {
+        "tz": "Europe/Berlin",
+        "trigger": {"type": "CRON", "cron": "30 2 * * *"},
+        "after": "2026-03-28T12:00:00Z",
+        "count": 3,
+    }
     response = await client.post("/triggers/preview", json=body, headers=headers(VIEWER))
     assert response.status_code == 200, response.text
-    assert response.json() == {"fireTimes": ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z",
-                                             "2026-03-31T00:30:00Z"]}
-    assert_problem(await client.post("/triggers/preview", json={**body, "count": 1001}, headers=headers()),
-                   400, "count")
-    assert_problem(await client.get(f"/schedules/{created['id']}/preview?count=0", headers=headers()),
-                   400, "count")
+    assert response.json() == {"fireTimes": ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z", "2026-03-31T00:30:00Z"]}
+    assert_problem(
+        await client.post("/triggers/preview", json={**body, "count": 1001}, headers=headers()), 400, "count"
+    )
+    assert_problem(await client.get(f"/schedules/{created['id']}/preview?count=0", headers=headers()), 400, "count")
 
 
 @pytest.mark.parametrize(
@@ -243,19 +258,31 @@ async def test_previews(client, headers):
         ({"trigger": {"type": "ONE_SHOT", "startAt": "2026-01-01T09:00:00"}}, "trigger.startAt"),
         ({"trigger": {"type": "ONE_SHOT", "startAt": "tomorrow"}}, "trigger.startAt"),
         ({"trigger": {"type": "ONE_SHOT"}}, "trigger.startAt"),
-        ({"trigger": {"type": "CRON", "cron": "* * * * *", "startAt": "2027-01-02T00:00:00Z",
-                      "endAt": "2027-01-01T00:00:00Z"}}, "trigger.endAt"),
+        (
+            {
+                "trigger": {
+                    "type": "CRON",
+                    "cron": "* * * * *",
+                    "startAt": "2027-01-02T00:00:00Z",
+                    "endAt": "2027-01-01T00:00:00Z",
+                }
+            },
+            "trigger.endAt",
+        ),
         ({"trigger": {"type": "WHENEVER"}}, "trigger.type"),
         ({"tz": "Mars/Olympus_Mons"}, "tz"),
         ({"name": ""}, "name"),
         ({"name": "x" * 201}, "name"),
         ({"target": {"kind": "HTTP", "http": {"url": "ftp://example.com/x"}}}, "target.http.url"),
-        ({"target": {"kind": "HTTP", "http": {"url": "https://e.com", "headers": {"Bad Name": "v"}}}},
-         "target.http.headers.Bad Name"),
-        ({"target": {"kind": "HTTP", "http": {"url": "https://e.com", "headers": {"X-A": "a\r\nb"}}}},
-         "target.http.headers.X-A"),
-        ({"target": {"kind": "HTTP", "http": {"url": "https://e.com", "timeoutSec": 301}}},
-         "target.http.timeoutSec"),
+        (
+            {"target": {"kind": "HTTP", "http": {"url": "https://e.com", "headers": {"Bad Name": "v"}}}},
+            "target.http.headers.Bad Name",
+        ),
+        (
+            {"target": {"kind": "HTTP", "http": {"url": "https://e.com", "headers": {"X-A": "a\r\nb"}}}},
+            "target.http.headers.X-A",
+        ),
+        ({"target": {"kind": "HTTP", "http": {"url": "https://e.com", "timeoutSec": 301}}}, "target.http.timeoutSec"),
         ({"target": {"kind": "EVENT", "eventTopic": "a..b"}}, "target.eventTopic"),
         ({"target": {"kind": "EVENT", "eventTopic": "a.*"}}, "target.eventTopic"),
         ({"target": {"kind": "QUEUE", "queue": {"topic": "has space"}}}, "target.queue.topic"),
@@ -283,8 +310,9 @@ async def test_malformed_requests_are_4xx(client, headers, settings):
     for query in ("page=0", "pageSize=0", "pageSize=201", "page=abc", "enabled=maybe", "label=nocolon"):
         response = await client.get(f"/schedules?{query}", headers=h)
         assert_problem(response, 400)
-    response = await client.patch(f"/schedules/{'0' * 8}-0000-0000-0000-{'0' * 12}", json={},
-                                  headers={**h, "If-Match": "yesterday"})
+    response = await client.patch(
+        f"/schedules/{'0' * 8}-0000-0000-0000-{'0' * 12}", json={}, headers={**h, "If-Match": "yesterday"}
+    )
     assert_problem(response, 400, "If-Match")
 
 

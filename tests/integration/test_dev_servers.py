@@ -225,8 +225,7 @@ async def test_nats_jetstream_works_and_keeps_streams_across_restarts(work_dir: 
 async def test_nats_reuses_a_server_whose_owner_was_sigkilled(work_dir: Path) -> None:
     data_dir = work_dir / "nats"
     url = run_and_sigkill_itself(
-        "from shared.dev.nats import EmbeddedNats\n"
-        "print(EmbeddedNats(Path(sys.argv[1])).start(), flush=True)",
+        "from shared.dev.nats import EmbeddedNats\nprint(EmbeddedNats(Path(sys.argv[1])).start(), flush=True)",
         data_dir,
     )
     orphan = int((data_dir / "nats-server.pid").read_text())

@@ -15,8 +15,15 @@ def _iso(value: datetime) -> str:
 
 
 def envelope(
-    *, key: str, event_type: str, schedule_id: str, tenant_id: str, scheduled_for: datetime, now: datetime,
-    data: Any, run_id: str,
+    *,
+    key: str,
+    event_type: str,
+    schedule_id: str,
+    tenant_id: str,
+    scheduled_for: datetime,
+    now: datetime,
+    data: Any,
+    run_id: str,
 ) -> bytes:
     return msgspec.json.encode(
         {

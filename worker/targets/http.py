@@ -88,6 +88,8 @@ class HttpSender:
             return Delivered(detail, http_status=status)
         retryable = status in RETRYABLE_STATUS or status >= 500
         raise DeliveryFailed(
-            f"HTTP {status}: {detail['response'][:200]}", retryable=retryable, http_status=status,
+            f"HTTP {status}: {detail['response'][:200]}",
+            retryable=retryable,
+            http_status=status,
             retry_after=retry_after if retryable else None,
         )

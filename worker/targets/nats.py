@@ -57,8 +57,14 @@ class NatsPublisher:
 
     def _envelope(self, fire: Fire, event_type: str) -> bytes:
         return envelope(
-            key=fire.key, event_type=event_type, schedule_id=fire.schedule_id, tenant_id=fire.tenant_id,
-            scheduled_for=fire.scheduled_for, now=self.clock(), data=fire.payload, run_id=fire.run_id,
+            key=fire.key,
+            event_type=event_type,
+            schedule_id=fire.schedule_id,
+            tenant_id=fire.tenant_id,
+            scheduled_for=fire.scheduled_for,
+            now=self.clock(),
+            data=fire.payload,
+            run_id=fire.run_id,
         )
 
     async def publish(self, subject: str, body: bytes, key: str) -> dict[str, Any]:
@@ -91,7 +97,10 @@ class NatsPublisher:
 
     async def _ensure_queue(self, stream: str, topic: str) -> None:
         config = StreamConfig(
-            name=stream, subjects=[topic], retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
+            name=stream,
+            subjects=[topic],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
             duplicate_window=QUEUE_DEDUPE_WINDOW_SEC,
         )
         try:

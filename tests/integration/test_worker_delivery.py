@@ -1,0 +1,315 @@
+"""A worker against real Postgres, NATS and HTTP: every target type, retries, dead letters, misfires."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import nats
+import psycopg
+import pytest
+from aiohttp import web
+from nats.js.api import StreamConfig
+
+from shared.settings import Settings
+from tests.integration.conftest import Headers
+from tests.integration.receivers import HttpReceiver, eventually
+from worker.runtime import open_worker
+
+pytestmark = pytest.mark.asyncio
+FAST_RETRY = {"maxAttempts": 3, "backoffSec": 0.2, "maxBackoffSec": 2}
+
+
+@pytest.fixture(scope="module")
+async def worker(settings: Settings, nats_url: str) -> AsyncIterator[None]:
+    config = dataclasses.replace(settings, nats_url=nats_url, worker_poll_max_sec=0.2, worker_batch_size=50)
+    async with open_worker(config) as w:
+        task = asyncio.create_task(w.run())
+        yield
+        w.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture(scope="module")
+async def receiver() -> AsyncIterator[HttpReceiver]:
+    r = HttpReceiver()
+    await r.start()
+    yield r
+    await r.stop()
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[nats.NATS]:
+    conn = await nats.connect(nats_url)
+    yield conn
+    await conn.drain()
+
+
+def soon(seconds: float = 0.3) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+async def create(client, headers: Headers, target: dict, trigger: dict | None = None, **extra) -> dict:
+    body = {
+        "name": f"s-{datetime.now(UTC).timestamp()}",
+        "trigger": trigger or {"type": "ONE_SHOT", "startAt": soon()},
+        "target": target,
+        "retry": FAST_RETRY,
+        **extra,
+    }
+    response = await client.post("/schedules", json=body, headers=headers())
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def runs_of(client, headers: Headers, schedule_id: str) -> list[dict]:
+    response = await client.get(f"/schedules/{schedule_id}/runs?pageSize=200", headers=headers())
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+async def settled_runs(client, headers: Headers, schedule_id: str, count: int = 1, timeout: float = 15) -> list[dict]:
+    """Wait until ``count`` runs of the schedule reached a final status."""
+    result: list[dict] = []
+
+    async def check() -> bool:
+        nonlocal result
+        result = await runs_of(client, headers, schedule_id)
+        final = [r for r in result if r["status"] in ("SUCCEEDED", "FAILED", "CANCELLED")]
+        return len(final) >= count
+
+    await eventually(check, timeout)
+    return result
+
+
+async def test_event_target_publishes_a_cloudevent(client, headers, worker, nc, tenant):
+    sub = await nc.subscribe("it.event.core")
+    created = await create(client, headers, {"kind": "EVENT", "eventTopic": "it.event.core"}, payload={"a": 1})
+    msg = await sub.next_msg(timeout=10)
+    event = msgspec.json.decode(msg.data)
+    scheduled_for = created["nextRunAt"]
+    assert event["specversion"] == "1.0" and event["type"] == "it.event.core"
+    assert event["subject"] == created["id"] and event["tenantid"] == tenant
+    assert event["data"] == {"a": 1} and event["datacontenttype"] == "application/json"
+    assert event["id"] == msg.headers["Nats-Msg-Id"] and event["id"].startswith(created["id"] + ":")
+    assert datetime.fromisoformat(event["scheduledfor"]) == datetime.fromisoformat(scheduled_for)
+    [run] = await settled_runs(client, headers, created["id"])
+    assert run["status"] == "SUCCEEDED" and run["attempt"] == 1 and run["delivery"]["via"] == "core"
+    assert run["idempotencyKey"] == event["id"]
+    one = await client.get(f"/runs/{run['id']}", headers=headers())
+    assert one.json() == run
+    schedule = (await client.get(f"/schedules/{created['id']}", headers=headers())).json()
+    assert schedule["status"] == "COMPLETED" and schedule["nextRunAt"] is None
+
+
+async def test_event_target_uses_jetstream_when_a_stream_captures_it(client, headers, worker, nc):
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="IT_EVENTS", subjects=["it.durable.>"]))
+    created = await create(client, headers, {"kind": "EVENT", "eventTopic": "it.durable.x"})
+    [run] = await settled_runs(client, headers, created["id"])
+    assert run["status"] == "SUCCEEDED", run
+    assert run["delivery"]["via"] == "jetstream" and run["delivery"]["stream"] == "IT_EVENTS"
+    msg = await js.get_last_msg("IT_EVENTS", "it.durable.x")
+    assert msg.headers["Nats-Msg-Id"] == run["idempotencyKey"]
+
+
+async def test_queue_target_is_received_by_exactly_one_consumer(client, headers, worker, nc):
+    created = await create(
+        client, headers, {"kind": "QUEUE", "queue": {"topic": "it.jobs.reports"}}, payload={"job": 7}
+    )
+    [run] = await settled_runs(client, headers, created["id"])
+    assert run["status"] == "SUCCEEDED", run
+    js = nc.jetstream()
+    stream = run["delivery"]["stream"]
+    info = await js.stream_info(stream)
+    assert info.config.retention.value == "workqueue" and info.config.duplicate_window >= 60
+    first = await js.pull_subscribe("it.jobs.reports", durable="reporters", stream=stream)
+    [msg] = await first.fetch(1, timeout=5)
+    assert msgspec.json.decode(msg.data)["data"] == {"job": 7}
+    await msg.ack()
+    with pytest.raises(nats.errors.TimeoutError):
+        await first.fetch(1, timeout=0.5)
+    # Work-queue retention: an acked message is gone for everyone.
+    assert (await js.stream_info(stream)).state.messages == 0
+
+
+async def test_http_target_sends_payload_and_idempotency_key(client, headers, worker, receiver):
+    target = {"kind": "HTTP", "http": {"url": f"{receiver.url}/ok", "headers": {"X-Custom": "yes"}}}
+    created = await create(client, headers, target, payload={"report": "daily"})
+    [run] = await settled_runs(client, headers, created["id"])
+    [request] = receiver.on("/ok")
+    assert request.method == "POST" and request.json() == {"report": "daily"}
+    assert request.headers["Idempotency-Key"] == run["idempotencyKey"]
+    assert request.headers["X-Custom"] == "yes" and request.headers["Content-Type"] == "application/json"
+    assert run["status"] == "SUCCEEDED" and run["httpStatus"] == 200 and run["delivery"]["response"]
+
+
+async def test_http_500_is_retried_with_the_same_key(client, headers, worker, receiver):
+    async def flaky(n: int) -> web.Response:
+        return web.Response(status=500 if n < 3 else 204)
+
+    receiver.behave["/flaky"] = flaky
+    created = await create(client, headers, {"kind": "HTTP", "http": {"url": f"{receiver.url}/flaky"}})
+    [run] = await settled_runs(client, headers, created["id"])
+    requests = receiver.on("/flaky")
+    assert run["status"] == "SUCCEEDED" and run["attempt"] == 3 and len(requests) == 3
+    assert len({r.headers["Idempotency-Key"] for r in requests}) == 1
+    gaps = [b.started - a.started for a, b in itertools.pairwise(requests)]
+    assert gaps[0] >= 0.1 and gaps[1] >= 0.2  # exponential backoff with jitter (>= 50% of 0.2 s, 0.4 s)
+
+
+async def test_http_429_honours_retry_after(client, headers, worker, receiver):
+    async def busy(n: int) -> web.Response:
+        return web.Response(status=429, headers={"Retry-After": "1"}) if n == 1 else web.Response(status=200)
+
+    receiver.behave["/busy"] = busy
+    created = await create(client, headers, {"kind": "HTTP", "http": {"url": f"{receiver.url}/busy"}})
+    [run] = await settled_runs(client, headers, created["id"])
+    first, second = receiver.on("/busy")
+    assert run["status"] == "SUCCEEDED" and run["attempt"] == 2
+    assert second.started - first.started >= 0.95
+
+
+async def test_http_timeout_is_retried(client, headers, worker, receiver):
+    async def slow_once(n: int) -> web.Response:
+        if n == 1:
+            await asyncio.sleep(2)
+        return web.Response(status=200)
+
+    receiver.behave["/slow"] = slow_once
+    target = {"kind": "HTTP", "http": {"url": f"{receiver.url}/slow", "timeoutSec": 0.5}}
+    created = await create(client, headers, target)
+    [run] = await settled_runs(client, headers, created["id"])
+    assert run["status"] == "SUCCEEDED" and run["attempt"] == 2
+
+
+async def test_http_400_is_not_retried_and_is_dead_lettered(client, headers, worker, receiver, nc):
+    deadletters = await nc.subscribe("scheduler.deadletter")
+
+    async def bad(n: int) -> web.Response:
+        return web.Response(status=400, text="no such report")
+
+    receiver.behave["/bad"] = bad
+    created = await create(
+        client,
+        headers,
+        {"kind": "HTTP", "http": {"url": f"{receiver.url}/bad", "headers": {"Authorization": "secret"}}},
+    )
+    [run] = await settled_runs(client, headers, created["id"])
+    assert run["status"] == "FAILED" and run["attempt"] == 1 and run["httpStatus"] == 400
+    assert "no such report" in run["error"]
+    assert len(receiver.on("/bad")) == 1
+    msg = await deadletters.next_msg(timeout=5)
+    event = msgspec.json.decode(msg.data)
+    assert event["type"] == "scheduler.run.failed" and event["data"]["runId"] == run["id"]
+    assert "secret" not in msg.data.decode()
+
+
+async def test_exhausted_retries_fail_and_dead_letter(client, headers, worker, receiver, nc):
+    deadletters = await nc.subscribe("scheduler.deadletter")
+
+    async def down(n: int) -> web.Response:
+        return web.Response(status=503)
+
+    receiver.behave["/down"] = down
+    created = await create(client, headers, {"kind": "HTTP", "http": {"url": f"{receiver.url}/down"}})
+    [run] = await settled_runs(client, headers, created["id"])
+    assert run["status"] == "FAILED" and run["attempt"] == 3 and len(receiver.on("/down")) == 3
+    event = msgspec.json.decode((await deadletters.next_msg(timeout=5)).data)
+    assert event["data"]["runId"] == run["id"] and event["data"]["attempts"] == 3
+
+
+async def test_fixed_delay_never_overlaps_a_slow_target(client, headers, worker, receiver):
+    async def slow(n: int) -> web.Response:
+        await asyncio.sleep(0.8)
+        return web.Response(status=200)
+
+    receiver.behave["/fixed"] = slow
+    trigger = {"type": "FIXED_DELAY", "delaySec": 1, "startAt": soon(0.2)}
+    created = await create(client, headers, {"kind": "HTTP", "http": {"url": f"{receiver.url}/fixed"}}, trigger)
+    await eventually(lambda: len([r for r in receiver.on("/fixed") if r.finished]) >= 3, timeout=20)
+    await client.patch(f"/schedules/{created['id']}", json={"enabled": False}, headers=headers())
+    requests = [r for r in receiver.on("/fixed") if r.finished]
+    for previous, following in itertools.pairwise(requests):
+        # The next run starts delaySec after the previous one *finished*.
+        assert following.started - previous.finished >= 0.95
+
+
+async def test_one_shot_fires_exactly_once(client, headers, worker, receiver):
+    created = await create(client, headers, {"kind": "HTTP", "http": {"url": f"{receiver.url}/once"}})
+    await settled_runs(client, headers, created["id"])
+    await asyncio.sleep(1.0)  # several poll intervals
+    assert len(receiver.on("/once")) == 1
+    assert len(await runs_of(client, headers, created["id"])) == 1
+
+
+async def test_manual_run_goes_through_the_outbox(client, headers, worker, receiver):
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    target = {"kind": "HTTP", "http": {"url": f"{receiver.url}/manual"}}
+    created = await create(client, headers, target, {"type": "ONE_SHOT", "startAt": later})
+    response = await client.post(f"/schedules/{created['id']}/run", headers=headers())
+    assert response.status_code == 202, response.text
+    run = response.json()
+    assert run["manual"] and run["status"] == "PENDING" and response.headers["location"] == f"/runs/{run['id']}"
+    [settled] = await settled_runs(client, headers, created["id"], timeout=10)
+    assert settled["status"] == "SUCCEEDED" and settled["id"] == run["id"]
+    assert receiver.on("/manual")[0].headers["Idempotency-Key"] == run["idempotencyKey"]
+    schedule = (await client.get(f"/schedules/{created['id']}", headers=headers())).json()
+    assert schedule["nextRunAt"] == created["nextRunAt"]  # the regular sequence is untouched
+
+
+async def test_run_history_filters_and_404s(client, headers, worker, receiver, tenant):
+    created = await create(client, headers, {"kind": "HTTP", "http": {"url": f"{receiver.url}/hist"}})
+    await settled_runs(client, headers, created["id"])
+    ok = await client.get(f"/schedules/{created['id']}/runs?status=SUCCEEDED", headers=headers())
+    assert ok.json()["total"] == 1
+    none = await client.get(f"/schedules/{created['id']}/runs?status=FAILED", headers=headers())
+    assert none.json()["total"] == 0
+    bad = await client.get(f"/schedules/{created['id']}/runs?status=NOPE", headers=headers())
+    assert bad.status_code == 400
+    run_id = ok.json()["items"][0]["id"]
+    other = headers(tenant_id="other-" + tenant)
+    assert (await client.get(f"/runs/{run_id}", headers=other)).status_code == 404
+    assert (await client.get(f"/schedules/{created['id']}/runs", headers=other)).status_code == 404
+    assert (await client.post(f"/schedules/{created['id']}/run", headers=other)).status_code == 404
+
+
+@pytest.mark.parametrize(("policy", "expected_runs"), [("FIRE_ONCE", 1), ("SKIP", 0), ("CATCH_UP", 3)])
+async def test_misfire_policy_after_an_outage(client, headers, worker, receiver, db_url, policy, expected_runs):
+    """An hourly schedule whose next_run_at is 5 hours in the past, as after a long outage."""
+    path = f"/misfire-{policy}"
+    now = datetime.now(UTC)
+    minute = (now.minute + 30) % 60  # the nearest occurrence is ~30 minutes away: none is on time
+    created = await create(
+        client,
+        headers,
+        {"kind": "HTTP", "http": {"url": f"{receiver.url}{path}"}},
+        {"type": "CRON", "cron": f"{minute} * * * *"},
+        enabled=False,
+        misfirePolicy=policy,
+        catchUpLimit=3,
+    )
+    rewound = datetime.fromisoformat(created["nextRunAt"]) - timedelta(hours=6)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        # Enable and rewind in one statement, so the worker never sees it half done.
+        conn.execute("UPDATE schedules SET enabled = true, next_run_at = %s WHERE id = %s", (rewound, created["id"]))
+
+    async def advanced() -> bool:
+        got = (await client.get(f"/schedules/{created['id']}", headers=headers())).json()
+        return datetime.fromisoformat(got["nextRunAt"]) > now
+
+    await eventually(advanced)
+    if expected_runs:
+        await settled_runs(client, headers, created["id"], count=expected_runs)
+    await asyncio.sleep(0.5)
+    runs = await runs_of(client, headers, created["id"])
+    assert len(runs) == expected_runs == len(receiver.on(path)), runs
+    fired = sorted(datetime.fromisoformat(r["scheduledFor"]) for r in runs)
+    if policy == "FIRE_ONCE":
+        assert fired == [rewound]
+    if policy == "CATCH_UP":
+        assert fired == [rewound + timedelta(hours=h) for h in range(3)]

@@ -1,0 +1,70 @@
+"""Wiring one worker process together: pool, NATS, HTTP session, progress writer, the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import nats
+from loguru import logger
+
+from shared.db.pool import make_pool
+from shared.settings import Settings
+from worker.delivery import Deliverer
+from worker.loop import Worker, WorkerConfig
+from worker.progress import ProgressWriter
+from worker.targets.http import HttpSender
+from worker.targets.nats import NatsPublisher
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    return WorkerConfig(
+        batch_size=settings.worker_batch_size,
+        concurrency=settings.worker_concurrency,
+        poll_max_sec=settings.worker_poll_max_sec,
+        lease_sec=settings.run_lease_sec,
+        misfire_grace=timedelta(seconds=settings.misfire_grace_sec),
+        shutdown_grace_sec=settings.worker_shutdown_grace_sec,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_worker(settings: Settings, clock: Callable[[], datetime] = system_clock) -> AsyncIterator[Worker]:
+    """A ready worker; its connections close when the block ends (after ``worker.run()`` returned)."""
+    pool = make_pool(settings.postgres_url, min_size=2, max_size=4, name="worker")
+    await pool.open(wait=False)
+
+    async def on_nats_error(exc: Exception) -> None:
+        logger.warning("NATS: {!r}", exc)
+
+    nc = await nats.connect(
+        settings.nats_url,
+        name="scheduler-worker",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        error_cb=on_nats_error,
+        connect_timeout=5,
+    )
+    session = HttpSender.new_session(settings.worker_concurrency)
+    progress = ProgressWriter(pool)
+    deliverer = Deliverer(
+        publisher=NatsPublisher(nc, clock),
+        http=HttpSender(session),
+        record=progress.record,
+        clock=clock,
+        lease_sec=settings.run_lease_sec,
+        deadletter_subject=settings.deadletter_subject,
+    )
+    try:
+        yield Worker(worker_config(settings), pool, deliverer, progress, clock, settings.postgres_url)
+    finally:
+        await session.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.drain(), 5)
+        await pool.close()
