@@ -284,13 +284,16 @@ class Worker:
 
     async def run(self) -> None:
         """Run until ``request_stop``; then finish or release in-flight runs within the shutdown grace."""
-        writer = asyncio.create_task(self.progress.run(self.stop), name="progress")
+        # The writer outlives the claim loop: it must record what the draining deliveries report.
+        writer_stop = asyncio.Event()
+        writer = asyncio.create_task(self.progress.run(writer_stop), name="progress")
         listener = asyncio.create_task(self.listen_loop(), name="listen")
         try:
             await self.claim_loop()
         finally:
             listener.cancel()
             await self._drain()
+            writer_stop.set()
             await writer
             with contextlib.suppress(asyncio.CancelledError):
                 await listener

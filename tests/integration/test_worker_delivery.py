@@ -126,7 +126,7 @@ async def test_queue_target_is_received_by_exactly_one_consumer(client, headers,
     js = nc.jetstream()
     stream = run["delivery"]["stream"]
     info = await js.stream_info(stream)
-    assert info.config.retention.value == "workqueue" and info.config.duplicate_window >= 60
+    assert info.config.retention == "workqueue" and info.config.duplicate_window >= 60
     first = await js.pull_subscribe("it.jobs.reports", durable="reporters", stream=stream)
     [msg] = await first.fetch(1, timeout=5)
     assert msgspec.json.decode(msg.data)["data"] == {"job": 7}
