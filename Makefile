@@ -5,9 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 TENANT ?= demo
 ROLES  ?= scheduler.editor
+SUBJECT ?= >
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint migrate api worker token bench stop clean
+.PHONY: help venv run test lint migrate api worker token sub bench stop clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +42,9 @@ worker: $(STAMP) ## run one worker (against POSTGRES_URL/NATS_URL, else the embe
 
 token: $(STAMP) ## print a dev token: make token TENANT=t1 ROLES=scheduler.editor
 	@$(BIN)/python -m shared.dev token --tenant '$(TENANT)' --roles '$(ROLES)'
+
+sub: $(STAMP) ## print messages on a NATS subject of the local stack: make sub SUBJECT='demo.>'
+	@$(BIN)/python -m shared.dev sub '$(SUBJECT)'
 
 bench: $(STAMP) ## measure claim-fire-advance throughput and lag against the bare-SQL baseline
 	$(BIN)/python -m bench

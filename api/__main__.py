@@ -13,7 +13,7 @@ def main() -> None:
     settings = Settings.from_env()
     if not settings.postgres_url:
         raise SystemExit("POSTGRES_URL is not set")
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     uvicorn.run(
         app,

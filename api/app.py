@@ -62,4 +62,5 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Litestar:
             security=[{"bearer": []}],
         ),
         debug=False,
+        logging_config=None,  # shared/logs.py routes stdlib logging through loguru
     )

@@ -1,11 +1,19 @@
-"""Logging: loguru for our code, the standard library's loggers (litestar, psycopg, aiohttp, nats) routed into it."""
+"""Logging: loguru for our code, the standard library's loggers (litestar, psycopg, aiohttp, nats) routed into it.
+
+``json`` writes one compact JSON object per line (for log shippers); otherwise a human-readable line.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from typing import Any
 
+import msgspec
 from loguru import logger
+
+_encode = msgspec.json.Encoder()
 
 
 class _Intercept(logging.Handler):
@@ -14,11 +22,34 @@ class _Intercept(logging.Handler):
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
-        logger.opt(depth=6, exception=record.exc_info).log(level, record.getMessage())
+        logger.bind(logger_name=record.name).opt(depth=6, exception=record.exc_info).log(level, record.getMessage())
 
 
-def setup_logging(level: str = "info", json: bool | None = None) -> None:
-    json = (not sys.stderr.isatty()) if json is None else json
+def _json_sink(message: Any) -> None:
+    record = message.record
+    line: dict[str, Any] = {
+        "time": record["time"].isoformat(),
+        "level": record["level"].name.lower(),
+        "message": record["message"],
+        "logger": record["extra"].get("logger_name", record["name"]),
+    }
+    line.update({k: v for k, v in record["extra"].items() if k != "logger_name"})
+    error = record["exception"]
+    if error is not None:
+        line["exception"] = "".join(traceback.format_exception(error.type, error.value, error.traceback))
+    sys.stderr.write(_encode.encode(line).decode() + "\n")
+
+
+def setup_logging(level: str = "info", fmt: str = "") -> None:
+    """``fmt``: "json", "text", or "" for JSON unless stderr is a terminal."""
+    as_json = fmt == "json" or (fmt == "" and not sys.stderr.isatty())
     logger.remove()
-    logger.add(sys.stderr, level=level.upper(), serialize=json, backtrace=False, diagnose=False)
+    if as_json:
+        logger.add(_json_sink, level=level.upper(), backtrace=False, diagnose=False)
+    else:
+        logger.add(sys.stderr, level=level.upper(), backtrace=False, diagnose=False,
+                   format="{time:HH:mm:ss.SSS} {level: <7} {name}: {message}")
     logging.basicConfig(handlers=[_Intercept()], level=level.upper(), force=True)
+    # Their INFO lines are per-connection noise.
+    for noisy in ("uvicorn.access", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

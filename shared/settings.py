@@ -40,6 +40,8 @@ class Settings:
     """DEV_DATA_DIR: where dev mode keeps its signing key (and `make run` its servers)."""
     log_level: str = "info"
     """LOG_LEVEL: debug, info, warning or error."""
+    log_format: str = ""
+    """LOG_FORMAT: `json` (one object per line) or `text`; default json unless stderr is a terminal."""
     max_body_bytes: int = 1024 * 1024
     """MAX_BODY_BYTES: largest accepted request body."""
     max_payload_bytes: int = 256 * 1024

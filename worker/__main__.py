@@ -31,7 +31,7 @@ def main() -> None:
     settings = Settings.from_env()
     if not settings.postgres_url or not settings.nats_url:
         raise SystemExit("POSTGRES_URL and NATS_URL must be set")
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     asyncio.run(serve(settings))
 
 

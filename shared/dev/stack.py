@@ -7,11 +7,14 @@ server left running by an earlier run that was killed is found and reused, and s
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +64,7 @@ class Stack:
         env = dict(os.environ)
         env.update(POSTGRES_URL=self.postgres_url, NATS_URL=self.nats_url, DEV_DATA_DIR=str(self.data_dir))
         env.setdefault("AUTH_MODE", "dev")
+        env.setdefault("LOG_FORMAT", "text")
         return env
 
     def stop(self) -> None:
@@ -98,6 +102,28 @@ export TOKEN={token}
 """
 
 
+def _wait_for_api(host: str, port: int, children: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and all(c.poll() is None for c in children):
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/live", timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+async def _subscribe(url: str, subject: str) -> None:
+    import nats
+
+    nc = await nats.connect(url)
+    sub = await nc.subscribe(subject)
+    print(f"listening on {subject} at {url} (Ctrl-C stops)", flush=True)
+    async for msg in sub.messages:
+        print(f"[{msg.subject}] {dict(msg.headers or {})}\n{msg.data.decode(errors='replace')}", flush=True)
+
+
 def run(workers: int) -> int:
     stack = Stack()
     children: list[subprocess.Popen[bytes]] = []
@@ -117,6 +143,9 @@ def run(workers: int) -> int:
         children.append(subprocess.Popen([sys.executable, "-m", "api"], env=env))
         for _ in range(workers):
             children.append(subprocess.Popen([sys.executable, "-m", "worker"], env=env))
+        if not _wait_for_api(host, port, children):
+            print("the API did not come up; stopping the stack", file=sys.stderr)
+            return 1
         print(_banner(stack, host, port, workers), flush=True)
         while not stopping:
             if any(child.poll() is not None for child in children):
@@ -164,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("api", help="serve the API against the local stack")
     sub.add_parser("worker", help="run one worker against the local stack")
     sub.add_parser("stop", help="stop the embedded servers under .data/")
+    sub_p = sub.add_parser("sub", help="print the messages published on a NATS subject (wildcards allowed)")
+    sub_p.add_argument("subject")
     token_p = sub.add_parser("token", help="print a dev bearer token")
     token_p.add_argument("--tenant", default=DEMO_TENANT, help="comma-separated tenants, or *")
     token_p.add_argument("--roles", default="scheduler.editor", help="comma-separated roles")
@@ -183,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             exec_with_stack("worker", nats=True)
         case "stop":
             stop_all()
+        case "sub":
+            stack = Stack()
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(_subscribe(stack.start_nats(), args.subject))
         case "token":
             print(_token(Path(os.environ.get("DEV_DATA_DIR", DATA_DIR)), args.tenant, args.roles, args.ttl))
     return 0
