@@ -29,6 +29,7 @@ test: $(STAMP) ## run the whole suite against throwaway real Postgres and NATS s
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 migrate: $(STAMP) ## apply pending migrations (to POSTGRES_URL, else the embedded server)

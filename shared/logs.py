@@ -47,8 +47,13 @@ def setup_logging(level: str = "info", fmt: str = "") -> None:
     if as_json:
         logger.add(_json_sink, level=level.upper(), backtrace=False, diagnose=False)
     else:
-        logger.add(sys.stderr, level=level.upper(), backtrace=False, diagnose=False,
-                   format="{time:HH:mm:ss.SSS} {level: <7} {name}: {message}")
+        logger.add(
+            sys.stderr,
+            level=level.upper(),
+            backtrace=False,
+            diagnose=False,
+            format="{time:HH:mm:ss.SSS} {level: <7} {name}: {message}",
+        )
     logging.basicConfig(handlers=[_Intercept()], level=level.upper(), force=True)
     # Their INFO lines are per-connection noise.
     for noisy in ("uvicorn.access", "httpx"):

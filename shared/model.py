@@ -25,25 +25,25 @@ class _Wire(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=Tr
 # Every trigger may carry startAt/endAt: no fire before startAt, none after endAt.
 
 
-class CronTrigger(_Wire, tag="CRON", tag_field="type", frozen=True):
+class CronTrigger(_Wire, tag="CRON", tag_field="type"):
     cron: Annotated[str, Meta(max_length=256)]
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
 
 
-class RRuleTrigger(_Wire, tag="RRULE", tag_field="type", frozen=True):
+class RRuleTrigger(_Wire, tag="RRULE", tag_field="type"):
     rrule: Annotated[str, Meta(max_length=4096)]
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
 
 
-class FixedDelayTrigger(_Wire, tag="FIXED_DELAY", tag_field="type", frozen=True):
+class FixedDelayTrigger(_Wire, tag="FIXED_DELAY", tag_field="type"):
     delay_sec: int
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
 
 
-class OneShotTrigger(_Wire, tag="ONE_SHOT", tag_field="type", frozen=True):
+class OneShotTrigger(_Wire, tag="ONE_SHOT", tag_field="type"):
     start_at: AwareDatetime
     end_at: AwareDatetime | None = None
 
@@ -54,7 +54,7 @@ Trigger = CronTrigger | RRuleTrigger | FixedDelayTrigger | OneShotTrigger
 # --- targets --------------------------------------------------------------------------------------------
 
 
-class HttpSpec(_Wire, frozen=True, omit_defaults=False):
+class HttpSpec(_Wire, omit_defaults=False):
     url: str
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     headers: dict[str, str] = {}
@@ -62,19 +62,19 @@ class HttpSpec(_Wire, frozen=True, omit_defaults=False):
     timeout_sec: float = 10.0
 
 
-class QueueSpec(_Wire, frozen=True):
+class QueueSpec(_Wire):
     topic: str
 
 
-class EventTarget(_Wire, tag="EVENT", tag_field="kind", frozen=True):
+class EventTarget(_Wire, tag="EVENT", tag_field="kind"):
     event_topic: str
 
 
-class HttpTarget(_Wire, tag="HTTP", tag_field="kind", frozen=True):
+class HttpTarget(_Wire, tag="HTTP", tag_field="kind"):
     http: HttpSpec
 
 
-class QueueTarget(_Wire, tag="QUEUE", tag_field="kind", frozen=True):
+class QueueTarget(_Wire, tag="QUEUE", tag_field="kind"):
     queue: QueueSpec
 
 
@@ -89,7 +89,7 @@ class MisfirePolicy(enum.StrEnum):
     CATCH_UP = "CATCH_UP"  # one run per missed occurrence, up to catchUpLimit
 
 
-class RetryPolicy(_Wire, frozen=True, omit_defaults=False):
+class RetryPolicy(_Wire, omit_defaults=False):
     max_attempts: int = 3
     backoff_sec: float = 1.0
     max_backoff_sec: float = 60.0

@@ -7,7 +7,7 @@ configuration table is generated from the same names.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -73,11 +73,11 @@ class Settings:
             raw = env.get(f.name.upper())
             if raw is None or raw == "":
                 continue
-            kind = type(f.default)
+            kind: Callable[[str], object] = type(f.default)  # every default is a str, int or float
             try:
                 values[f.name] = kind(raw)
             except ValueError as exc:
-                raise SystemExit(f"{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
+                raise SystemExit(f"{f.name.upper()}={raw!r} is not a valid {type(f.default).__name__}") from exc
         return cls(**values)  # type: ignore[arg-type]
 
     @property

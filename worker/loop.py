@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import uuid
@@ -222,7 +223,7 @@ class Worker:
         for fire in fires:
             task = asyncio.create_task(self.deliverer.deliver(fire), name=f"run-{fire.run_id}")
             self._deliveries[fire.run_id] = task
-            task.add_done_callback(lambda t, run_id=fire.run_id: self._delivered(run_id, t))
+            task.add_done_callback(functools.partial(self._delivered, fire.run_id))
 
     def _delivered(self, run_id: str, task: asyncio.Task[None]) -> None:
         self._deliveries.pop(run_id, None)

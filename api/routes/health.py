@@ -35,7 +35,7 @@ async def ready(state: State) -> Response[dict[str, str]]:
 @get("/health", tags=["health"], summary="Component statuses and versions")
 async def health(state: State) -> Response[dict[str, object]]:
     database = await _database_status(state)
-    body = {
+    body: dict[str, object] = {
         "status": "ok" if database == "ok" else "degraded",
         "version": version("scheduler"),
         "components": {"database": {"status": database}},

@@ -34,7 +34,7 @@ def migrate(url: str, sql_dir: Path = SQL_DIR) -> list[str]:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
             conn.execute(_BOOKKEEPING)
-            done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+            done: dict[str, str] = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
             for path in migration_files(sql_dir):
                 text = path.read_text()
                 checksum = hashlib.sha256(text.encode()).hexdigest()

@@ -83,12 +83,13 @@ class HttpSender:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True) from exc
         except asyncio.CancelledError:
             raise
-        detail = {"status": status, "response": excerpt.decode("utf-8", "replace")}
+        text = excerpt.decode("utf-8", "replace")
+        detail: dict[str, Any] = {"status": status, "response": text}
         if 200 <= status < 300:
             return Delivered(detail, http_status=status)
         retryable = status in RETRYABLE_STATUS or status >= 500
         raise DeliveryFailed(
-            f"HTTP {status}: {detail['response'][:200]}",
+            f"HTTP {status}: {text[:200]}",
             retryable=retryable,
             http_status=status,
             retry_after=retry_after if retryable else None,

@@ -25,7 +25,7 @@ from worker.targets.cloudevents import envelope
 
 STREAM_LOOKUP_TTL_SEC = 30.0
 QUEUE_DEDUPE_WINDOW_SEC = 120.0
-PUBLISH_TIMEOUT_SEC = 5.0
+PUBLISH_TIMEOUT_SEC = 5
 _STREAM_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError)
 
