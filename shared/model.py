@@ -17,7 +17,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 AwareDatetime = Annotated[datetime, Meta(tz=True)]
 
 
-class _Wire(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+class _Wire(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True, kw_only=True, frozen=True):
     pass
 
 
@@ -25,25 +25,25 @@ class _Wire(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=Tr
 # Every trigger may carry startAt/endAt: no fire before startAt, none after endAt.
 
 
-class CronTrigger(_Wire, tag="CRON", tag_field="type"):
+class CronTrigger(_Wire, tag="CRON", tag_field="type", frozen=True):
     cron: Annotated[str, Meta(max_length=256)]
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
 
 
-class RRuleTrigger(_Wire, tag="RRULE", tag_field="type"):
+class RRuleTrigger(_Wire, tag="RRULE", tag_field="type", frozen=True):
     rrule: Annotated[str, Meta(max_length=4096)]
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
 
 
-class FixedDelayTrigger(_Wire, tag="FIXED_DELAY", tag_field="type"):
+class FixedDelayTrigger(_Wire, tag="FIXED_DELAY", tag_field="type", frozen=True):
     delay_sec: int
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
 
 
-class OneShotTrigger(_Wire, tag="ONE_SHOT", tag_field="type"):
+class OneShotTrigger(_Wire, tag="ONE_SHOT", tag_field="type", frozen=True):
     start_at: AwareDatetime
     end_at: AwareDatetime | None = None
 
@@ -54,7 +54,7 @@ Trigger = CronTrigger | RRuleTrigger | FixedDelayTrigger | OneShotTrigger
 # --- targets --------------------------------------------------------------------------------------------
 
 
-class HttpSpec(_Wire, omit_defaults=False):
+class HttpSpec(_Wire, omit_defaults=False, frozen=True):
     url: str
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     headers: dict[str, str] = {}
@@ -62,19 +62,19 @@ class HttpSpec(_Wire, omit_defaults=False):
     timeout_sec: float = 10.0
 
 
-class QueueSpec(_Wire):
+class QueueSpec(_Wire, frozen=True):
     topic: str
 
 
-class EventTarget(_Wire, tag="EVENT", tag_field="kind"):
+class EventTarget(_Wire, tag="EVENT", tag_field="kind", frozen=True):
     event_topic: str
 
 
-class HttpTarget(_Wire, tag="HTTP", tag_field="kind"):
+class HttpTarget(_Wire, tag="HTTP", tag_field="kind", frozen=True):
     http: HttpSpec
 
 
-class QueueTarget(_Wire, tag="QUEUE", tag_field="kind"):
+class QueueTarget(_Wire, tag="QUEUE", tag_field="kind", frozen=True):
     queue: QueueSpec
 
 
@@ -89,7 +89,7 @@ class MisfirePolicy(enum.StrEnum):
     CATCH_UP = "CATCH_UP"  # one run per missed occurrence, up to catchUpLimit
 
 
-class RetryPolicy(_Wire, omit_defaults=False):
+class RetryPolicy(_Wire, omit_defaults=False, frozen=True):
     max_attempts: int = 3
     backoff_sec: float = 1.0
     max_backoff_sec: float = 60.0
@@ -101,7 +101,7 @@ Labels = dict[str, str]
 # --- schedules ------------------------------------------------------------------------------------------
 
 
-class ScheduleCreate(_Wire):
+class ScheduleCreate(_Wire, frozen=True):
     name: str
     trigger: Trigger
     target: Target
@@ -116,7 +116,7 @@ class ScheduleCreate(_Wire):
     labels: Labels = {}
 
 
-class ScheduleUpdate(_Wire):
+class ScheduleUpdate(_Wire, frozen=True):
     """PATCH body: absent fields keep their stored value; ``version`` is an alternative to If-Match."""
 
     name: str | UnsetType = UNSET
@@ -171,7 +171,7 @@ class SchedulePage(Struct, rename="camel", kw_only=True):
     total: int
 
 
-class TriggerPreviewRequest(_Wire):
+class TriggerPreviewRequest(_Wire, frozen=True):
     trigger: Trigger
     tz: str = "UTC"
     after: AwareDatetime | None = None
