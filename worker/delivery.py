@@ -85,6 +85,22 @@ class Deliverer:
             self._succeed(fire, result, started, t0)
             return
 
+    async def deliver_core_batch(self, fires: list[Fire], subjects: list[str]) -> None:
+        """EVENTs bound for core NATS: publish the batch, share one flush, record each. Any failure hands every
+        fire of the batch to ``deliver`` (one by one, with retries); some may then arrive twice, with the same
+        idempotency key."""
+        started = self.clock()
+        t0 = time.perf_counter()
+        try:
+            await self.publisher.publish_core_many(fires, subjects)
+        except DeliveryFailed as failure:
+            logger.warning("batch of {} core publishes failed ({}); delivering one by one", len(fires), failure)
+            await asyncio.gather(*(self.deliver(fire) for fire in fires))
+            return
+        for fire, subject in zip(fires, subjects, strict=True):
+            fire.attempt += 1
+            self._succeed(fire, Delivered({"via": "core", "subject": subject}), started, t0)
+
     def _finished(self, fire: Fire, status: str, started: datetime, t0: float, **fields: object) -> RunUpdate:
         finished = started + timedelta(seconds=time.perf_counter() - t0)
         update = RunUpdate(

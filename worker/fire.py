@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from shared.model import RetryPolicy, Target, Trigger
+
+_RUN_NAMESPACE = uuid.UUID("5c4ed01e-0000-4000-8000-00000000f14e")
 
 
 def idempotency_key(schedule_id: str, scheduled_for: datetime) -> str:
     """Stable across retries and redeliveries of one occurrence: receivers deduplicate on it."""
     return f"{schedule_id}:{scheduled_for.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
+
+
+def occurrence_run_id(key: str) -> str:
+    """The run id of a scheduled occurrence, derived from its key: recording it twice is a key conflict."""
+    return str(uuid.uuid5(_RUN_NAMESPACE, key))
 
 
 @dataclass(slots=True)
@@ -24,7 +34,7 @@ class Fire:
     scheduled_for: datetime
     key: str
     target: Target
-    payload: Any
+    payload: msgspec.Raw  # the stored JSON, passed through undecoded
     retry: RetryPolicy
     manual: bool = False
     attempt: int = 0  # attempts already made

@@ -28,7 +28,7 @@ from shared.db.queries import sql
 from shared.model import FixedDelayTrigger, MisfirePolicy, RetryPolicy, Target, Trigger
 from shared.timing.misfire import plan_due
 from worker.delivery import Deliverer, run_timeout_sec
-from worker.fire import Fire, RunUpdate, idempotency_key
+from worker.fire import Fire, RunUpdate, idempotency_key, occurrence_run_id
 from worker.progress import ProgressWriter
 
 DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
@@ -36,10 +36,11 @@ RESCUE_INTERVAL_SEC = 1.0
 MIN_IDLE_SLEEP_SEC = 0.02
 WAKEUP_CHANNEL = "scheduler_wakeup"
 
-_trigger = msgspec.json.Decoder(Trigger)
-_target = msgspec.json.Decoder(Target)
-_retry = msgspec.json.Decoder(RetryPolicy)
-_any = msgspec.json.Decoder()
+# Many schedules share a trigger, target or retry policy (and frozen structs are safe to share): decode each
+# distinct JSON text once.
+_trigger = functools.lru_cache(maxsize=4096)(msgspec.json.Decoder(Trigger).decode)
+_target = functools.lru_cache(maxsize=4096)(msgspec.json.Decoder(Target).decode)
+_retry = functools.lru_cache(maxsize=256)(msgspec.json.Decoder(RetryPolicy).decode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,18 +90,20 @@ class Worker:
         if limit == 0:
             return 0
         now = self.clock()
-        async with self.pool.connection() as conn, conn.transaction():
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(sql("schedule_claim_due"), {"now": now, "limit": limit})
-            rows = await cur.fetchall()
-            if not rows:
-                return 0
-            fires, advance = self._plan(rows, now)
-            await conn.execute(sql("schedule_advance_many"), advance)
-            if fires:
-                inserted = await self._insert_runs(conn, fires, now)
-                fires = [f for f in fires if f.run_id in inserted]
-        self._start(fires)
+        # Pipeline mode: BEGIN + claim travel in one round trip, advance + record + COMMIT in a second one.
+        async with self.pool.connection() as conn, conn.pipeline():
+            async with conn.transaction():
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(sql("schedule_claim_due"), {"now": now, "limit": limit})
+                rows = await cur.fetchall()
+                if not rows:
+                    return 0
+                fires, advance = self._plan(rows, now)
+                await conn.execute(sql("schedule_advance_many"), advance)
+                inserted = await conn.execute(sql("run_insert_many"), self._run_rows(fires, now)) if fires else None
+            recorded = {str(r[0]) for r in await inserted.fetchall()} if inserted else set()
+        # A run whose occurrence was already recorded (ON CONFLICT) is not ours to deliver.
+        self._start(f for f in fires if f.run_id in recorded)
         return len(rows)
 
     def _plan(self, rows: list[dict[str, Any]], now: datetime) -> tuple[list[Fire], dict[str, list[Any]]]:
@@ -108,10 +111,10 @@ class Worker:
         advance: dict[str, list[Any]] = {"ids": [], "next_run_at": [], "last_run_at": [], "parked_run_id": []}
         for row in rows:
             schedule_id = str(row["id"])
-            trigger = _trigger.decode(row["trigger"])
-            target = _target.decode(row["target"])
-            payload = _any.decode(row["payload"])
-            retry = _retry.decode(row["retry"])
+            trigger = _trigger(row["trigger"])
+            target = _target(row["target"])
+            payload = msgspec.Raw(row["payload"])
+            retry = _retry(row["retry"])
             plan = plan_due(
                 trigger,
                 row["tz"],
@@ -130,12 +133,13 @@ class Worker:
                 )
             parked = None
             for scheduled_for in plan.fire_at:
+                key = idempotency_key(schedule_id, scheduled_for)
                 fire = Fire(
-                    run_id=str(uuid.uuid4()),
+                    run_id=occurrence_run_id(key),
                     schedule_id=schedule_id,
                     tenant_id=row["tenant_id"],
                     scheduled_for=scheduled_for,
-                    key=idempotency_key(schedule_id, scheduled_for),
+                    key=key,
                     target=target,
                     payload=payload,
                     retry=retry,
@@ -149,8 +153,8 @@ class Worker:
             advance["parked_run_id"].append(parked)
         return fires, advance
 
-    async def _insert_runs(self, conn: psycopg.AsyncConnection[Any], fires: list[Fire], now: datetime) -> set[str]:
-        params = {
+    def _run_rows(self, fires: list[Fire], now: datetime) -> dict[str, Any]:
+        return {
             "worker": self.id,
             "now": now,
             "ids": [f.run_id for f in fires],
@@ -162,8 +166,6 @@ class Worker:
             "lease_until": [now + timedelta(seconds=self.config.lease_sec + run_timeout_sec(f)) for f in fires],
             "trace_context": [f.trace_context for f in fires],
         }
-        cur = await conn.execute(sql("run_insert_many"), params)
-        return {str(r[0]) for r in await cur.fetchall()}
 
     async def rescue_once(self) -> int:
         """Deliver open runs whose lease expired: a dead worker's, or manual runs queued by the API."""
@@ -196,7 +198,7 @@ class Worker:
                     )
                 )
                 continue
-            trigger = _trigger.decode(schedule["trigger"])
+            trigger = _trigger(schedule["trigger"])
             parked = isinstance(trigger, FixedDelayTrigger) and not run["manual"]
             fires.append(
                 Fire(
@@ -205,9 +207,9 @@ class Worker:
                     tenant_id=run["tenant_id"],
                     scheduled_for=run["scheduled_for"],
                     key=run["idempotency_key"],
-                    target=_target.decode(schedule["target"]),
-                    payload=_any.decode(schedule["payload"]),
-                    retry=_retry.decode(schedule["retry"]),
+                    target=_target(schedule["target"]),
+                    payload=msgspec.Raw(schedule["payload"]),
+                    retry=_retry(schedule["retry"]),
                     manual=run["manual"],
                     attempt=run["attempt"],
                     trace_context=run["trace_context"],
@@ -220,15 +222,30 @@ class Worker:
         return len(runs)
 
     def _start(self, fires: Iterable[Fire]) -> None:
+        """One task per batch of core NATS events (they share a flush), one per other run."""
+        core: list[Fire] = []
+        subjects: list[str] = []
         for fire in fires:
-            task = asyncio.create_task(self.deliverer.deliver(fire), name=f"run-{fire.run_id}")
-            self._deliveries[fire.run_id] = task
-            task.add_done_callback(functools.partial(self._delivered, fire.run_id))
+            subject = self.deliverer.publisher.core_subject(fire)
+            if subject is None:
+                self._track([fire], asyncio.create_task(self.deliverer.deliver(fire), name=f"run-{fire.run_id}"))
+            else:
+                core.append(fire)
+                subjects.append(subject)
+        if core:
+            self._track(core, asyncio.create_task(self.deliverer.deliver_core_batch(core, subjects)))
 
-    def _delivered(self, run_id: str, task: asyncio.Task[None]) -> None:
-        self._deliveries.pop(run_id, None)
+    def _track(self, fires: list[Fire], task: asyncio.Task[None]) -> None:
+        run_ids = [f.run_id for f in fires]
+        for run_id in run_ids:
+            self._deliveries[run_id] = task
+        task.add_done_callback(functools.partial(self._delivered, run_ids))
+
+    def _delivered(self, run_ids: list[str], task: asyncio.Task[None]) -> None:
+        for run_id in run_ids:
+            self._deliveries.pop(run_id, None)
         if not task.cancelled() and task.exception() is not None:
-            logger.opt(exception=task.exception()).error("delivery of run {} crashed", run_id)
+            logger.opt(exception=task.exception()).error("delivery of run(s) {} crashed", run_ids[:5])
         self._wake.set()  # capacity came back
 
     # --- the loops ----------------------------------------------------------------------------------
@@ -262,6 +279,12 @@ class Worker:
                 failures += 1
                 sleep = min(10.0, 0.2 * 2**failures)
                 logger.warning("database unavailable ({}); retrying in {:.1f}s", exc, sleep)
+            except Exception:
+                # A bug (or one poisonous row) must not silently stop this worker from claiming: log it loudly
+                # and keep going; the transaction rolled back, so nothing was claimed.
+                failures += 1
+                sleep = min(10.0, 0.2 * 2**failures)
+                logger.exception("claim loop error; retrying in {:.1f}s", sleep)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), sleep)
@@ -302,8 +325,9 @@ class Worker:
     async def _drain(self) -> None:
         if self._deliveries:
             logger.info("finishing {} in-flight run(s)", len(self._deliveries))
-            _, pending = await asyncio.wait(list(self._deliveries.values()), timeout=self.config.shutdown_grace_sec)
-            unfinished = [t.get_name().removeprefix("run-") for t in pending]
+            tasks = set(self._deliveries.values())
+            _, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_grace_sec)
+            unfinished = [run_id for run_id, task in self._deliveries.items() if task in pending]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

@@ -72,7 +72,7 @@ class ProgressWriter:
         batch = list(self._pending.values())
         params = _columns(batch)
         rearms = [u for u in batch if u.rearm]
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             await conn.execute(sql("run_update_many"), params)
             if rearms:
                 await conn.execute(

@@ -15,6 +15,11 @@ The evaluator never walks minute by minute: it walks matching days (month by mon
 sorted matching times of day, using binary search to find where ``after`` falls. Local wall times map onto
 real instants monotonically (per fold), which is what makes both the binary search and "the first candidate
 after ``after`` is the answer" valid.
+
+``cron_next`` runs once per fire on the worker's hot path, so it first tries a shortcut (``_next_nearby``):
+find the next matching wall time after the local time of ``after`` directly, and accept it when neither end
+lies in a DST gap or overlap. Only schedules near a transition (or with no fire within the horizon) fall
+through to the general scan (``_next_by_scan``), which handles every case.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import bisect
 import calendar
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import NoReturn
 from zoneinfo import ZoneInfo
@@ -35,6 +40,12 @@ _HORIZON_YEARS = 30
 # Start looking this many local days before `after`: a wall time a day or so earlier can map to an instant
 # later than `after` when the zone's offset jumps (fall-back overlaps, or Samoa skipping a whole day).
 _LOOKBACK_DAYS = 2
+
+_ONE_DAY = timedelta(days=1)
+
+# The scan's lookback cannot start before 1 January of year 1; it then overflows and reports no fire. The
+# shortcut leaves local dates this early to the scan so that both always agree.
+_EARLIEST_SHORTCUT_DAY = date.min + timedelta(days=_LOOKBACK_DAYS + 1)
 
 _MONTH_NAMES = {
     name: number
@@ -68,6 +79,8 @@ class CronExpr:
     ``days_of_week`` uses 0 for Sunday (a 7 in the source is folded into 0). ``dom_restricted`` and
     ``dow_restricted`` record whether the field text did not start with ``*``: when both are restricted a day
     matches if either field matches (Vixie cron), otherwise both must match.
+
+    The sorted tuples are derived from the sets once, here, rather than on every evaluation.
     """
 
     seconds: frozenset[int]
@@ -79,6 +92,30 @@ class CronExpr:
     dom_restricted: bool
     dow_restricted: bool
     wall_clock: bool
+    _sorted_seconds: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _sorted_minutes: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _sorted_hours: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _sorted_days_of_month: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _sorted_months: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    # Vixie's OR rule applies: a day matches through either of its two fields.
+    _either_day_field: bool = field(init=False, repr=False, compare=False)
+    # The earliest matching (hour, minute, second); None only if a time field is empty.
+    _first_time_of_day: tuple[int, int, int] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Frozen: derived fields can only be set through object.__setattr__.
+        object.__setattr__(self, "_sorted_seconds", tuple(sorted(self.seconds)))
+        object.__setattr__(self, "_sorted_minutes", tuple(sorted(self.minutes)))
+        object.__setattr__(self, "_sorted_hours", tuple(sorted(self.hours)))
+        object.__setattr__(self, "_sorted_days_of_month", tuple(sorted(self.days_of_month)))
+        object.__setattr__(self, "_sorted_months", tuple(sorted(self.months)))
+        object.__setattr__(self, "_either_day_field", self.dom_restricted and self.dow_restricted)
+        first_time = (
+            (self._sorted_hours[0], self._sorted_minutes[0], self._sorted_seconds[0])
+            if self.hours and self.minutes and self.seconds
+            else None
+        )
+        object.__setattr__(self, "_first_time_of_day", first_time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,9 +239,139 @@ def _fail(spec: _FieldSpec, reason: str) -> NoReturn:
 
 def cron_next(expr: CronExpr, tz: ZoneInfo, after: datetime) -> datetime | None:
     """The first fire time strictly after ``after``, in UTC; None if there is none within the horizon."""
-    if after.tzinfo is None or after.utcoffset() is None:
+    if after.tzinfo is not UTC and (after.tzinfo is None or after.utcoffset() is None):
         raise ValueError("after must be a timezone-aware datetime")
     after = after.astimezone(UTC)
+    nearby = _next_nearby(expr, tz, after)
+    return nearby if nearby is not None else _next_by_scan(expr, tz, after)
+
+
+# --- the shortcut ---
+# Hot path: datetimes are built with positional arguments because datetime.replace() and keyword arguments
+# cost several times more in CPython.
+
+# A naive local wall time as (year, month, day, hour, minute, second).
+_Wall = tuple[int, int, int, int, int, int]
+
+# How many days ahead the shortcut tests one by one (enough for weekday and weekly schedules) before
+# falling back to the month-by-month walk.
+_DAY_BY_DAY = 7
+
+
+def _next_nearby(expr: CronExpr, tz: ZoneInfo, after: datetime) -> datetime | None:
+    """The answer when no DST transition gets in the way; None when it cannot vouch for one.
+
+    Let L be the local wall time of ``after`` and W the first matching wall time after L. The general scan
+    returns the first matching wall time whose instant is after ``after``, and wall times map onto instants
+    monotonically, so every wall time up to L maps to an instant up to ``after``. That fails only when L is
+    the first copy of a repeated wall time and the second copy counts, which it does in real-time mode. So
+    when W occurs exactly once on the clock (neither skipped nor repeated) and its instant is after
+    ``after`` (it need not be when ``after`` lies in the second copy of an overlap), that instant is the
+    answer the scan would give.
+
+    ``after`` is in UTC.
+    """
+    try:
+        local = after.astimezone(tz)
+        if local.date() < _EARLIEST_SHORTCUT_DAY:
+            return None
+        if not expr.wall_clock and _is_first_of_two(local, tz):
+            return None  # In real-time mode the second copy of L, still to come, may fire.
+        wall = _next_matching_wall(expr, local)
+        if wall is None:
+            return None
+        instant = _unique_instant(wall, tz)
+    except OverflowError:
+        return None  # Near the ends of datetime's range: the scan knows what to do.
+    return instant if instant is not None and instant > after else None
+
+
+def _is_first_of_two(local: datetime, tz: ZoneInfo) -> bool:
+    """Whether an aware local time is the first occurrence of a wall time the clock shows twice."""
+    if local.fold:
+        return False  # astimezone() marks second occurrences with fold=1.
+    # Transitions fall on whole seconds, so dropping the microseconds cannot change the answer.
+    other = datetime(local.year, local.month, local.day, local.hour, local.minute, local.second, 0, tz, fold=1)
+    return other.utcoffset() != local.utcoffset()
+
+
+def _next_matching_wall(expr: CronExpr, local: datetime) -> _Wall | None:
+    """The first matching wall time strictly after ``local``'s, within the scan's horizon.
+
+    Fire times are whole seconds, so "after" means a later (hour, minute, second) on the same day, whatever
+    ``local``'s microseconds.
+    """
+    first_time = expr._first_time_of_day
+    if first_time is None:
+        return None
+    day = local.date()
+    if _date_matches(expr, day):
+        time_of_day = _next_time_of_day(expr, local.hour, local.minute, local.second)
+        if time_of_day is not None:
+            return (day.year, day.month, day.day, *time_of_day)
+    # Same horizon as the scan, so that the shortcut never finds a fire the scan would not.
+    last_year = min(local.year + _HORIZON_YEARS, date.max.year)
+    next_day = _first_matching_day(expr, day + _ONE_DAY, last_year)
+    if next_day is None:
+        return None
+    return (next_day.year, next_day.month, next_day.day, *first_time)
+
+
+def _next_time_of_day(expr: CronExpr, hour: int, minute: int, second: int) -> tuple[int, int, int] | None:
+    """The first matching (hour, minute, second) strictly after the given one on the same day, if any."""
+    hours, minutes, seconds = expr._sorted_hours, expr._sorted_minutes, expr._sorted_seconds
+    # Lexicographic successor: a later second in this minute, else a later minute in this hour, else a
+    # later hour.
+    if hour in expr.hours:
+        if minute in expr.minutes:
+            index = bisect.bisect_right(seconds, second)
+            if index < len(seconds):
+                return hour, minute, seconds[index]
+        index = bisect.bisect_right(minutes, minute)
+        if index < len(minutes):
+            return hour, minutes[index], seconds[0]
+    index = bisect.bisect_right(hours, hour)
+    if index < len(hours):
+        return hours[index], minutes[0], seconds[0]
+    return None
+
+
+def _first_matching_day(expr: CronExpr, start: date, last_year: int) -> date | None:
+    """The first matching date from ``start`` on, up to the end of ``last_year``."""
+    # Most schedules match within days; testing those one by one is cheaper than the month-by-month walk.
+    day = start
+    for _ in range(_DAY_BY_DAY):
+        if day.year > last_year:
+            return None
+        if _date_matches(expr, day):
+            return day
+        day += _ONE_DAY
+    return next(_matching_days(expr, day, last_year), None)
+
+
+def _date_matches(expr: CronExpr, day: date) -> bool:
+    if day.month not in expr.months:
+        return False
+    return _day_matches(expr, day.day, day.isoweekday() % 7, expr._either_day_field)
+
+
+def _unique_instant(wall: _Wall, tz: ZoneInfo) -> datetime | None:
+    """The UTC instant of a wall time that occurs exactly once on the clock; None if skipped or repeated.
+
+    Both folds give the same offset exactly when the wall time is in neither a gap nor an overlap.
+    """
+    year, month, day, hour, minute, second = wall
+    offset = datetime(year, month, day, hour, minute, second, 0, tz).utcoffset()
+    if offset is None or offset != datetime(year, month, day, hour, minute, second, 0, tz, fold=1).utcoffset():
+        return None
+    return datetime(year, month, day, hour, minute, second, 0, UTC) - offset
+
+
+# --- the general scan ---
+
+
+def _next_by_scan(expr: CronExpr, tz: ZoneInfo, after: datetime) -> datetime | None:
+    """The general evaluator, right for every input whatever the transitions nearby. ``after`` is in UTC."""
     try:
         if expr.wall_clock:
             return _scan(expr, tz, after, fold=0, skip_gaps=False)
@@ -275,9 +442,9 @@ class _TimesOfDay:
     __slots__ = ("_hours", "_length", "_minutes", "_seconds")
 
     def __init__(self, expr: CronExpr) -> None:
-        self._hours = sorted(expr.hours)
-        self._minutes = sorted(expr.minutes)
-        self._seconds = sorted(expr.seconds)
+        self._hours = expr._sorted_hours
+        self._minutes = expr._sorted_minutes
+        self._seconds = expr._sorted_seconds
         self._length = len(self._hours) * len(self._minutes) * len(self._seconds)
 
     def __len__(self) -> int:
@@ -294,9 +461,9 @@ class _TimesOfDay:
 
 def _matching_days(expr: CronExpr, start: date, last_year: int) -> Iterator[date]:
     """Matching local dates from ``start`` on, month by month, up to the end of ``last_year``."""
-    months = sorted(expr.months)
-    days_of_month = sorted(expr.days_of_month)
-    either = expr.dom_restricted and expr.dow_restricted
+    months = expr._sorted_months
+    days_of_month = expr._sorted_days_of_month
+    either = expr._either_day_field
     for year in range(start.year, last_year + 1):
         for month in months:
             if (year, month) < (start.year, start.month):

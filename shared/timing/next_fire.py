@@ -33,19 +33,30 @@ def next_fire(trigger: Trigger, tz: str, after: datetime) -> datetime | None:
     FIXED_DELAY counts from ``after``: callers pass the instant the previous run finished.
     """
     _require_utc(after)
-    floor = after if trigger.start_at is None else max(after, trigger.start_at - _TICK)
+    if isinstance(trigger, CronTrigger | RRuleTrigger):
+        return _calendar_next(trigger, tz, after)
     result: datetime | None
     match trigger:
-        case CronTrigger():
-            result = cron_next(compiled_cron(trigger.cron), zone(tz), floor)
-        case RRuleTrigger():
-            if trigger.start_at is None:
-                raise ValueError("an RRULE trigger needs startAt as its anchor; see anchor_trigger()")
-            result = rrule_next(trigger.rrule, zone(tz), trigger.start_at.astimezone(UTC), floor)
         case FixedDelayTrigger():
             result = max(after + timedelta(seconds=trigger.delay_sec), trigger.start_at or after)
         case OneShotTrigger():
             result = trigger.start_at.astimezone(UTC) if trigger.start_at > after else None
+    if result is None or (trigger.end_at is not None and result > trigger.end_at):
+        return None
+    return result.astimezone(UTC)
+
+
+@lru_cache(maxsize=16384)
+def _calendar_next(trigger: CronTrigger | RRuleTrigger, tz: str, after: datetime) -> datetime | None:
+    """Cached: bursts share expressions and due times (every schedule at the top of the minute), and the
+    function is pure, so one computation serves them all."""
+    floor = after if trigger.start_at is None else max(after, trigger.start_at - _TICK)
+    if isinstance(trigger, CronTrigger):
+        result = cron_next(compiled_cron(trigger.cron), zone(tz), floor)
+    else:
+        if trigger.start_at is None:
+            raise ValueError("an RRULE trigger needs startAt as its anchor; see anchor_trigger()")
+        result = rrule_next(trigger.rrule, zone(tz), trigger.start_at.astimezone(UTC), floor)
     if result is None or (trigger.end_at is not None and result > trigger.end_at):
         return None
     return result.astimezone(UTC)

@@ -61,23 +61,25 @@ MAX_INTERVAL = 1000
 _MIN_YEAR = 1900
 _MAX_YEAR = 2999
 
-# dateutil builds a rule's time-of-day set once per period: per day for the DAILY-style rules (built once),
-# per hour or minute for HOURLY and MINUTELY rules (rebuilt on every step, even on days that do not match).
+# dateutil builds a rule's time-of-day set once per rule for DAILY and longer periods, but once per step for
+# HOURLY and MINUTELY (even on days that do not match). Within a YEARLY or MONTHLY period it pairs every
+# matching day with every time of day, including the days before the point it starts from.
 _MAX_TIMES_PER_DAY = 1440
 _MAX_TIMES_PER_STEP = 12
+_MAX_TIMES_PER_PERIOD = 10_000
 
-# How many months one search may scan before giving up (dateutil moves into a new month at least once per
-# period, so for YEARLY, MONTHLY and long INTERVALs this counts periods). Each is sized so the costliest
-# accepted shape of that frequency, a rule that never matches, stays under ~8 ms; in calendar terms the
-# horizon is at least 150 years, 83 years, 33 years, 8 years, 3 years, 2 years and 2 years.
+# How many months one search may scan before it gives up and calls the rule exhausted. dateutil moves into
+# a new month at least once per period, so for YEARLY, MONTHLY and long INTERVALs this counts periods. Each
+# is sized so that the costliest accepted shape of that frequency, a rule that never matches, takes about
+# 6 ms. COUNT rules count from DTSTART, so they too must reach their end within this horizon.
 _SCAN_BUDGET = {
-    YEARLY: 150,
-    MONTHLY: 1000,
-    WEEKLY: 400,
-    DAILY: 100,
-    HOURLY: 36,
-    MINUTELY: 24,
-    SECONDLY: 24,
+    YEARLY: 120,  # at least 120 years
+    MONTHLY: 720,  # 60 years
+    WEEKLY: 300,  # 25 years
+    DAILY: 72,  # 6 years: covers leap days
+    HOURLY: 24,  # 2 years
+    MINUTELY: 18,  # 18 months
+    SECONDLY: 18,
 }
 # A gap-only scan starts inside the gap and ends at its edge, at most a day later, so in the next month.
 _GAP_SCAN_BUDGET = 1
@@ -432,6 +434,10 @@ def _check_dense(rule: _Rule, name: str) -> None:
         times = _times_per_day(rule)
         if times > _MAX_TIMES_PER_DAY:
             raise ValueError(f"the rule expands to up to {times} times per day; at most {_MAX_TIMES_PER_DAY}")
+        times *= _days_per_period(rule)
+        if times > _MAX_TIMES_PER_PERIOD:
+            unit = "year" if freq == YEARLY else "month"
+            raise ValueError(f"the rule expands to up to {times} times per {unit}; at most {_MAX_TIMES_PER_PERIOD}")
     elif freq in (HOURLY, MINUTELY):
         times = (len(rule.byminute or (0,)) if freq == HOURLY else 1) * len(rule.bysecond or (0,))
         unit = "hour" if freq == HOURLY else "minute"
@@ -458,6 +464,31 @@ def _times_per_day(rule: _Rule) -> int:
     elif rule.freq == MINUTELY:
         minutes = min(minutes, 60 // rule.interval) if rule.byminute else 60 // rule.interval
     return hours * minutes * seconds
+
+
+def _days_per_period(rule: _Rule) -> int:
+    """An upper bound on the days one YEARLY or MONTHLY period can match; 1 for shorter periods.
+
+    (A WEEKLY period starts at the day dateutil starts from, so earlier days of the week cost nothing.)
+    """
+    if rule.freq not in (YEARLY, MONTHLY):
+        return 1
+    months = len(rule.bymonth) if rule.bymonth else (12 if rule.freq == YEARLY else 1)
+    bounds = [366 if rule.freq == YEARLY else 31]
+    if rule.bymonthday:
+        bounds.append(len(rule.bymonthday) * months)
+    if rule.byyearday:
+        bounds.append(len(rule.byyearday))
+    if rule.byweekno:
+        bounds.append(7 * len(rule.byweekno))
+    if rule.byday:
+        # A plain weekday falls at most 5 times a month (53 times a year); an ordinal once per month or year.
+        per_weekday = 53 if rule.freq == YEARLY and not rule.bymonth else 5 * months
+        per_ordinal = months if rule.freq == MONTHLY or rule.bymonth else 1
+        bounds.append(sum(per_ordinal if day.n else per_weekday for day in rule.byday))
+    if not (rule.bymonthday or rule.byyearday or rule.byweekno or rule.byday):
+        bounds.append(len(rule.bymonth) or 1)  # DTSTART's day, in each BYMONTH month or DTSTART's month
+    return min(bounds)
 
 
 def _check_month_days(rule: _Rule) -> None:
@@ -742,9 +773,13 @@ def _iteration_start(plan: _Plan, start: datetime) -> datetime:
         return plan.dtstart
     first = _period_index(plan.freq, plan.wkst, plan.dtstart)
     skipped = _period_index(plan.freq, plan.wkst, start) - first
-    if skipped % plan.interval == 0:
-        return start
-    return _period_start(plan.freq, plan.wkst, first + -(-skipped // plan.interval) * plan.interval)
+    if skipped % plan.interval:
+        return _period_start(plan.freq, plan.wkst, first + -(-skipped // plan.interval) * plan.interval)
+    if plan.freq == WEEKLY and plan.bysetpos and skipped:
+        # dateutil's first WEEKLY period runs from the day it starts on, so BYSETPOS would count only the
+        # rest of the week. (DTSTART's own week keeps that quirk, as dateutil has it.)
+        return _period_start(plan.freq, plan.wkst, first + skipped)
+    return start
 
 
 # Periods per day for the frequencies shorter than a day.

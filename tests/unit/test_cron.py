@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.timing.cron import CronExpr, cron_next, parse_cron
+from shared.timing.cron import CronExpr, _next_by_scan, _next_nearby, cron_next, parse_cron
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, micro: int = 0) -> datetime:
@@ -735,3 +736,128 @@ def test_agrees_with_brute_force(text: str, zone_after: tuple[ZoneInfo, datetime
         assert result is None or result > after + horizon
     else:
         assert result == expected
+
+
+# --- the shortcut never drifts from the general scan ---
+
+SHORTCUT_ZONES = [
+    *ZONES,
+    "Pacific/Apia",  # skipped a whole day in 2011
+    "Europe/Dublin",  # negative DST in tzdata
+    "Antarctica/Troll",  # two-hour DST jumps
+    "Africa/Casablanca",  # DST suspended for Ramadan
+    "Pacific/Chatham",  # +12:45 / +13:45
+    "Asia/Kolkata",
+]
+
+COMMON_EXPRESSIONS = [
+    "* * * * *",
+    "*/5 * * * *",
+    "0 * * * *",
+    "30 * * * *",
+    "0 */2 * * *",
+    "0 9 * * *",
+    "30 2 * * *",
+    "0 0 * * *",
+    "0 9 * * 1-5",
+    "*/15 9-17 * * MON-FRI",
+    "0 0 1 * *",
+    "0 0 29 2 *",
+    "0 0 13 * 5",
+    "*/10 * * * * *",
+    "* * * * * *",
+    "0,30 2,3 * * *",
+    "* 2 * * *",
+    "*/20 30 2 * * *",
+]
+
+
+def random_field(rng: random.Random, low: int, high: int) -> str:
+    items = []
+    for _ in range(rng.choice((1, 1, 2, 3))):
+        first, last = sorted((rng.randint(low, high), rng.randint(low, high)))
+        step = rng.randint(1, high - low + 2)
+        items.append(rng.choice(["*", f"*/{step}", str(first), f"{first}-{last}", f"{first}-{last}/{step}"]))
+    return ",".join(items)
+
+
+def random_expression(rng: random.Random) -> str:
+    if rng.random() < 0.5:
+        return rng.choice(COMMON_EXPRESSIONS)
+    fields = [random_field(rng, 0, 59), random_field(rng, 0, 23), random_field(rng, 1, 31)]
+    fields += [random_field(rng, 1, 12), random_field(rng, 0, 7)]
+    if rng.random() < 0.3:
+        fields.insert(0, random_field(rng, 0, 59))
+    return " ".join(fields)
+
+
+def random_after(rng: random.Random, zone: str) -> datetime:
+    if rng.random() < 0.6:
+        # Near a DST transition: either one of the zone's listed ones or any zone's, shifted a little.
+        known = [instant for name, instant in TRANSITIONS if name == zone] or [instant for _, instant in TRANSITIONS]
+        if zone == "Pacific/Apia" and rng.random() < 0.5:
+            known = [utc(2011, 12, 30, 10)]
+        after = rng.choice(known) + timedelta(seconds=rng.randint(-2 * 86_400, 2 * 86_400))
+    else:
+        after = utc(rng.randint(1970, 2100), 1, 1) + timedelta(seconds=rng.randrange(366 * 86_400))
+    if rng.random() < 0.5:
+        after = after.replace(second=0)  # on the minute, like the worker's own chained calls
+    if rng.random() < 0.3:
+        after = after.replace(microsecond=rng.randrange(1_000_000))
+    return after
+
+
+def test_shortcut_agrees_with_the_general_scan() -> None:
+    rng = random.Random(20261127)
+    shortcut_answers = 0
+    for _ in range(2000):
+        zone = rng.choice(SHORTCUT_ZONES)
+        text, tz, after = random_expression(rng), ZoneInfo(zone), random_after(rng, zone)
+        expr = parse_cron(text)
+        expected = _next_by_scan(expr, tz, after)
+        shortcut = _next_nearby(expr, tz, after)
+        if shortcut is not None:
+            shortcut_answers += 1
+            assert shortcut == expected, (text, zone, after)
+        assert cron_next(expr, tz, after) == expected, (text, zone, after)
+    # Most inputs are far enough from a transition for the shortcut to answer; if it never did, this test
+    # would prove nothing.
+    assert shortcut_answers > 1000
+
+
+@pytest.mark.parametrize(
+    ("zone", "expr", "after"),
+    [
+        ("Europe/Berlin", "30 2 * * *", utc(2026, 10, 25, 1, 15)),  # after is the second 02:15
+        ("Europe/Berlin", "0 * * * *", utc(2026, 10, 25, 0, 30)),  # after is the first 02:30
+        ("Europe/Berlin", "30 2 * * *", utc(2026, 3, 28, 12)),  # the next fire falls in the gap
+        ("America/New_York", "* * * * *", utc(2026, 11, 1, 5, 59, 30)),
+    ],
+)
+def test_shortcut_declines_near_transitions(zone: str, expr: str, after: datetime) -> None:
+    assert _next_nearby(parse_cron(expr), ZoneInfo(zone), after) is None
+
+
+@pytest.mark.parametrize(
+    ("zone", "expr"),
+    [
+        ("UTC", "* * * * *"),
+        ("Europe/Berlin", "*/5 * * * *"),
+        ("Europe/Berlin", "0 9 * * *"),
+        ("Asia/Tokyo", "0 9 * * 1-5"),
+        ("UTC", "0 0 29 2 *"),
+    ],
+)
+def test_shortcut_answers_away_from_transitions(zone: str, expr: str) -> None:
+    after = utc(2026, 11, 27, 11)
+    answer = _next_nearby(parse_cron(expr), ZoneInfo(zone), after)
+    assert answer is not None
+    assert answer == _next_by_scan(parse_cron(expr), ZoneInfo(zone), after)
+
+
+def test_parse_cron_presorts_fields_without_affecting_equality() -> None:
+    expr = parse_cron("50,10,30 9,3 * * *")
+    assert expr._sorted_minutes == (10, 30, 50)
+    assert expr._sorted_hours == (3, 9)
+    assert expr._first_time_of_day == (3, 10, 0)
+    assert expr == parse_cron("10,30,50 3,9 * * *")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
+from importlib import resources
 from time import perf_counter
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -104,6 +105,19 @@ def walls(instants: list[datetime], tz: ZoneInfo) -> list[str]:
             "expands to up to 2880 times per day; at most 1440",
         ),
         ("FREQ=HOURLY;INTERVAL=5;BYMINUTE=" + ",".join(map(str, range(0, 60, 4))), "15 times per hour; at most 12"),
+        (
+            "FREQ=YEARLY;BYDAY=MO,TU,WE,TH,FR,SA,SU;BYHOUR=" + ",".join(map(str, range(24))) + ";BYMINUTE=0,15,30,45",
+            "expands to up to 35136 times per year; at most 10000",
+        ),
+        (
+            "FREQ=MONTHLY;BYMONTHDAY="
+            + ",".join(map(str, range(1, 32)))
+            + ";BYHOUR="
+            + ",".join(map(str, range(24)))
+            + ";BYMINUTE="
+            + ",".join(map(str, range(0, 60, 3))),
+            "expands to up to 14880 times per month; at most 10000",
+        ),
         ("FREQ=DAILY;UNTIL=2026-01-01", "UNTIL value '2026-01-01' must be YYYYMMDDTHHMMSS"),
         ("FREQ=DAILY;UNTIL=20261301T000000Z", "UNTIL value '20261301T000000Z' is not a valid date"),
         ("FREQ=DAILY;UNTIL=18991231T000000Z", "must be between the years 1900 and 2999"),
@@ -161,6 +175,11 @@ def test_naive_instants_and_keyless_zones_are_refused() -> None:
         rrule_next("FREQ=DAILY", BERLIN, datetime(2026, 1, 1), utc(2026, 1, 1))
     with pytest.raises(ValueError, match="timezone-aware"):
         rrule_next("FREQ=DAILY", BERLIN, utc(2026, 1, 1), datetime(2026, 1, 1))
+    # The compiled-rule cache is keyed on the zone's name.
+    with (resources.files("tzdata.zoneinfo") / "Europe" / "Berlin").open("rb") as data:
+        keyless = ZoneInfo.from_file(data)
+    with pytest.raises(ValueError, match="IANA key"):
+        rrule_next("FREQ=DAILY", keyless, utc(2026, 1, 1), utc(2026, 1, 1))
 
 
 # --- DTSTART, defaults, EXDATE, RDATE, COUNT, UNTIL ----------------------------------------------------
@@ -219,8 +238,8 @@ def test_minutely_with_byhour_covers_the_whole_hour() -> None:
     ],
 )
 def test_dtstart_forms(dtstart: str, expected: str) -> None:
-    text = f"{dtstart}\nRRULE:FREQ=DAILY;COUNT=400"
-    assert walls([rrule_next(text, BERLIN, utc(2000, 1, 1), utc(2025, 1, 1))], BERLIN) == [expected]  # type: ignore[list-item]
+    first = rrule_next(f"{dtstart}\nRRULE:FREQ=DAILY;COUNT=400", BERLIN, utc(2000, 1, 1), utc(2025, 1, 1))
+    assert first is not None and walls([first], BERLIN) == [expected]
 
 
 def test_a_dtstart_in_another_zone_keeps_the_schedules_wall_time_across_its_dst() -> None:
@@ -349,6 +368,19 @@ def test_last_weekday_of_the_month() -> None:
     text = "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1;BYHOUR=18"
     found = chain(text, UTC_ZONE, utc(2026, 1, 1), utc(2026, 1, 1), 3)
     assert found == [utc(2026, 1, 30, 18), utc(2026, 2, 27, 18), utc(2026, 3, 31, 18)]
+
+
+@pytest.mark.parametrize(
+    ("after", "expected"),
+    [
+        (utc(2026, 1, 14, 8), ["Fri 16", "Mon 19", "Fri 23"]),  # Wednesday: Monday's first position is gone
+        (utc(2026, 1, 18, 23), ["Mon 19", "Fri 23", "Mon 26"]),
+    ],
+)
+def test_bysetpos_counts_the_whole_week_when_starting_mid_week(after: datetime, expected: list[str]) -> None:
+    text = "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=1,-1;BYHOUR=9"
+    found = chain(text, UTC_ZONE, utc(2026, 1, 5), after, 3)
+    assert [instant.strftime("%a %d") for instant in found] == expected
 
 
 def test_yearly_on_february_29_waits_for_leap_years() -> None:
@@ -547,6 +579,20 @@ SKIP_AHEAD_CASES: list[tuple[str, dict[str, Any], ZoneInfo, datetime]] = [
         BERLIN,
         datetime(2026, 3, 28, 22, 0, 4),
     ),
+    (
+        "FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,WE,FR;BYSETPOS=2;BYHOUR=2;BYMINUTE=30",
+        {
+            "freq": WEEKLY,
+            "interval": 2,
+            "byweekday": (0, 2, 4),
+            "bysetpos": 2,
+            "byhour": 2,
+            "byminute": 30,
+            "bysecond": 0,
+        },
+        BERLIN,
+        datetime(2016, 2, 1, 1, 0),
+    ),
     ("FREQ=MONTHLY", {"freq": MONTHLY}, BERLIN, datetime(2004, 1, 31, 2, 30)),
     (
         "FREQ=MONTHLY;INTERVAL=5;BYDAY=-1FR",
@@ -664,6 +710,24 @@ def test_rules_that_never_match_give_up_quickly(text: str) -> None:
     result, seconds = timed(text, BERLIN, utc(2026, 1, 5), local(BERLIN, 2026, 3, 29, 3, 10))
     assert result is None
     assert seconds < 0.05  # about 8 ms at worst on a laptop; dateutil alone takes seconds
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FREQ=YEARLY;BYDAY=MO,TU,WE,TH,FR;BYHOUR=9,10,11,12,13,14,15,16,17;BYMINUTE=0,15,30,45",
+        "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR,SA,SU;BYHOUR=" + ",".join(map(str, range(24))) + ";BYMINUTE=0,20,40",
+        "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR,SA,SU;BYHOUR="
+        + ",".join(map(str, range(24)))
+        + ";BYMINUTE="
+        + ",".join(map(str, range(60))),
+    ],
+)
+def test_busy_periods_answer_quickly_near_their_end(text: str) -> None:
+    # dateutil pairs every matching day of the period before the start point with every time of day.
+    result, seconds = timed(text, UTC_ZONE, utc(2020, 1, 1), utc(2026, 12, 31, 20, 59, 59))
+    assert result is not None and result - utc(2026, 12, 31, 20, 59, 59) < timedelta(days=4)
+    assert seconds < 0.05
 
 
 def test_scan_budget_hook_is_live() -> None:

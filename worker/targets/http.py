@@ -35,15 +35,16 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
-def request_body(target: HttpTarget, payload: Any) -> tuple[bytes | None, str | None]:
+def request_body(target: HttpTarget, payload: msgspec.Raw) -> tuple[bytes | None, str | None]:
     """The target's own body if it has one, else the schedule's payload, as JSON; none for GET."""
     spec = target.http
     if spec.method == "GET":
         return None, None
     if isinstance(spec.body, str):
         return spec.body.encode(), "text/plain; charset=utf-8"
-    body = spec.body if spec.body is not None else payload
-    return msgspec.json.encode(body), "application/json"
+    if spec.body is not None:
+        return msgspec.json.encode(spec.body), "application/json"
+    return bytes(payload), "application/json"
 
 
 class HttpSender:

@@ -7,6 +7,7 @@ created on first use, so exactly one consumer of the queue receives each message
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import time
@@ -44,6 +45,8 @@ class NatsPublisher:
         self.clock = clock
         self._capturing: dict[str, tuple[float, str | None]] = {}
         self._queues: set[str] = set()
+        self._flush_round: asyncio.Future[None] | None = None
+        self._rounds: set[asyncio.Future[None]] = set()
 
     async def send(self, fire: Fire) -> Delivered:
         target = fire.target
@@ -54,6 +57,24 @@ class NatsPublisher:
         topic = target.queue.topic
         body = self._envelope(fire, topic)
         return Delivered(await self._publish_queue(topic, body, fire.key))
+
+    def core_subject(self, fire: Fire) -> str | None:
+        """The subject if ``fire`` is an EVENT known (from the lookup cache) to go out as a core publish."""
+        if not isinstance(fire.target, EventTarget):
+            return None
+        cached = self._capturing.get(fire.target.event_topic)
+        fresh = cached is not None and time.monotonic() - cached[0] < STREAM_LOOKUP_TTL_SEC
+        return fire.target.event_topic if fresh and cached[1] is None else None  # type: ignore[index]
+
+    async def publish_core_many(self, fires: list[Fire], subjects: list[str]) -> None:
+        """Core-publish a batch and wait for one flush covering all of it."""
+        try:
+            for fire, subject in zip(fires, subjects, strict=True):
+                headers = {"Nats-Msg-Id": fire.key, "Content-Type": "application/cloudevents+json"}
+                await self.nc.publish(subject, self._envelope(fire, subject), headers=headers)
+            await self._flushed()
+        except NATS_ERRORS as exc:
+            raise self._failure(f"NATS publish of {len(fires)} event(s) failed: {exc!r}") from exc
 
     def _envelope(self, fire: Fire, event_type: str) -> bytes:
         return envelope(
@@ -76,10 +97,36 @@ class NatsPublisher:
                 ack = await self.js.publish(subject, body, headers=headers)
                 return {"via": "jetstream", "stream": ack.stream, "seq": ack.seq, "duplicate": bool(ack.duplicate)}
             await self.nc.publish(subject, body, headers=headers)
-            await self.nc.flush(timeout=PUBLISH_TIMEOUT_SEC)
+            await self._flushed()
             return {"via": "core", "subject": subject}
         except NATS_ERRORS as exc:
             raise self._failure(f"NATS publish to {subject} failed: {exc!r}") from exc
+
+    async def _flushed(self) -> None:
+        """Wait until the server has everything published so far.
+
+        A flush is a PING/PONG round trip; concurrent core publishes share one instead of paying one each.
+        Publishes made before a round starts are covered by it; later ones join the next round.
+        """
+        if self._flush_round is None:
+            self._flush_round = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._start_flush_round, self._flush_round)
+        await asyncio.shield(self._flush_round)
+
+    def _start_flush_round(self, round_done: asyncio.Future[None]) -> None:
+        self._flush_round = None
+
+        async def flush() -> None:
+            try:
+                await self.nc.flush(timeout=PUBLISH_TIMEOUT_SEC)
+            except BaseException as exc:  # handed to every publisher waiting on this round
+                round_done.set_exception(exc)
+            else:
+                round_done.set_result(None)
+
+        task = asyncio.ensure_future(flush())
+        self._rounds.add(task)
+        task.add_done_callback(self._rounds.discard)
 
     def _failure(self, message: str) -> DeliveryFailed:
         return DeliveryFailed(message, retryable=True, outage=not self.nc.is_connected)
