@@ -4,7 +4,7 @@ For each size N and worker count K it seeds N CRON schedules that all come due a
 targets on an embedded NATS), then measures:
 
 * **scheduler**: K `python -m worker` processes, from T0 until every run is SUCCEEDED (published to NATS and
-  recorded): fires/s and due-to-publish lag (run finished − scheduled time) percentiles;
+  recorded): fires/s and due-to-publish lag (run finished - scheduled time) percentiles;
 * **bare-sql**: K connections looping over one statement that only claims with SKIP LOCKED, advances
   next_run_at and inserts the history rows (no Python per row, no publishing): the same figures, which are
   what Postgres itself allows on this machine.
