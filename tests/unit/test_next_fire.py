@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.model import CronTrigger, FixedDelayTrigger, MisfirePolicy, OneShotTrigger, RRuleTrigger
 from shared.timing.misfire import MAX_MISSED_SCAN, plan_due
@@ -134,3 +136,47 @@ def test_fixed_delay_parks_until_its_run_finishes():
     assert plan.fire_at == [due] and plan.next_run_at is None and plan.parked
     late = plan_due(trigger, "UTC", OUTAGE_START, NOW, MisfirePolicy.SKIP, 100, GRACE)
     assert late.fire_at == [] and late.next_run_at == NOW + timedelta(seconds=600) and not late.parked
+
+
+# --- properties over every trigger type ------------------------------------------------------------------
+
+ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
+CRONS = ["* * * * *", "*/7 * * * *", "0 9 * * 1-5", "30 2 * * *", "0 0 29 2 *", "15 */3 1,15 * *", "@hourly"]
+RRULES = [
+    "FREQ=DAILY;BYHOUR=2;BYMINUTE=30",
+    "FREQ=WEEKLY;BYDAY=MO,FR;BYHOUR=9",
+    "FREQ=MINUTELY;INTERVAL=45",
+    "FREQ=MONTHLY;BYMONTHDAY=31",
+    "FREQ=HOURLY;INTERVAL=5;COUNT=40",
+]
+instants = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2060, 1, 1), timezones=st.just(UTC))
+
+
+@st.composite
+def triggers(draw):  # type: ignore[no-untyped-def]
+    start = draw(st.one_of(st.none(), instants))
+    end = None if start is None or draw(st.booleans()) else start + timedelta(days=draw(st.integers(1, 400)))
+    kind = draw(st.sampled_from(["cron", "rrule", "delay"]))
+    if kind == "cron":
+        return CronTrigger(cron=draw(st.sampled_from(CRONS)), start_at=start, end_at=end)
+    if kind == "rrule":
+        anchor = start or draw(instants)
+        return RRuleTrigger(rrule=draw(st.sampled_from(RRULES)), start_at=anchor, end_at=end)
+    return FixedDelayTrigger(delay_sec=draw(st.integers(1, 10**6)), start_at=start, end_at=end)
+
+
+@settings(max_examples=150, deadline=None)
+@given(trigger=triggers(), tz=st.sampled_from(ZONES), after=instants)
+def test_next_fire_is_strictly_increasing_idempotent_and_bounded(trigger, tz, after):
+    previous = after
+    for _ in range(8):
+        result = next_fire(trigger, tz, previous)
+        assert result == next_fire(trigger, tz, previous)  # idempotent
+        if result is None:
+            break
+        assert result > previous and result.tzinfo is UTC
+        if trigger.end_at is not None:
+            assert result <= trigger.end_at
+        if trigger.start_at is not None and not isinstance(trigger, FixedDelayTrigger):
+            assert result >= trigger.start_at
+        previous = result
