@@ -10,7 +10,9 @@ targets on an embedded NATS), then measures:
   what Postgres itself allows on this machine.
 
 Both run in the same process against the same server, so the ratio is meaningful on a noisy machine even when
-the absolute figures are not. Usage: `python -m bench [--sizes 10000,100000] [--workers 1,2,4]`.
+the absolute figures are not. Steady-rate runs then spread due times evenly, at rates the fleet keeps up
+with, and report the lag.
+Usage: `python -m bench [--sizes 10000,100000] [--workers 1,2,4] [--steady 2000x20,4000x20]`.
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ class Result:
     cpu_per_fire_us: float | None = None
 
 
-def seed(url: str, size: int, due: datetime) -> None:
-    """``size`` every-minute CRON schedules, all next due at ``due`` (EVENT targets)."""
+def seed(url: str, size: int, due: datetime, spread_sec: float = 0.0) -> None:
+    """``size`` every-minute CRON schedules next due from ``due`` on, spread evenly over ``spread_sec``."""
     target = '{"kind":"EVENT","eventTopic":"bench.fire"}'
     trigger = '{"type":"CRON","cron":"* * * * *"}'
     with psycopg.connect(url) as conn, conn.cursor() as cur:
@@ -78,7 +80,8 @@ def seed(url: str, size: int, due: datetime) -> None:
             "COPY schedules (id, tenant_id, name, tz, trigger, target, misfire_policy, next_run_at) FROM STDIN"
         ) as copy:
             for i in range(size):
-                copy.write_row((uuid.uuid4(), f"bench-{i % 50}", f"s{i}", "UTC", trigger, target, "FIRE_ONCE", due))
+                at = due + timedelta(seconds=spread_sec * i / size)
+                copy.write_row((uuid.uuid4(), f"bench-{i % 50}", f"s{i}", "UTC", trigger, target, "FIRE_ONCE", at))
         conn.commit()
         conn.execute("ANALYZE schedules")
         conn.commit()
@@ -130,7 +133,7 @@ def run_bare(url: str, size: int, connections: int) -> Result:
     return Result(size, connections, "bare-sql", size / (last - t0).total_seconds(), p50, p95, p99)
 
 
-def run_scheduler(url: str, nats_url: str, size: int, workers: int) -> Result:
+def run_scheduler(url: str, nats_url: str, size: int, workers: int, spread_sec: float = 0.0) -> Result:
     env = {
         **os.environ,
         "POSTGRES_URL": url,
@@ -141,7 +144,7 @@ def run_scheduler(url: str, nats_url: str, size: int, workers: int) -> Result:
     procs = [subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env) for _ in range(workers)]
     try:
         t0 = datetime.now(UTC) + timedelta(seconds=lead_time(size))
-        seed(url, size, t0)
+        seed(url, size, t0, spread_sec)
         cpu_before = [_cpu_seconds(p.pid) for p in procs]
         deadline = time.monotonic() + 600
         while count_done(url) < size:
@@ -153,7 +156,7 @@ def run_scheduler(url: str, nats_url: str, size: int, workers: int) -> Result:
         return Result(
             size,
             workers,
-            "scheduler",
+            "scheduler" if not spread_sec else f"{size / spread_sec:.0f}/s",
             size / (last - t0).total_seconds(),
             p50,
             p95,
@@ -176,6 +179,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument(
+        "--steady", default="2000x20,4000x20", help="steady-rate runs RATExSECONDS (2 workers): lag while keeping up"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     counts = [int(w) for w in args.workers.split(",")]
@@ -208,6 +214,15 @@ def main() -> None:
                         f"{r.p95:>7.3f} {r.p99:>7.3f} {ratio:>7} {cpu:>9}",
                         flush=True,
                     )
+        print("\nsteady rate (due times spread evenly; fires/s is the offered rate when keeping up):", flush=True)
+        for spec in filter(None, args.steady.split(",")):
+            rate, seconds = (float(x) for x in spec.split("x"))
+            r = run_scheduler(fresh_database(pg, template), nats_url, int(rate * seconds), 2, spread_sec=seconds)
+            print(
+                f"{r.size:>7} {r.workers:>2} {r.mode:<10} {r.fires_per_sec:>9.0f} {r.p50:>7.3f} "
+                f"{r.p95:>7.3f} {r.p99:>7.3f} {'':>7} {r.cpu_per_fire_us:>6.0f} µs",
+                flush=True,
+            )
         mean_ratio = statistics.mean(
             o.fires_per_sec / b.fires_per_sec for b, o in zip(results[::2], results[1::2], strict=True)
         )
