@@ -11,7 +11,7 @@ import re
 from typing import Any, TypeVar
 
 import msgspec
-from litestar import MediaType, Request, Response
+from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from loguru import logger
 
@@ -103,4 +103,3 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     HTTPException: handle_http,
     Exception: handle_unexpected,
 }
-MEDIA_TYPE = MediaType.JSON

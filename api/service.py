@@ -24,7 +24,7 @@ from shared.model import (
 from shared.schedules import apply_patch, new_schedule
 from shared.settings import Settings
 from shared.timing.next_fire import anchor_trigger, fire_times, first_fire
-from shared.validation import check_trigger, check_zone, raise_if
+from shared.validation import check_instant, check_trigger, check_zone, raise_if
 
 Clock = Callable[[], datetime]
 # Workers poll at least this often anyway; a schedule due sooner is announced with NOTIFY.
@@ -70,15 +70,19 @@ class ScheduleService:
     async def preview(self, tenant_id: str, schedule_id: str, count: int) -> FireTimes:
         s = await self.repo.schedule_get(tenant_id, schedule_id)
         now = self.clock()
+        # What is next from now: an overdue next_run_at fires at once (first), later ones follow the trigger;
+        # a parked FIXED_DELAY has none until its run finishes.
         start = s.next_run_at if s.enabled else first_fire(s.trigger, s.tz, now, s.last_run_at is not None)
         if start is None:
             return FireTimes([])
-        return FireTimes([start, *fire_times(s.trigger, s.tz, start, count - 1)])
+        return FireTimes([start, *fire_times(s.trigger, s.tz, max(start, now), count - 1)])
 
     def preview_trigger(self, request: TriggerPreviewRequest) -> FireTimes:
         now = self.clock()
         after = request.after or now
-        raise_if(check_zone(request.tz) or check_trigger(request.trigger, request.tz, after))
+        raise_if(
+            check_instant(after, "after") or check_zone(request.tz) or check_trigger(request.trigger, request.tz, after)
+        )
         trigger = anchor_trigger(request.trigger, after)
         return FireTimes(fire_times(trigger, request.tz, after, request.count))
 

@@ -72,9 +72,8 @@ class Conflict(SchedulerError):
     status = 409
     title = "Conflict"
 
-    def __init__(self, detail: str | None = None, field: str | None = None, value: str | None = None) -> None:
+    def __init__(self, detail: str | None = None, field: str | None = None) -> None:
         self.field = field
-        self.value = value
         super().__init__(detail)
 
 
@@ -83,13 +82,6 @@ class PreconditionFailed(SchedulerError):
 
     status = 412
     title = "Precondition failed"
-
-
-class PayloadTooLarge(SchedulerError):
-    """The request body is too large."""
-
-    status = 413
-    title = "Payload too large"
 
 
 class Unavailable(SchedulerError):

@@ -7,6 +7,7 @@ worker reads. Field names are camelCase on the wire (``rename="camel"``); unknow
 from __future__ import annotations
 
 import enum
+import functools
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -182,8 +183,11 @@ class FireTimes(Struct, rename="camel"):
     fire_times: list[datetime]
 
 
-def encode(value: Any) -> bytes:
-    return msgspec.json.encode(value)
+# Stored JSON -> typed structs. Many schedules share a trigger, target or retry policy, and these structs are
+# frozen (safe to share), so each distinct JSON text is decoded once.
+decode_trigger = functools.lru_cache(maxsize=4096)(msgspec.json.Decoder(Trigger).decode)
+decode_target = functools.lru_cache(maxsize=4096)(msgspec.json.Decoder(Target).decode)
+decode_retry = functools.lru_cache(maxsize=256)(msgspec.json.Decoder(RetryPolicy).decode)
 
 
 # --- runs -----------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import msgspec
 from msgspec import UNSET
 
 from shared.errors import FieldProblem, InvalidInput, PreconditionFailed
-from shared.model import Schedule, ScheduleCreate, ScheduleStatus, ScheduleUpdate
+from shared.model import OneShotTrigger, Schedule, ScheduleCreate, ScheduleStatus, ScheduleUpdate
 from shared.timing.next_fire import anchor_trigger, first_fire
 from shared.validation import (
     check_catch_up_limit,
@@ -97,8 +97,10 @@ def apply_patch(
     timing_changed = "trigger" in changes or "tz" in changes
     re_enabled = updated.enabled and not current.enabled
     if timing_changed or re_enabled:
-        # A new trigger starts afresh; re-enabling the same one must not re-fire a ONE_SHOT that already ran.
-        fired_before = not timing_changed and current.last_run_at is not None
+        # A ONE_SHOT given a new trigger is a new one-shot; otherwise what already fired stays fired (a
+        # FIXED_DELAY must not go back to a startAt in the past, a ONE_SHOT must not fire twice).
+        new_one_shot = "trigger" in changes and isinstance(updated.trigger, OneShotTrigger)
+        fired_before = current.last_run_at is not None and not new_one_shot
         updated = msgspec.structs.replace(
             updated, next_run_at=first_fire(updated.trigger, updated.tz, now, fired_before=fired_before)
         )

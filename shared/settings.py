@@ -1,7 +1,7 @@
 """Settings, read from the environment once at start-up (``Settings.from_env``) and passed down.
 
-Nothing else reads the environment. Each field's docstring is the documentation of its variable; the README's
-configuration table is generated from the same names.
+Nothing else reads the environment. Each field's docstring documents its variable (the README's
+configuration table repeats them: keep the two in step).
 """
 
 from __future__ import annotations

@@ -35,14 +35,17 @@ MAX_DELAY_SEC = 366 * 24 * 3600
 MAX_LABELS = 64
 MAX_HTTP_TIMEOUT_SEC = 300.0
 MAX_CATCH_UP = 1000
+MAX_HTTP_BODY = 256 * 1024
 
 TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 # RFC 9110 token characters.
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
 # NATS subjects: dot-separated non-empty tokens without whitespace; no wildcards, since we publish to them.
-SUBJECT = re.compile(r"^[^.\s*>]+(\.[^.\s*>]+)*$")
+SUBJECT = re.compile(r"^[^.\s*>\x00-\x1f\x7f]+(\.[^.\s*>\x00-\x1f\x7f]+)*$")
 LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# An escaped NUL in encoded JSON (\u0000 not itself escaped as \\u0000): jsonb cannot store it.
+JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 # Headers the scheduler sets itself on every delivery.
 RESERVED_HEADERS = {"idempotency-key", "content-length", "host", "transfer-encoding", "connection"}
 
@@ -61,8 +64,20 @@ def check_zone(tz: str, field: str = "tz") -> list[FieldProblem]:
     return []
 
 
+# Instants outside these years are mistakes, and near datetime's limits arithmetic would overflow.
+EARLIEST_YEAR, LATEST_YEAR = 1970, 9000
+
+
+def check_instant(value: datetime | None, field: str) -> list[FieldProblem]:
+    if value is not None and not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        return [FieldProblem(field, f"must be between the years {EARLIEST_YEAR} and {LATEST_YEAR}")]
+    return []
+
+
 def check_trigger(trigger: Trigger, tz: str, now: datetime, field: str = "trigger") -> list[FieldProblem]:
-    problems: list[FieldProblem] = []
+    problems = check_instant(trigger.start_at, f"{field}.startAt") + check_instant(trigger.end_at, f"{field}.endAt")
+    if problems:
+        return problems
     if trigger.start_at is not None and trigger.end_at is not None and trigger.end_at <= trigger.start_at:
         problems.append(FieldProblem(f"{field}.endAt", "must be after startAt"))
     match trigger:
@@ -123,6 +138,8 @@ def _check_http(target: HttpTarget, field: str) -> list[FieldProblem]:
             problems.append(
                 FieldProblem(f"{field}.headers.{name}", "value must be <= 8 KiB without control characters")
             )
+    if spec.body is not None:
+        problems += check_json(spec.body, MAX_HTTP_BODY, f"{field}.body")
     if not 0 < spec.timeout_sec <= MAX_HTTP_TIMEOUT_SEC:
         problems.append(FieldProblem(f"{field}.timeoutSec", f"must be > 0 and <= {MAX_HTTP_TIMEOUT_SEC:g}"))
     return problems
@@ -135,16 +152,22 @@ def check_name(name: str, field: str = "name") -> list[FieldProblem]:
 
 
 def check_description(description: str | None) -> list[FieldProblem]:
-    if description is not None and len(description) > MAX_DESCRIPTION:
-        return [FieldProblem("description", f"at most {MAX_DESCRIPTION} characters")]
+    if description is not None and (len(description) > MAX_DESCRIPTION or "\x00" in description):
+        return [FieldProblem("description", f"at most {MAX_DESCRIPTION} characters, without NUL")]
+    return []
+
+
+def check_json(value: Any, max_bytes: int, field: str) -> list[FieldProblem]:
+    encoded = msgspec.json.encode(value)
+    if len(encoded) > max_bytes:
+        return [FieldProblem(field, f"is {len(encoded)} bytes encoded; the limit is {max_bytes}")]
+    if JSON_NUL.search(encoded):
+        return [FieldProblem(field, "must not contain NUL characters (\\u0000): Postgres cannot store them")]
     return []
 
 
 def check_payload(payload: Any, max_bytes: int) -> list[FieldProblem]:
-    size = len(msgspec.json.encode(payload))
-    if size > max_bytes:
-        return [FieldProblem("payload", f"is {size} bytes encoded; the limit is {max_bytes}")]
-    return []
+    return check_json(payload, max_bytes, "payload")
 
 
 def check_labels(labels: Labels) -> list[FieldProblem]:
@@ -174,6 +197,11 @@ def check_retry(retry: RetryPolicy) -> list[FieldProblem]:
     if not retry.backoff_sec <= retry.max_backoff_sec <= 86400:
         problems.append(FieldProblem("retry.maxBackoffSec", "must be >= backoffSec and <= 86400"))
     return problems
+
+
+def check_query_text(value: str | None, field: str) -> None:
+    if value is not None and CONTROL.search(value):
+        raise InvalidInput.field(field, "must not contain control characters")
 
 
 def raise_if(problems: list[FieldProblem]) -> None:

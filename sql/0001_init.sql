@@ -31,8 +31,6 @@ CREATE INDEX schedules_tenant_list_idx ON schedules (tenant_id, created_at, id);
 CREATE INDEX schedules_labels_idx ON schedules USING gin (labels jsonb_path_ops);
 
 CREATE TABLE runs (
-    -- For a scheduled occurrence the id is derived from its idempotency key (uuid5), so the primary key
-    -- alone stops one occurrence from being recorded twice; no second unique index to maintain.
     id               uuid PRIMARY KEY,
     schedule_id      uuid        NOT NULL,
     tenant_id        text        NOT NULL,
@@ -54,7 +52,8 @@ CREATE TABLE runs (
     http_status      integer,
     error            text,
     delivery         jsonb,
-    trace_context    text
+    trace_context    text,
+    CONSTRAINT runs_idempotency_key_key UNIQUE (idempotency_key)
 );
 
 CREATE INDEX runs_schedule_idx ON runs (schedule_id, created_at DESC, id DESC);

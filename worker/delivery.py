@@ -16,8 +16,7 @@ import msgspec
 from loguru import logger
 
 from shared.model import EventTarget, HttpTarget, QueueTarget, RetryPolicy
-from shared.timing.next_fire import next_fire
-from worker.fire import Delivered, DeliveryFailed, Fire, RunUpdate
+from worker.fire import Delivered, DeliveryFailed, Fire, RunUpdate, clean_text
 from worker.targets import Sender
 from worker.targets.cloudevents import envelope
 from worker.targets.nats import NatsPublisher
@@ -112,11 +111,8 @@ class Deliverer:
             duration_ms=int((time.perf_counter() - t0) * 1000),
             **fields,  # type: ignore[arg-type]
         )
-        if fire.rearm is not None:
-            trigger, tz = fire.rearm
-            # FIXED_DELAY counts from when the run finished, so slow targets never overlap.
-            update.rearm = True
-            update.rearm_next_run_at = next_fire(trigger, tz, finished)
+        # FIXED_DELAY counts from when the run finished, so slow targets never overlap.
+        update.rearm = fire.rearm
         return update
 
     def _succeed(self, fire: Fire, result: Delivered, started: datetime, t0: float) -> None:
@@ -145,7 +141,7 @@ class Deliverer:
                 lease_until=next_attempt + timedelta(seconds=self.lease_sec + run_timeout_sec(fire)),
                 duration_ms=int((time.perf_counter() - t0) * 1000),
                 http_status=failure.http_status,
-                error=str(failure)[:MAX_ERROR_CHARS],
+                error=clean_text(str(failure)[:MAX_ERROR_CHARS]),
             )
         )
         logger.info("run {} attempt {} failed ({}); retrying in {:.2f}s", fire.run_id, fire.attempt, failure, delay)
@@ -159,13 +155,13 @@ class Deliverer:
                 status="RETRYING" if fire.attempt else "PENDING",
                 attempt=fire.attempt,
                 lease_until=self.clock() + timedelta(seconds=self.lease_sec + OUTAGE_RETRY_SEC),
-                error=str(failure)[:MAX_ERROR_CHARS],
+                error=clean_text(str(failure)[:MAX_ERROR_CHARS]),
             )
         )
         await asyncio.sleep(OUTAGE_RETRY_SEC)
 
     async def _fail(self, fire: Fire, failure: DeliveryFailed, started: datetime, t0: float) -> None:
-        error = str(failure)[:MAX_ERROR_CHARS]
+        error = clean_text(str(failure)[:MAX_ERROR_CHARS])
         self.record(self._finished(fire, "FAILED", started, t0, http_status=failure.http_status, error=error))
         logger.warning(
             "run {} of schedule {} failed after {} attempt(s): {}", fire.run_id, fire.schedule_id, fire.attempt, error

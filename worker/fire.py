@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from shared.model import RetryPolicy, Target, Trigger
+from shared.model import RetryPolicy, Target
 
 _RUN_NAMESPACE = uuid.UUID("5c4ed01e-0000-4000-8000-00000000f14e")
 
 
+def utc_iso(value: datetime) -> str:
+    """``2026-03-29T01:00:00.000000Z``: one fixed format, so keys built from instants are stable."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def idempotency_key(schedule_id: str, scheduled_for: datetime) -> str:
     """Stable across retries and redeliveries of one occurrence: receivers deduplicate on it."""
-    return f"{schedule_id}:{scheduled_for.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
+    return f"{schedule_id}:{utc_iso(scheduled_for)}"
+
+
+def clean_text(value: str) -> str:
+    """Text from a target (an error, a response) as Postgres can store it: no NUL characters."""
+    return value.replace("\x00", "\ufffd")
 
 
 def occurrence_run_id(key: str) -> str:
@@ -39,8 +49,8 @@ class Fire:
     manual: bool = False
     attempt: int = 0  # attempts already made
     trace_context: str | None = None
-    # FIXED_DELAY: the trigger and zone that re-arm the schedule when this run finishes.
-    rearm: tuple[Trigger, str] | None = None
+    # FIXED_DELAY: the schedule is parked behind this run and is re-armed when it finishes.
+    rearm: bool = False
 
 
 @dataclass(slots=True)
@@ -86,5 +96,4 @@ class RunUpdate:
     http_status: int | None = None
     error: str | None = None
     delivery: str | None = None  # JSON text
-    rearm_next_run_at: datetime | None = None
     rearm: bool = False

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,23 +25,21 @@ import psycopg_pool
 from loguru import logger
 from psycopg.rows import dict_row
 
+from shared.db.pool import CONNECTION_ERRORS
 from shared.db.queries import sql
-from shared.model import FixedDelayTrigger, MisfirePolicy, RetryPolicy, Target, Trigger
-from shared.timing.misfire import plan_due
+from shared.model import FixedDelayTrigger, MisfirePolicy, decode_retry, decode_target, decode_trigger
+from shared.timing.misfire import DuePlan, plan_due
 from worker.delivery import Deliverer, run_timeout_sec
 from worker.fire import Fire, RunUpdate, idempotency_key, occurrence_run_id
 from worker.progress import ProgressWriter
 
-DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
 RESCUE_INTERVAL_SEC = 1.0
 MIN_IDLE_SLEEP_SEC = 0.02
 WAKEUP_CHANNEL = "scheduler_wakeup"
 
-# Many schedules share a trigger, target or retry policy (and frozen structs are safe to share): decode each
-# distinct JSON text once.
-_trigger = functools.lru_cache(maxsize=4096)(msgspec.json.Decoder(Trigger).decode)
-_target = functools.lru_cache(maxsize=4096)(msgspec.json.Decoder(Target).decode)
-_retry = functools.lru_cache(maxsize=256)(msgspec.json.Decoder(RetryPolicy).decode)
+# A schedule whose row cannot be planned (a bug, a zone missing after a tzdata change) is set aside this long
+# instead of blocking every worker behind it.
+POISON_BACKOFF = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +76,6 @@ class Worker:
         self.stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._deliveries: dict[str, asyncio.Task[None]] = {}
-        self.last_tick = clock()
 
     # --- one batch ----------------------------------------------------------------------------------
 
@@ -98,43 +96,72 @@ class Worker:
                 rows = await cur.fetchall()
                 if not rows:
                     return 0
-                fires, advance = self._plan(rows, now)
+                fires, advance = self._plan(rows, now, budget=self.capacity())
                 await conn.execute(sql("schedule_advance_many"), advance)
                 inserted = await conn.execute(sql("run_insert_many"), self._run_rows(fires, now)) if fires else None
             recorded = {str(r[0]) for r in await inserted.fetchall()} if inserted else set()
-        # A run whose occurrence was already recorded (ON CONFLICT) is not ours to deliver.
+        # A run whose occurrence was already recorded (ON CONFLICT) is not ours to deliver; a schedule parked
+        # behind such a run would wait for ever, so it is re-armed as if that run had just finished.
+        for fire in fires:
+            if fire.run_id not in recorded and fire.rearm:
+                self.progress.rearm(fire.run_id, now)
         self._start(f for f in fires if f.run_id in recorded)
-        return len(rows)
+        return len(advance["ids"])
 
-    def _plan(self, rows: list[dict[str, Any]], now: datetime) -> tuple[list[Fire], dict[str, list[Any]]]:
+    def _plan(self, rows: list[dict[str, Any]], now: datetime, budget: int) -> tuple[list[Fire], dict[str, list[Any]]]:
+        """The runs the claimed rows owe and each row's new next_run_at.
+
+        Rows beyond ``budget`` runs (CATCH_UP can make hundreds from one row) are left untouched: their lock ends
+        with the transaction and they stay due for the next claim.
+        """
         fires: list[Fire] = []
         advance: dict[str, list[Any]] = {"ids": [], "next_run_at": [], "last_run_at": [], "parked_run_id": []}
         for row in rows:
+            if fires and len(fires) >= budget:
+                break
             schedule_id = str(row["id"])
-            trigger = _trigger(row["trigger"])
-            target = _target(row["target"])
-            payload = msgspec.Raw(row["payload"])
-            retry = _retry(row["retry"])
-            plan = plan_due(
-                trigger,
-                row["tz"],
-                row["next_run_at"],
-                now,
-                MisfirePolicy(row["misfire_policy"]),
-                row["catch_up_limit"],
-                self.config.misfire_grace,
+            try:
+                row_fires, plan = self._plan_row(schedule_id, row, now)
+            except Exception:
+                logger.exception("schedule {} cannot be planned; retrying it in {}", schedule_id, POISON_BACKOFF)
+                advance["ids"].append(schedule_id)
+                advance["next_run_at"].append(now + POISON_BACKOFF)
+                advance["last_run_at"].append(None)
+                advance["parked_run_id"].append(None)
+                continue
+            fires += row_fires
+            advance["ids"].append(schedule_id)
+            advance["next_run_at"].append(plan.next_run_at)
+            advance["last_run_at"].append(plan.fire_at[-1] if plan.fire_at else None)
+            advance["parked_run_id"].append(row_fires[-1].run_id if plan.parked and row_fires else None)
+        return fires, advance
+
+    def _plan_row(self, schedule_id: str, row: dict[str, Any], now: datetime) -> tuple[list[Fire], DuePlan]:
+        trigger = decode_trigger(row["trigger"])
+        plan = plan_due(
+            trigger,
+            row["tz"],
+            row["next_run_at"],
+            now,
+            MisfirePolicy(row["misfire_policy"]),
+            row["catch_up_limit"],
+            self.config.misfire_grace,
+        )
+        if plan.skipped:
+            logger.info(
+                "schedule {} skipped {} missed occurrence(s) (misfire policy {})",
+                schedule_id,
+                plan.skipped,
+                row["misfire_policy"],
             )
-            if plan.skipped:
-                logger.info(
-                    "schedule {} skipped {} missed occurrence(s) (misfire policy {})",
-                    schedule_id,
-                    plan.skipped,
-                    row["misfire_policy"],
-                )
-            parked = None
-            for scheduled_for in plan.fire_at:
-                key = idempotency_key(schedule_id, scheduled_for)
-                fire = Fire(
+        target = decode_target(row["target"])
+        payload = msgspec.Raw(row["payload"])
+        retry = decode_retry(row["retry"])
+        fires = []
+        for scheduled_for in plan.fire_at:
+            key = idempotency_key(schedule_id, scheduled_for)
+            fires.append(
+                Fire(
                     run_id=occurrence_run_id(key),
                     schedule_id=schedule_id,
                     tenant_id=row["tenant_id"],
@@ -143,15 +170,10 @@ class Worker:
                     target=target,
                     payload=payload,
                     retry=retry,
-                    rearm=(trigger, row["tz"]) if plan.parked else None,
+                    rearm=plan.parked,
                 )
-                fires.append(fire)
-                parked = fire.run_id if plan.parked else None
-            advance["ids"].append(schedule_id)
-            advance["next_run_at"].append(plan.next_run_at)
-            advance["last_run_at"].append(plan.fire_at[-1] if plan.fire_at else None)
-            advance["parked_run_id"].append(parked)
-        return fires, advance
+            )
+        return fires, plan
 
     def _run_rows(self, fires: list[Fire], now: datetime) -> dict[str, Any]:
         return {
@@ -175,9 +197,9 @@ class Worker:
         now = self.clock()
         async with self.pool.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
-            lease_until = now + timedelta(seconds=self.config.lease_sec)
             await cur.execute(
-                sql("run_lease_expired"), {"now": now, "limit": limit, "lease_until": lease_until, "worker": self.id}
+                sql("run_lease_expired"),
+                {"now": now, "limit": limit, "lease_sec": self.config.lease_sec, "worker": self.id},
             )
             runs = [r for r in await cur.fetchall() if str(r["id"]) not in self._deliveries]
             if not runs:
@@ -187,18 +209,19 @@ class Worker:
         fires = []
         for run in runs:
             schedule = schedules.get(str(run["schedule_id"]))
-            if schedule is None:
+            if schedule is None or not (schedule["enabled"] or run["manual"]):
+                why = "deleted" if schedule is None else "disabled"
                 self.progress.record(
                     RunUpdate(
                         str(run["id"]),
                         "CANCELLED",
                         run["attempt"],
                         finished_at=now,
-                        error="the schedule was deleted before this run was delivered",
+                        error=f"the schedule was {why} before this run was delivered",
                     )
                 )
                 continue
-            trigger = _trigger(schedule["trigger"])
+            trigger = decode_trigger(schedule["trigger"])
             parked = isinstance(trigger, FixedDelayTrigger) and not run["manual"]
             fires.append(
                 Fire(
@@ -207,17 +230,18 @@ class Worker:
                     tenant_id=run["tenant_id"],
                     scheduled_for=run["scheduled_for"],
                     key=run["idempotency_key"],
-                    target=_target(schedule["target"]),
+                    target=decode_target(schedule["target"]),
                     payload=msgspec.Raw(schedule["payload"]),
-                    retry=_retry(schedule["retry"]),
+                    retry=decode_retry(schedule["retry"]),
                     manual=run["manual"],
                     attempt=run["attempt"],
                     trace_context=run["trace_context"],
-                    rearm=(trigger, schedule["tz"]) if parked else None,
+                    rearm=parked,
                 )
             )
-        if fires:
-            logger.info("rescued {} run(s) whose lease expired", len(fires))
+        rescued = sum(not f.manual for f in fires)
+        if rescued:
+            logger.info("took over {} run(s) whose worker's lease expired", rescued)
         self._start(fires)
         return len(runs)
 
@@ -244,8 +268,16 @@ class Worker:
     def _delivered(self, run_ids: list[str], task: asyncio.Task[None]) -> None:
         for run_id in run_ids:
             self._deliveries.pop(run_id, None)
-        if not task.cancelled() and task.exception() is not None:
-            logger.opt(exception=task.exception()).error("delivery of run(s) {} crashed", run_ids[:5])
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            # A bug, not the target: record it, or the run would be rescued and crash again after every lease.
+            logger.opt(exception=error).error("delivery of run(s) {} crashed", run_ids[:5])
+            for run_id in run_ids:
+                self.progress.record(
+                    RunUpdate(
+                        run_id, "FAILED", 1, finished_at=self.clock(), error=f"internal error: {type(error).__name__}"
+                    )
+                )
         self._wake.set()  # capacity came back
 
     # --- the loops ----------------------------------------------------------------------------------
@@ -265,17 +297,18 @@ class Worker:
         last_rescue = 0.0
         loop = asyncio.get_running_loop()
         while not self.stop.is_set():
-            self.last_tick = self.clock()
+            rescue_now = self._wake.is_set()
+            self._wake.clear()  # before the work: a NOTIFY arriving during it wakes the next wait
             try:
                 claimed = await self.claim_once()
-                if loop.time() - last_rescue >= RESCUE_INTERVAL_SEC or self._wake.is_set():
+                if rescue_now or loop.time() - last_rescue >= RESCUE_INTERVAL_SEC:
                     last_rescue = loop.time()
                     claimed += await self.rescue_once()
                 failures = 0
                 if claimed >= self.config.batch_size:
                     continue  # more is due: claim again at once
                 sleep = await self.next_due_in() if self.capacity() else self.config.poll_max_sec
-            except DB_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 failures += 1
                 sleep = min(10.0, 0.2 * 2**failures)
                 logger.warning("database unavailable ({}); retrying in {:.1f}s", exc, sleep)
@@ -285,7 +318,6 @@ class Worker:
                 failures += 1
                 sleep = min(10.0, 0.2 * 2**failures)
                 logger.exception("claim loop error; retrying in {:.1f}s", sleep)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), sleep)
 
@@ -297,7 +329,7 @@ class Worker:
                     await conn.execute(f"LISTEN {WAKEUP_CHANNEL}")
                     async for _ in conn.notifies():
                         self._wake.set()
-            except DB_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 logger.debug("LISTEN connection lost: {}", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), 1.0)
@@ -311,16 +343,25 @@ class Worker:
         # The writer outlives the claim loop: it must record what the draining deliveries report.
         writer_stop = asyncio.Event()
         writer = asyncio.create_task(self.progress.run(writer_stop), name="progress")
+        # Without its writer a worker would deliver and record nothing: stop rather than go on silently.
+        writer.add_done_callback(lambda _: None if writer_stop.is_set() else self._writer_died(writer))
         listener = asyncio.create_task(self.listen_loop(), name="listen")
         try:
             await self.claim_loop()
         finally:
             listener.cancel()
+            ends = time.monotonic() + self.config.shutdown_grace_sec
             await self._drain()
+            self.progress.deadline = max(ends, time.monotonic() + 5.0)
             writer_stop.set()
             await writer
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+
+    def _writer_died(self, writer: asyncio.Task[None]) -> None:
+        error = None if writer.cancelled() else writer.exception()
+        logger.opt(exception=error).critical("the run progress writer stopped; stopping this worker")
+        self.request_stop()
 
     async def _drain(self) -> None:
         if self._deliveries:
@@ -336,10 +377,10 @@ class Worker:
 
     async def _release(self, run_ids: list[str]) -> None:
         """Hand unfinished runs to other workers now rather than after their lease."""
-        await self.progress.flush()
         try:
+            await self.progress.flush()
             async with self.pool.connection() as conn:
                 await conn.execute(sql("run_release_many"), {"ids": run_ids, "now": self.clock()})
             logger.info("released {} unfinished run(s) to other workers", len(run_ids))
-        except DB_ERRORS as exc:
+        except psycopg.Error as exc:
             logger.warning("could not release {} run(s); they are rescued after their lease: {}", len(run_ids), exc)

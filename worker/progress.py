@@ -2,20 +2,25 @@
 
 Updates that cannot be written (the database is away) are kept and retried; a worker that dies with updates
 unwritten leaves those runs open, and after their lease another worker delivers them again with the same
-idempotency key.
+idempotency key. A FIXED_DELAY schedule parked behind a finished run is re-armed in the same transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from datetime import datetime
 from typing import Any
 
 import psycopg
-import psycopg_pool
 from loguru import logger
+from psycopg.rows import dict_row
 
+from shared.db.pool import CONNECTION_ERRORS
 from shared.db.queries import sql
+from shared.model import decode_trigger
+from shared.timing.next_fire import next_fire
 from worker.fire import RunUpdate
 
 FLUSH_INTERVAL_SEC = 0.05
@@ -23,71 +28,98 @@ FLUSH_SIZE = 500
 
 
 class ProgressWriter:
-    def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+    def __init__(self, pool: Any) -> None:
         self.pool = pool
         self._pending: dict[str, RunUpdate] = {}
+        self._rearms: dict[str, datetime] = {}  # parked run id -> when it finished
         self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.deadline = float("inf")  # time.monotonic() after which a stopping writer gives up
 
     def record(self, update: RunUpdate) -> None:
         previous = self._pending.get(update.run_id)
         if previous is not None and update.started_at is None:
             update.started_at = previous.started_at
         self._pending[update.run_id] = update  # the latest state of a run is all that needs writing
-        self._idle.clear()
+        if update.rearm and update.finished_at is not None:
+            self._rearms[update.run_id] = update.finished_at
         if len(self._pending) >= FLUSH_SIZE:
             self._wake.set()
 
-    @property
-    def backlog(self) -> int:
-        return len(self._pending)
+    def rearm(self, run_id: str, finished_at: datetime) -> None:
+        """Re-arm the FIXED_DELAY schedule parked behind ``run_id`` as if that run finished at ``finished_at``."""
+        self._rearms[run_id] = finished_at
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Flush until ``stop`` is set and nothing is left (or, once stopping, until ``self.deadline``)."""
         failures = 0
-        while not (stop.is_set() and not self._pending):
+        while not (stop.is_set() and not self._pending and not self._rearms):
+            if stop.is_set() and time.monotonic() > self.deadline:
+                logger.error(
+                    "shutdown deadline: {} run update(s) not written; those runs will be redelivered",
+                    len(self._pending),
+                )
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_SEC)
             self._wake.clear()
             try:
                 await self.flush()
                 failures = 0
-            except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            except CONNECTION_ERRORS as exc:
                 failures += 1
                 delay = min(5.0, 0.1 * 2**failures)
                 logger.warning(
                     "cannot record run progress ({} pending): {}; retrying in {:.1f}s", len(self._pending), exc, delay
                 )
-                if stop.is_set() and failures > 5:
-                    logger.error(
-                        "giving up on {} run updates at shutdown: their runs will be redelivered", len(self._pending)
-                    )
-                    return
                 await asyncio.sleep(delay)
 
     async def flush(self) -> int:
-        if not self._pending:
-            self._idle.set()
+        if not self._pending and not self._rearms:
             return 0
         batch = list(self._pending.values())
-        params = _columns(batch)
-        rearms = [u for u in batch if u.rearm]
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
-            await conn.execute(sql("run_update_many"), params)
-            if rearms:
-                await conn.execute(
-                    sql("schedule_rearm_many"),
-                    {"run_ids": [u.run_id for u in rearms], "next_run_at": [u.rearm_next_run_at for u in rearms]},
-                )
+        rearms = dict(self._rearms)
+        try:
+            await self._write(batch, rearms)
+        except CONNECTION_ERRORS:
+            raise
+        except psycopg.Error as exc:
+            # A value Postgres refuses (it should have been cleaned before) must not block every other update:
+            # write one by one and drop what still fails.
+            logger.error("batch of {} run update(s) refused ({}); writing them one by one", len(batch), exc)
+            for update in batch:
+                try:
+                    await self._write([update], {})
+                except CONNECTION_ERRORS:
+                    raise
+                except psycopg.Error as one:
+                    logger.error("dropping the update of run {}: {}", update.run_id, one)
+            await self._write([], rearms)
         for update in batch:
             if self._pending.get(update.run_id) is update:
                 del self._pending[update.run_id]
-        if not self._pending:
-            self._idle.set()
+        for run_id, finished in rearms.items():
+            if self._rearms.get(run_id) == finished:
+                del self._rearms[run_id]
         return len(batch)
 
-    async def drained(self) -> None:
-        await self._idle.wait()
+    async def _write(self, batch: list[RunUpdate], rearms: dict[str, datetime]) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            if batch:
+                await conn.execute(sql("run_update_many"), _columns(batch))
+            if rearms:
+                await self._rearm(conn, rearms)
+
+    async def _rearm(self, conn: psycopg.AsyncConnection[Any], rearms: dict[str, datetime]) -> None:
+        """FIXED_DELAY counts from when the run finished; the trigger is read now, so an edit made while the
+        run was in flight (a new delaySec) applies."""
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(sql("schedule_get_parked_many"), {"run_ids": list(rearms)})
+        ids, next_runs = [], []
+        for row in await cur.fetchall():
+            ids.append(row["id"])
+            next_runs.append(next_fire(decode_trigger(row["trigger"]), row["tz"], rearms[str(row["parked_run_id"])]))
+        if ids:
+            await conn.execute(sql("schedule_rearm_many"), {"ids": ids, "next_run_at": next_runs})
 
 
 def _columns(batch: list[RunUpdate]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from shared.db.repository import ListFilter
 from shared.errors import InvalidInput
 from shared.model import FireTimes, Schedule, ScheduleCreate, SchedulePage, ScheduleUpdate
 from shared.schedules import check_body_tenant
+from shared.validation import check_query_text
 
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
 
@@ -85,6 +86,9 @@ class ScheduleController(Controller):
         label: Annotated[list[str] | None, QueryParameter(description="key:value, repeatable")] = None,
     ) -> SchedulePage:
         check_body_tenant(query_tenant, tenant_id)
+        check_query_text(name, "name")
+        for item in label or []:
+            check_query_text(item, "label")
         where = ListFilter(enabled=enabled, name_prefix=name, labels=parse_labels(label))
         return await service.list(tenant_id, where, page, page_size)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import psycopg
+import psycopg_pool
 from psycopg import AsyncConnection
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
@@ -28,3 +30,7 @@ def make_pool(url: str, *, min_size: int, max_size: int, name: str) -> AsyncConn
         kwargs={"application_name": f"scheduler-{name}"},
         timeout=10.0,
     )
+
+
+# The errors that mean "the database is unreachable right now": back off and retry, nothing is wrong with the data.
+CONNECTION_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout)

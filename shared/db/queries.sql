@@ -25,7 +25,11 @@ UPDATE schedules
    SET name = %(name)s, description = %(description)s, tz = %(tz)s, trigger = %(trigger)s::jsonb,
        target = %(target)s::jsonb, payload = %(payload)s::jsonb, enabled = %(enabled)s,
        misfire_policy = %(misfire_policy)s, catch_up_limit = %(catch_up_limit)s, retry = %(retry)s::jsonb,
-       labels = %(labels)s::jsonb, next_run_at = %(next_run_at)s, updated_at = %(now)s, version = version + 1
+       labels = %(labels)s::jsonb, updated_at = %(now)s, version = version + 1,
+       -- A FIXED_DELAY schedule waiting for its run stays parked (no overlap); its run re-arms it.
+       next_run_at = CASE WHEN parked_run_id IS NOT NULL AND %(trigger)s::jsonb ->> 'type' = 'FIXED_DELAY'
+                          THEN NULL ELSE %(next_run_at)s::timestamptz END,
+       parked_run_id = CASE WHEN %(trigger)s::jsonb ->> 'type' = 'FIXED_DELAY' THEN parked_run_id END
  WHERE tenant_id = %(tenant_id)s AND id = %(id)s
 RETURNING *;
 
@@ -78,12 +82,16 @@ UPDATE schedules AS s
 -- The earliest next_run_at of any enabled schedule: how long an idle worker may sleep.
 SELECT min(next_run_at) AS next_due FROM schedules WHERE enabled AND next_run_at IS NOT NULL;
 
+-- name: schedule_get_parked_many
+-- Lock the FIXED_DELAY schedules parked behind these runs, to re-arm them.
+SELECT id, tz, trigger, parked_run_id FROM schedules WHERE parked_run_id = ANY(%(run_ids)b::uuid[]) FOR UPDATE;
+
 -- name: schedule_rearm_many
--- Re-arm FIXED_DELAY schedules whose parked run finished: next_run_at computed by the worker from the finish.
+-- Re-arm parked FIXED_DELAY schedules: next_run_at computed by the worker from when their run finished.
 UPDATE schedules AS s
    SET next_run_at = v.next_run_at, parked_run_id = NULL
-  FROM unnest(%(run_ids)b::uuid[], %(next_run_at)b::timestamptz[]) AS v(run_id, next_run_at)
- WHERE s.parked_run_id = v.run_id;
+  FROM unnest(%(ids)b::uuid[], %(next_run_at)b::timestamptz[]) AS v(id, next_run_at)
+ WHERE s.id = v.id;
 
 -- name: run_insert_many
 -- Record the runs a claim owes (the outbox); an occurrence already recorded is not recorded twice.
@@ -98,7 +106,8 @@ SELECT v.id, v.schedule_id, v.tenant_id, v.scheduled_for, v.manual, v.idempotenc
 RETURNING id;
 
 -- name: run_insert_manual
--- Queue a run of a tenant's schedule now, outside its sequence; the dispatcher delivers it at once.
+-- Queue a run of a tenant's schedule now, outside its sequence: its lease is already over, so the next
+-- worker to look for runs to rescue (woken by NOTIFY) delivers it.
 INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, manual, idempotency_key, status, lease_until,
                   created_at, trace_context)
 SELECT %(id)s, s.id, s.tenant_id, %(now)s, true, %(key)s, 'PENDING', %(now)s, %(now)s, %(trace_context)s
@@ -107,14 +116,18 @@ SELECT %(id)s, s.id, s.tenant_id, %(now)s, true, %(key)s, 'PENDING', %(now)s, %(
 RETURNING *;
 
 -- name: run_lease_expired
--- Take over open runs whose lease ran out (their worker died, or nobody picked up a manual run yet).
+-- Take over open runs whose lease ran out (their worker died, or nobody picked up a manual run yet); the new
+-- lease covers the target's own timeout, so a slow live attempt is not taken over again.
 UPDATE runs AS r
-   SET lease_until = %(lease_until)s, leased_by = %(worker)s
-  FROM (SELECT id FROM runs
+   SET lease_until = %(now)s::timestamptz + make_interval(
+           secs => %(lease_sec)s::float8 + COALESCE((s.target -> 'http' ->> 'timeoutSec')::float8, 5)),
+       leased_by = %(worker)s
+  FROM (SELECT id, schedule_id FROM runs
          WHERE status IN ('PENDING', 'RETRYING') AND lease_until <= %(now)s
          ORDER BY lease_until
          LIMIT %(limit)s
            FOR UPDATE SKIP LOCKED) AS due
+  LEFT JOIN schedules AS s ON s.id = due.schedule_id
  WHERE r.id = due.id
 RETURNING r.id, r.schedule_id, r.tenant_id, r.scheduled_for, r.manual, r.idempotency_key, r.attempt,
           r.trace_context;
@@ -133,8 +146,8 @@ UPDATE runs AS r
  WHERE r.id = v.id AND r.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED');
 
 -- name: run_release_many
--- On shutdown: hand unfinished runs to other workers at once instead of after the lease.
-UPDATE runs SET lease_until = %(now)s, leased_by = NULL
+-- On shutdown: hand unfinished runs to other workers at once (a retry at its planned time), not after the lease.
+UPDATE runs SET lease_until = GREATEST(%(now)s, next_attempt_at), leased_by = NULL
  WHERE id = ANY(%(ids)b::uuid[]) AND status IN ('PENDING', 'RETRYING');
 
 -- name: run_get
@@ -157,7 +170,7 @@ SELECT count(*) FROM runs
 
 -- name: schedule_targets_many
 -- What rescued runs need to be delivered: their schedules' target, payload and retry policy.
-SELECT id, tenant_id, tz, trigger, target, payload, retry FROM schedules WHERE id = ANY(%(ids)b::uuid[]);
+SELECT id, tenant_id, tz, trigger, target, payload, retry, enabled FROM schedules WHERE id = ANY(%(ids)b::uuid[]);
 
 -- name: schedule_notify
 -- Wake idle workers: a schedule became due soon, or a manual run was queued.

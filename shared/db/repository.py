@@ -14,22 +14,20 @@ import psycopg_pool
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from shared.db.pool import CONNECTION_ERRORS
 from shared.db.queries import sql
-from shared.errors import Conflict, NotFound, Unavailable
+from shared.errors import Conflict, InvalidInput, NotFound, Unavailable
 from shared.model import (
     MisfirePolicy,
-    RetryPolicy,
     Run,
     RunStatus,
     Schedule,
     ScheduleStatus,
-    Target,
-    Trigger,
+    decode_retry,
+    decode_target,
+    decode_trigger,
 )
 
-_trigger = msgspec.json.Decoder(Trigger)
-_target = msgspec.json.Decoder(Target)
-_retry = msgspec.json.Decoder(RetryPolicy)
 _labels = msgspec.json.Decoder(dict[str, str])
 _any = msgspec.json.Decoder()
 _encode = msgspec.json.encode
@@ -76,13 +74,13 @@ def schedule_from_row(row: dict[str, Any]) -> Schedule:
         name=row["name"],
         description=row["description"],
         tz=row["tz"],
-        trigger=_trigger.decode(row["trigger"]),
-        target=_target.decode(row["target"]),
+        trigger=decode_trigger(row["trigger"]),
+        target=decode_target(row["target"]),
         payload=_any.decode(row["payload"]),
         enabled=row["enabled"],
         misfire_policy=MisfirePolicy(row["misfire_policy"]),
         catch_up_limit=row["catch_up_limit"],
-        retry=_retry.decode(row["retry"]),
+        retry=decode_retry(row["retry"]),
         labels=_labels.decode(row["labels"]),
         status=status,
         next_run_at=next_run_at,
@@ -115,17 +113,21 @@ def run_from_row(row: dict[str, Any]) -> Run:
 
 
 @asynccontextmanager
-async def translated_errors() -> AsyncIterator[None]:
-    """The one boundary where psycopg errors become application errors."""
+async def translated_errors(name: Callable[[], str | None] = lambda: None) -> AsyncIterator[None]:
+    """The one boundary where psycopg errors become application errors (``name``: of the schedule being stored,
+    known to an update only once its change was applied)."""
     try:
         yield
     except psycopg.errors.UniqueViolation as exc:
         constraint = exc.diag.constraint_name or ""
         if constraint == "schedules_tenant_name_key":
-            raise Conflict("a schedule with this name already exists", field="name") from exc
+            raise Conflict(f"a schedule named {name()!r} already exists", field="name") from exc
         raise Conflict(f"conflicts with an existing row ({constraint})") from exc
-    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+    except CONNECTION_ERRORS as exc:
         raise Unavailable("the database is unavailable") from exc
+    except psycopg.DataError as exc:
+        # Validation should have caught it; never a 500 for a value Postgres cannot store.
+        raise InvalidInput.field("body", f"a value cannot be stored: {exc.diag.message_primary}") from exc
 
 
 class Repository:
@@ -133,8 +135,10 @@ class Repository:
         self.pool = pool
 
     @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[AsyncConnection[dict[str, Any]]]:
-        async with translated_errors(), self.pool.connection() as conn:
+    async def _conn(
+        self, name: Callable[[], str | None] = lambda: None
+    ) -> AsyncIterator[AsyncConnection[dict[str, Any]]]:
+        async with translated_errors(name), self.pool.connection() as conn:
             conn.row_factory = dict_row  # type: ignore[assignment]
             yield conn  # type: ignore[misc]
 
@@ -143,7 +147,7 @@ class Repository:
             await conn.execute(sql("database_ping"))
 
     async def schedule_insert(self, schedule: Schedule, now: datetime, wake_workers: bool) -> Schedule:
-        async with self._conn() as conn, conn.transaction():
+        async with self._conn(lambda: schedule.name) as conn, conn.transaction():
             cur = await conn.execute(sql("schedule_insert"), {**schedule_params(schedule), "now": now})
             row = await cur.fetchone()
             if wake_workers:
@@ -173,7 +177,8 @@ class Repository:
         schedule disabled here fires no run after this returns.
         """
         key = {"tenant_id": tenant_id, "id": schedule_id}
-        async with self._conn() as conn, conn.transaction():
+        updated: Schedule | None = None
+        async with self._conn(lambda: updated.name if updated else None) as conn, conn.transaction():
             cur = await conn.execute(sql("schedule_get_for_update"), key)
             row = await cur.fetchone()
             if row is None:

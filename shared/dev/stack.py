@@ -159,7 +159,8 @@ def run(workers: int) -> int:
                 child.terminate()
         for child in children:
             try:
-                child.wait(timeout=15)
+                # Longer than a worker's shutdown grace (WORKER_SHUTDOWN_GRACE_SEC, 20 s by default).
+                child.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 child.kill()
         stack.stop()

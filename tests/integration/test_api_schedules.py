@@ -105,7 +105,10 @@ async def test_duplicate_name_is_409_naming_it(client, headers):
     await create(client, headers, cron_body("dup"))
     response = await client.post("/schedules", json=cron_body("dup"), headers=headers())
     body = assert_problem(response, 409, "name")
-    assert "already exists" in body["detail"]
+    assert body["detail"] == "a schedule named 'dup' already exists"
+    other = await create(client, headers, cron_body("other"))
+    renamed = await client.patch(f"/schedules/{other['id']}", json={"name": "dup"}, headers=headers())
+    assert assert_problem(renamed, 409, "name")["detail"] == "a schedule named 'dup' already exists"
 
 
 async def test_pagination_is_stable_and_counts(client, headers):
@@ -291,6 +294,12 @@ async def test_previews(client, headers):
         ({"labels": {"bad key!": "v"}}, "labels.bad key!"),
         ({"payload": {"blob": "x" * (256 * 1024)}}, "payload"),
         ({"unexpected": True}, "unexpected"),
+        ({"payload": {"text": "nul\u0000byte"}}, "payload"),
+        ({"description": "nul\u0000byte"}, "description"),
+        ({"target": {"kind": "EVENT", "eventTopic": "a.\u0000b"}}, "target.eventTopic"),
+        ({"target": {"kind": "HTTP", "http": {"url": "https://e.com", "body": {"x": "\u0000"}}}}, "target.http.body"),
+        ({"trigger": {"type": "ONE_SHOT", "startAt": "0001-01-01T00:00:00+01:00"}}, "trigger.startAt"),
+        ({"trigger": {"type": "CRON", "cron": "* * * * *", "endAt": "9999-12-31T23:59:59Z"}}, "trigger.endAt"),
         ({"enabled": "yes"}, "enabled"),
     ],
 )
@@ -307,7 +316,16 @@ async def test_malformed_requests_are_4xx(client, headers, settings):
     big = b'{"name": "' + b"x" * (settings.max_body_bytes + 1) + b'"}'
     assert_problem(await client.post("/schedules", content=big, headers=h), 413)
     assert_problem(await client.get("/schedules/not-a-uuid", headers=h), 400, "id")
-    for query in ("page=0", "pageSize=0", "pageSize=201", "page=abc", "enabled=maybe", "label=nocolon"):
+    for query in (
+        "page=0",
+        "pageSize=0",
+        "pageSize=201",
+        "page=abc",
+        "enabled=maybe",
+        "label=nocolon",
+        "name=a%00b",
+        "label=k:%00",
+    ):
         response = await client.get(f"/schedules?{query}", headers=h)
         assert_problem(response, 400)
     response = await client.patch(

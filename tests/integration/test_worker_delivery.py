@@ -313,3 +313,81 @@ async def test_misfire_policy_after_an_outage(client, headers, worker, receiver,
         assert fired == [rewound]
     if policy == "CATCH_UP":
         assert fired == [rewound + timedelta(hours=h) for h in range(3)]
+
+
+async def test_a_response_with_nul_bytes_is_recorded(client, headers, worker, receiver):
+    async def nul(n: int) -> web.Response:
+        return web.Response(status=500 if n == 1 else 200, body=b"bad\x00body")
+
+    receiver.behave["/nul"] = nul
+    created = await create(client, headers, {"kind": "HTTP", "http": {"url": f"{receiver.url}/nul"}})
+    [run] = await settled_runs(client, headers, created["id"])
+    assert run["status"] == "SUCCEEDED" and run["attempt"] == 2
+    assert run["delivery"]["response"] == "bad\ufffdbody"
+    # The writer survived: the next run is recorded too.
+    again = await create(client, headers, {"kind": "HTTP", "http": {"url": f"{receiver.url}/ok"}})
+    assert (await settled_runs(client, headers, again["id"]))[0]["status"] == "SUCCEEDED"
+
+
+async def test_editing_a_fixed_delay_schedule_while_its_run_is_in_flight(client, headers, worker, receiver):
+    async def slow(n: int) -> web.Response:
+        await asyncio.sleep(1.0)
+        return web.Response(status=200)
+
+    receiver.behave["/parked"] = slow
+    target = {"kind": "HTTP", "http": {"url": f"{receiver.url}/parked"}}
+    created = await create(client, headers, target, {"type": "FIXED_DELAY", "delaySec": 30, "startAt": soon(0.1)})
+    await eventually(lambda: len(receiver.on("/parked")) == 1)
+    url = f"/schedules/{created['id']}"
+    edited = await client.patch(url, json={"trigger": {"type": "FIXED_DELAY", "delaySec": 2}}, headers=headers())
+    assert edited.status_code == 200 and edited.json()["nextRunAt"] is None  # still parked: no overlap
+    assert edited.json()["status"] == "ACTIVE"
+    [run] = await settled_runs(client, headers, created["id"])
+    finished = datetime.fromisoformat(run["finishedAt"])
+
+    async def rearmed() -> bool:
+        return (await client.get(url, headers=headers())).json()["nextRunAt"] is not None
+
+    await eventually(rearmed)
+    next_run = datetime.fromisoformat((await client.get(url, headers=headers())).json()["nextRunAt"])
+    assert abs((next_run - finished).total_seconds() - 2) < 0.05  # the edited delay, from the finish
+    await client.patch(url, json={"enabled": False}, headers=headers())
+
+
+async def test_a_taken_over_run_keeps_its_lease_for_the_targets_timeout(client, headers, worker, receiver, db_url):
+    async def hang(n: int) -> web.Response:
+        await asyncio.sleep(5)
+        return web.Response(status=200)
+
+    receiver.behave["/hang"] = hang
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    target = {"kind": "HTTP", "http": {"url": f"{receiver.url}/hang", "timeoutSec": 120}}
+    created = await create(client, headers, target, {"type": "ONE_SHOT", "startAt": later})
+    run = (await client.post(f"/schedules/{created['id']}/run", headers=headers())).json()
+    await eventually(lambda: len(receiver.on("/hang")) == 1)
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT lease_until - now() FROM runs WHERE id = %s", (run["id"],)).fetchone()
+    assert row is not None and row[0] > timedelta(seconds=120)  # RUN_LEASE_SEC (60) + timeoutSec (120)
+
+
+async def test_a_schedule_that_cannot_be_planned_does_not_block_the_others(client, headers, worker, nc, db_url):
+    sub = await nc.subscribe("it.after.poison")
+    broken = await create(
+        client,
+        headers,
+        {"kind": "EVENT", "eventTopic": "it.poison"},
+        {"type": "CRON", "cron": "* * * * *"},
+        enabled=False,
+    )
+    past = datetime.now(UTC) - timedelta(seconds=5)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        # A zone this machine does not know (as after a tzdata change), due before everything else.
+        conn.execute(
+            "UPDATE schedules SET tz = 'Mars/Olympus', enabled = true, next_run_at = %s WHERE id = %s",
+            (past - timedelta(hours=1), broken["id"]),
+        )
+    await create(client, headers, {"kind": "EVENT", "eventTopic": "it.after.poison"})
+    await sub.next_msg(timeout=10)
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT next_run_at FROM schedules WHERE id = %s", (broken["id"],)).fetchone()
+    assert row is not None and row[0] > datetime.now(UTC) + timedelta(minutes=4)  # set aside, not retried hot

@@ -7,11 +7,9 @@ from typing import Any
 
 import msgspec
 
+from worker.fire import utc_iso
+
 SOURCE = "/scheduler"
-
-
-def _iso(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def envelope(
@@ -31,12 +29,12 @@ def envelope(
             "id": key,
             "source": f"{SOURCE}/tenants/{tenant_id}/schedules/{schedule_id}",
             "type": event_type,
-            "time": _iso(now),
+            "time": utc_iso(now),
             "subject": schedule_id,
             "datacontenttype": "application/json",
             "data": data,
             "tenantid": tenant_id,
-            "scheduledfor": _iso(scheduled_for),
+            "scheduledfor": utc_iso(scheduled_for),
             "runid": run_id,
         }
     )

@@ -11,7 +11,7 @@ import aiohttp
 import msgspec
 
 from shared.model import HttpTarget
-from worker.fire import Delivered, DeliveryFailed, Fire
+from worker.fire import Delivered, DeliveryFailed, Fire, clean_text, utc_iso
 
 MAX_RESPONSE_BYTES = 64 * 1024
 CONNECT_TIMEOUT_SEC = 10.0
@@ -48,12 +48,15 @@ def request_body(target: HttpTarget, payload: msgspec.Raw) -> tuple[bytes | None
 
 
 class HttpSender:
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, session: aiohttp.ClientSession, limit: int) -> None:
         self.session = session
+        # Requests beyond the pool's size wait here, before their timeout starts: a request must not time
+        # out (and use up an attempt) while it was only queued behind others.
+        self._slots = asyncio.Semaphore(limit)
 
     @staticmethod
     def new_session(limit: int) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=min(limit, 64), ttl_dns_cache=60)
+        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ttl_dns_cache=60)
         return aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT}, auto_decompress=True)
 
     async def send(self, fire: Fire) -> Delivered:
@@ -66,15 +69,18 @@ class HttpSender:
             "Idempotency-Key": fire.key,
             "X-Scheduler-Schedule-Id": fire.schedule_id,
             "X-Scheduler-Run-Id": fire.run_id,
-            "X-Scheduler-Scheduled-For": fire.scheduled_for.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "X-Scheduler-Scheduled-For": utc_iso(fire.scheduled_for),
         }
         if content_type and not any(k.lower() == "content-type" for k in spec.headers):
             headers["Content-Type"] = content_type
-        timeout = aiohttp.ClientTimeout(total=spec.timeout_sec, connect=min(CONNECT_TIMEOUT_SEC, spec.timeout_sec))
+        timeout = aiohttp.ClientTimeout(total=spec.timeout_sec, sock_connect=min(CONNECT_TIMEOUT_SEC, spec.timeout_sec))
         try:
-            async with self.session.request(
-                spec.method, spec.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
-            ) as response:
+            async with (
+                self._slots,
+                self.session.request(
+                    spec.method, spec.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+                ) as response,
+            ):
                 excerpt = await response.content.read(MAX_RESPONSE_BYTES)
                 status = response.status
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"), datetime.now(UTC))
@@ -84,7 +90,7 @@ class HttpSender:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True) from exc
         except asyncio.CancelledError:
             raise
-        text = excerpt.decode("utf-8", "replace")
+        text = clean_text(excerpt.decode("utf-8", "replace"))
         detail: dict[str, Any] = {"status": status, "response": text}
         if 200 <= status < 300:
             return Delivered(detail, http_status=status)

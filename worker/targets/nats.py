@@ -31,6 +31,10 @@ _STREAM_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError)
 
 
+def _headers(key: str) -> dict[str, str]:
+    return {"Nats-Msg-Id": key, "Content-Type": "application/cloudevents+json"}
+
+
 def queue_stream_name(topic: str) -> str:
     """A legal, collision-free stream name for a queue topic ("jobs.reports" -> "QUEUE_jobs_reports_1a2b3c4d")."""
     digest = hashlib.sha256(topic.encode()).hexdigest()[:8]
@@ -70,8 +74,7 @@ class NatsPublisher:
         """Core-publish a batch and wait for one flush covering all of it."""
         try:
             for fire, subject in zip(fires, subjects, strict=True):
-                headers = {"Nats-Msg-Id": fire.key, "Content-Type": "application/cloudevents+json"}
-                await self.nc.publish(subject, self._envelope(fire, subject), headers=headers)
+                await self.nc.publish(subject, self._envelope(fire, subject), headers=_headers(fire.key))
             await self._flushed()
         except NATS_ERRORS as exc:
             raise self._failure(f"NATS publish of {len(fires)} event(s) failed: {exc!r}") from exc
@@ -90,7 +93,7 @@ class NatsPublisher:
 
     async def publish(self, subject: str, body: bytes, key: str) -> dict[str, Any]:
         """Publish durably when a stream captures ``subject``; report how it went."""
-        headers = {"Nats-Msg-Id": key, "Content-Type": "application/cloudevents+json"}
+        headers = _headers(key)
         try:
             stream = await self._stream_for(subject)
             if stream is not None:
@@ -133,7 +136,7 @@ class NatsPublisher:
 
     async def _publish_queue(self, topic: str, body: bytes, key: str) -> dict[str, Any]:
         stream = queue_stream_name(topic)
-        headers = {"Nats-Msg-Id": key, "Content-Type": "application/cloudevents+json"}
+        headers = _headers(key)
         try:
             if stream not in self._queues:
                 await self._ensure_queue(stream, topic)
