@@ -11,8 +11,9 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -30,20 +31,25 @@ def _throwaway_dir(name: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def pg_server_url() -> Iterator[str]:
-    if os.environ.get("POSTGRES_URL"):
-        yield os.environ["POSTGRES_URL"]
+def _server(variable: str, name: str, embedded: Callable[[Path], Any]) -> Iterator[str]:
+    """The URL in ``variable`` if set, else a throwaway embedded server's, stopped and deleted afterwards."""
+    if os.environ.get(variable):
+        yield os.environ[variable]
         return
-    from shared.dev.postgres import EmbeddedPostgres
-
-    root = _throwaway_dir("pg")
-    server = EmbeddedPostgres(root / "pg", throwaway=True)
+    root = _throwaway_dir(name)
+    server = embedded(root / name)
     try:
         yield server.start()
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    from shared.dev.postgres import EmbeddedPostgres
+
+    yield from _server("POSTGRES_URL", "pg", lambda path: EmbeddedPostgres(path, throwaway=True))
 
 
 def database_url(server_url: str, name: str) -> str:
@@ -75,18 +81,9 @@ def db_url(pg_server_url: str, template_db: str) -> str:
 
 @pytest.fixture(scope="session")
 def nats_url() -> Iterator[str]:
-    if os.environ.get("NATS_URL"):
-        yield os.environ["NATS_URL"]
-        return
     from shared.dev.nats import EmbeddedNats
 
-    root = _throwaway_dir("nats")
-    server = EmbeddedNats(root / "nats", throwaway=True)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    yield from _server("NATS_URL", "nats", lambda path: EmbeddedNats(path, throwaway=True))
 
 
 @pytest.fixture(scope="session")
