@@ -30,6 +30,7 @@ VIEWER, EDITOR, ADMIN = "scheduler.viewer", "scheduler.editor", "scheduler.admin
 _RANK = {VIEWER: 1, EDITOR: 2, ADMIN: 3}
 DEV_ISSUER = "scheduler-dev"
 DEV_KEY_FILE = "dev-signing-key.pem"
+DEV_KID = "dev"
 PUBLIC_PATHS = {"/health", "/ready", "/live"}
 
 
@@ -92,13 +93,18 @@ def mint_dev_token(
         "tenants": tenants,
         "roles": roles,
     }
-    return jwt.encode(claims, dev_private_key(data_dir), algorithm="ES256", headers={"kid": "dev"})
+    return jwt.encode(claims, dev_private_key(data_dir), algorithm="ES256", headers={"kid": DEV_KID})
 
 
 class TokenVerifier:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.algorithms = [a.strip() for a in settings.jwt_algorithms.split(",") if a.strip()]
+        # Only asymmetric algorithms: `none` accepts forgeries, and HS* would let anyone holding the public
+        # key (it is public) sign tokens.
+        requested = [a.strip() for a in settings.jwt_algorithms.split(",") if a.strip()]
+        self.algorithms = [a for a in requested if a.lower() != "none" and not a.upper().startswith("HS")]
+        if not self.algorithms:
+            raise SystemExit(f"JWT_ALGORITHMS={settings.jwt_algorithms!r} names no asymmetric algorithm")
         self.jwks: jwt.PyJWKClient | None = None
         self.dev_key: Any = None
         if settings.auth_mode == "dev":
@@ -106,14 +112,23 @@ class TokenVerifier:
             self.dev_key = dev_private_key(settings.dev_dir).public_key()
             self.issuer = settings.jwt_issuer or DEV_ISSUER
         elif settings.jwks_url:
-            self.jwks = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=300)
+            # Keys are cached for 5 minutes; a token with an unknown kid (a rotated key) triggers at most one
+            # refetch per cooldown, so random kids cannot make us hammer the identity provider.
+            self.jwks = jwt.PyJWKClient(
+                settings.jwks_url, cache_keys=True, lifespan=300, cooldown_duration=10, timeout=5
+            )
             self.issuer = settings.jwt_issuer
         else:
             raise SystemExit("JWKS_URL is required unless AUTH_MODE=dev")
 
     def verify(self, token: str) -> Principal:
         try:
-            key = self.dev_key if self.jwks is None else self.jwks.get_signing_key_from_jwt(token).key
+            if self.jwks is None:
+                if jwt.get_unverified_header(token).get("kid") != DEV_KID:
+                    raise jwt.InvalidTokenError("unknown key id")
+                key = self.dev_key
+            else:
+                key = self.jwks.get_signing_key_from_jwt(token).key
             claims = jwt.decode(
                 token,
                 key,
@@ -150,6 +165,7 @@ def require(role: str):
         if not connection.user.has_role(role):
             raise Forbidden(f"requires role {role}")
 
+    guard.role = role  # type: ignore[attr-defined]  # read by the route-table tests
     return guard
 
 
