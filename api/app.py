@@ -22,6 +22,7 @@ from api.routes.triggers import preview_trigger
 from api.service import Clock, ScheduleService
 from shared.db.pool import make_pool
 from shared.db.repository import Repository
+from shared.netguard import LOOPBACK, parse_networks
 from shared.settings import Settings
 
 
@@ -32,7 +33,10 @@ def system_clock() -> datetime:
 def create_app(settings: Settings, clock: Clock = system_clock) -> Litestar:
     pool = make_pool(settings.postgres_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max, name="api")
     repo = Repository(pool)
-    service = ScheduleService(repo, settings, clock)
+    allowed = parse_networks(settings.http_target_allow_cidrs)
+    if settings.auth_mode == "dev":
+        allowed += LOOPBACK  # local receivers in development
+    service = ScheduleService(repo, settings, clock, allowed)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from litestar.di import NamedDependency
+from msgspec import UnsetType
 
 from shared.db.repository import ListFilter, Repository
+from shared.errors import InvalidInput
 from shared.model import (
     FireTimes,
+    HttpTarget,
     Run,
     RunPage,
     RunStatus,
@@ -19,8 +24,10 @@ from shared.model import (
     ScheduleCreate,
     SchedulePage,
     ScheduleUpdate,
+    Target,
     TriggerPreviewRequest,
 )
+from shared.netguard import Network, is_ip_literal, refusal
 from shared.schedules import apply_patch, new_schedule
 from shared.settings import Settings
 from shared.timing.next_fire import anchor_trigger, fire_times, first_fire
@@ -35,15 +42,20 @@ def wakes_workers(schedule: Schedule, now: datetime) -> bool:
     return schedule.enabled and schedule.next_run_at is not None and schedule.next_run_at - now <= WAKE_HORIZON
 
 
-@dataclass(frozen=True, slots=True)
 class ScheduleService:
-    repo: Repository
-    settings: Settings
-    clock: Clock
+    # A plain class, not a dataclass: Litestar's dependency injection would try to model a dataclass's fields.
+    def __init__(
+        self, repo: Repository, settings: Settings, clock: Clock, allowed_networks: tuple[Network, ...] = ()
+    ) -> None:
+        self.repo = repo
+        self.settings = settings
+        self.clock = clock
+        self.allowed_networks = allowed_networks
 
     async def create(self, tenant_id: str, body: ScheduleCreate) -> Schedule:
         now = self.clock()
         schedule = new_schedule(body, tenant_id, str(uuid.uuid4()), now, self.settings.max_payload_bytes)
+        await self.check_reachable(schedule.target)
         return await self.repo.schedule_insert(schedule, now, wakes_workers(schedule, now))
 
     async def get(self, tenant_id: str, schedule_id: str) -> Schedule:
@@ -56,6 +68,8 @@ class ScheduleService:
     async def update(self, tenant_id: str, schedule_id: str, patch: ScheduleUpdate, if_match: int | None) -> Schedule:
         now = self.clock()
         max_payload = self.settings.max_payload_bytes
+        if not isinstance(patch.target, UnsetType):
+            await self.check_reachable(patch.target)
         return await self.repo.schedule_update(
             tenant_id,
             schedule_id,
@@ -63,6 +77,32 @@ class ScheduleService:
             lambda current: apply_patch(current, patch, if_match, now, max_payload),
             lambda updated: wakes_workers(updated, now),
         )
+
+    async def check_reachable(self, target: Target) -> None:
+        """The SSRF guard at the door: refuse an HTTP target whose host is, or resolves to, an internal address.
+
+        A name that does not resolve from here is accepted: workers check every address again when they connect.
+        """
+        if not isinstance(target, HttpTarget):
+            return
+        parts = urlsplit(target.http.url)
+        host = parts.hostname or ""
+        if is_ip_literal(host):
+            addresses = [host.strip("[]")]
+        else:
+            try:
+                infos = await asyncio.wait_for(
+                    asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM), 2.0
+                )
+            except (OSError, TimeoutError, UnicodeError):
+                return
+            addresses = [str(info[4][0]) for info in infos]
+        for address in addresses:
+            reason = refusal(address.split("%")[0], self.allowed_networks)
+            if reason:
+                raise InvalidInput.field(
+                    "target.http.url", f"{host} is not allowed: {reason} (see HTTP_TARGET_ALLOW_CIDRS)"
+                )
 
     async def delete(self, tenant_id: str, schedule_id: str) -> None:
         await self.repo.schedule_delete(tenant_id, schedule_id)

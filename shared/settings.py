@@ -62,6 +62,9 @@ class Settings:
     """WORKER_SHUTDOWN_GRACE_SEC: on SIGTERM, how long in-flight runs may finish before they are released."""
     run_lease_sec: float = 60.0
     """RUN_LEASE_SEC: a run not finished this long after its lease started is rescued by another worker."""
+    http_target_allow_cidrs: str = ""
+    """HTTP_TARGET_ALLOW_CIDRS: internal networks HTTP targets may call (e.g. `10.20.0.0/16`); loopback, private,
+    link-local and other internal addresses are refused otherwise (AUTH_MODE=dev also allows loopback)."""
     deadletter_subject: str = "scheduler.deadletter"
     """DEADLETTER_SUBJECT: NATS subject receiving runs that exhausted their attempts."""
 

@@ -295,6 +295,10 @@ async def test_previews(client, headers):
         ({"payload": {"blob": "x" * (256 * 1024)}}, "payload"),
         ({"unexpected": True}, "unexpected"),
         ({"payload": {"text": "nul\u0000byte"}}, "payload"),
+        ({"target": {"kind": "HTTP", "http": {"url": "http://169.254.169.254/latest/meta-data"}}}, "target.http.url"),
+        ({"target": {"kind": "HTTP", "http": {"url": "http://10.0.0.5:8080/hook"}}}, "target.http.url"),
+        ({"target": {"kind": "HTTP", "http": {"url": "http://[::ffff:192.168.0.1]/hook"}}}, "target.http.url"),
+        ({"target": {"kind": "HTTP", "http": {"url": "http://0.0.0.0/hook"}}}, "target.http.url"),
         ({"description": "nul\u0000byte"}, "description"),
         ({"target": {"kind": "EVENT", "eventTopic": "a.\u0000b"}}, "target.eventTopic"),
         ({"target": {"kind": "HTTP", "http": {"url": "https://e.com", "body": {"x": "\u0000"}}}}, "target.http.body"),
@@ -306,6 +310,15 @@ async def test_previews(client, headers):
 async def test_invalid_bodies_name_the_field(client, headers, change, field):
     response = await client.post("/schedules", json={**cron_body(), **change}, headers=headers())
     assert_problem(response, 400, field)
+
+
+async def test_loopback_targets_are_allowed_in_dev_mode_and_patches_are_checked(client, headers):
+    local = cron_body("local", target={"kind": "HTTP", "http": {"url": "http://localhost:9/hook"}})
+    created = await create(client, headers, local)
+    internal = {"target": {"kind": "HTTP", "http": {"url": "http://192.168.1.10/hook"}}}
+    response = await client.patch(f"/schedules/{created['id']}", json=internal, headers=headers())
+    body = assert_problem(response, 400, "target.http.url")
+    assert "private address" in body["detail"]
 
 
 async def test_malformed_requests_are_4xx(client, headers, settings):
