@@ -23,6 +23,7 @@ from api.service import Clock, ScheduleService
 from shared.db.pool import make_pool
 from shared.db.repository import Repository
 from shared.netguard import LOOPBACK, parse_networks
+from shared.ratelimit import TokenBuckets
 from shared.settings import Settings
 
 
@@ -49,7 +50,14 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Litestar:
     return Litestar(
         route_handlers=[ScheduleController, RunController, preview_trigger, health, ready, live],
         dependencies={"service": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
-        state=State({"repo": repo, "verifier": TokenVerifier(settings), "settings": settings}),
+        state=State(
+            {
+                "repo": repo,
+                "verifier": TokenVerifier(settings),
+                "settings": settings,
+                "rate_limits": TokenBuckets(settings.tenant_rate_limit_rps, settings.tenant_rate_limit_burst),
+            }
+        ),
         middleware=[DefineMiddleware(BearerAuth, exclude=[*(f"^{p}$" for p in PUBLIC_PATHS), "^/schema"])],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],

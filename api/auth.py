@@ -21,7 +21,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from loguru import logger
 
-from shared.errors import Forbidden, InvalidInput, Unauthenticated
+from shared.errors import Forbidden, InvalidInput, TooManyRequests, Unauthenticated
 from shared.settings import Settings
 from shared.validation import check_tenant_id
 
@@ -177,4 +177,7 @@ def tenant_in_scope(request: Request) -> str:
     tenant_id = check_tenant_id(raw.strip())
     if not request.user.may_access(tenant_id):
         raise Forbidden(f"token does not grant tenant {tenant_id}")
+    wait = request.app.state.rate_limits.take(tenant_id, time.monotonic())
+    if wait:
+        raise TooManyRequests(wait)
     return tenant_id

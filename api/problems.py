@@ -7,6 +7,7 @@ reveals nothing of its cause to the client and is logged in full.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, TypeVar
 
@@ -15,7 +16,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from loguru import logger
 
-from shared.errors import Conflict, FieldProblem, InvalidInput, SchedulerError, Unauthenticated
+from shared.errors import Conflict, FieldProblem, InvalidInput, SchedulerError, TooManyRequests, Unauthenticated
 
 PROBLEM_JSON = "application/problem+json"
 T = TypeVar("T")
@@ -66,6 +67,10 @@ def handle_scheduler_error(_: Request, exc: SchedulerError) -> Response[bytes]:
         extra["errors"] = _errors(exc.problems)
     if isinstance(exc, Conflict) and exc.field:
         extra["errors"] = [{"field": exc.field, "reason": exc.detail}]
+    if isinstance(exc, TooManyRequests):
+        response = problem(exc.status, exc.title, exc.detail)
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_sec)))
+        return response
     if isinstance(exc, Unauthenticated):
         # The reason a token failed helps an attacker more than a client: log it, answer generically.
         logger.info("unauthenticated: {}", exc.detail)

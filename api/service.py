@@ -56,7 +56,9 @@ class ScheduleService:
         now = self.clock()
         schedule = new_schedule(body, tenant_id, str(uuid.uuid4()), now, self.settings.max_payload_bytes)
         await self.check_reachable(schedule.target)
-        return await self.repo.schedule_insert(schedule, now, wakes_workers(schedule, now))
+        return await self.repo.schedule_insert(
+            schedule, now, wakes_workers(schedule, now), self.settings.tenant_max_schedules
+        )
 
     async def get(self, tenant_id: str, schedule_id: str) -> Schedule:
         return await self.repo.schedule_get(tenant_id, schedule_id)

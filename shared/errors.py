@@ -77,6 +77,24 @@ class Conflict(SchedulerError):
         super().__init__(detail)
 
 
+class QuotaExceeded(SchedulerError):
+    """The tenant has reached its limit."""
+
+    status = 409
+    title = "Quota exceeded"
+
+
+class TooManyRequests(SchedulerError):
+    """Too many requests for this tenant; retry later."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, retry_after_sec: float) -> None:
+        self.retry_after_sec = retry_after_sec
+        super().__init__(f"the tenant's request rate limit is exceeded; retry in {retry_after_sec:.1f}s")
+
+
 class PreconditionFailed(SchedulerError):
     """The resource changed since the version the client sent (If-Match / version)."""
 

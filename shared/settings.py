@@ -46,6 +46,12 @@ class Settings:
     """MAX_BODY_BYTES: largest accepted request body."""
     max_payload_bytes: int = 256 * 1024
     """MAX_PAYLOAD_BYTES: largest schedule `payload` (encoded JSON)."""
+    tenant_max_schedules: int = 10_000
+    """TENANT_MAX_SCHEDULES: most schedules one tenant may have (409 beyond)."""
+    tenant_rate_limit_rps: float = 100.0
+    """TENANT_RATE_LIMIT_RPS: API requests per second per tenant and API process, on average (429 beyond)."""
+    tenant_rate_limit_burst: float = 200.0
+    """TENANT_RATE_LIMIT_BURST: requests a tenant may send at once before the rate applies."""
     db_pool_min: int = 1
     """DB_POOL_MIN: connections the API keeps open."""
     db_pool_max: int = 10

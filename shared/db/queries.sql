@@ -11,6 +11,14 @@ VALUES (%(id)s, %(tenant_id)s, %(name)s, %(description)s, %(tz)s, %(trigger)s::j
         %(labels)s::jsonb, %(next_run_at)s, %(now)s, %(now)s)
 RETURNING *;
 
+-- name: schedule_lock_tenant
+-- Serialise schedule creation within one tenant (until the transaction ends), so the quota check is exact.
+SELECT pg_advisory_xact_lock(hashtextextended(%(tenant_id)s, 5309));
+
+-- name: schedule_count_tenant
+-- How many schedules a tenant has.
+SELECT count(*) FROM schedules WHERE tenant_id = %(tenant_id)s;
+
 -- name: schedule_get
 -- One schedule of a tenant.
 SELECT * FROM schedules WHERE tenant_id = %(tenant_id)s AND id = %(id)s;

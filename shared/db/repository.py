@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 
 from shared.db.pool import CONNECTION_ERRORS
 from shared.db.queries import sql
-from shared.errors import Conflict, InvalidInput, NotFound, Unavailable
+from shared.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, Unavailable
 from shared.model import (
     MisfirePolicy,
     Run,
@@ -146,8 +146,14 @@ class Repository:
         async with self._conn() as conn:
             await conn.execute(sql("database_ping"))
 
-    async def schedule_insert(self, schedule: Schedule, now: datetime, wake_workers: bool) -> Schedule:
+    async def schedule_insert(self, schedule: Schedule, now: datetime, wake_workers: bool, quota: int) -> Schedule:
+        tenant = {"tenant_id": schedule.tenant_id}
         async with self._conn(lambda: schedule.name) as conn, conn.transaction():
+            await conn.execute(sql("schedule_lock_tenant"), tenant)
+            cur = await conn.execute(sql("schedule_count_tenant"), tenant)
+            count = await cur.fetchone()
+            if count is not None and count["count"] >= quota:
+                raise QuotaExceeded(f"tenant {schedule.tenant_id} has reached its limit of {quota} schedules")
             cur = await conn.execute(sql("schedule_insert"), {**schedule_params(schedule), "now": now})
             row = await cur.fetchone()
             if wake_workers:
