@@ -32,7 +32,13 @@ def system_clock() -> datetime:
 
 
 def create_app(settings: Settings, clock: Clock = system_clock) -> Litestar:
-    pool = make_pool(settings.postgres_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max, name="api")
+    pool = make_pool(
+        settings.postgres_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        name="api",
+        role=settings.api_db_role,
+    )
     repo = Repository(pool)
     allowed = parse_networks(settings.http_target_allow_cidrs)
     if settings.auth_mode == "dev":

@@ -52,6 +52,11 @@ class Settings:
     """TENANT_RATE_LIMIT_RPS: API requests per second per tenant and API process, on average (429 beyond)."""
     tenant_rate_limit_burst: float = 200.0
     """TENANT_RATE_LIMIT_BURST: requests a tenant may send at once before the rate applies."""
+    api_db_role: str = "scheduler_api"
+    """API_DB_ROLE: role the API sets on its connections; row-level security confines it to one tenant per
+    transaction. Grant it to the API's login role."""
+    worker_db_role: str = "scheduler_worker"
+    """WORKER_DB_ROLE: role workers set on their connections (all tenants, no DELETE). Grant it to their login."""
     db_pool_min: int = 1
     """DB_POOL_MIN: connections the API keeps open."""
     db_pool_max: int = 10

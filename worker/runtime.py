@@ -37,7 +37,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
 @contextlib.asynccontextmanager
 async def open_worker(settings: Settings, clock: Callable[[], datetime] = system_clock) -> AsyncIterator[Worker]:
     """A ready worker; its connections close when the block ends (after ``worker.run()`` returned)."""
-    pool = make_pool(settings.postgres_url, min_size=2, max_size=4, name="worker")
+    pool = make_pool(settings.postgres_url, min_size=2, max_size=4, name="worker", role=settings.worker_db_role)
     await pool.open(wait=False)
 
     async def on_nats_error(exc: Exception) -> None:

@@ -63,6 +63,10 @@ SELECT count(*) FROM schedules
    AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
    AND (%(labels)s::jsonb IS NULL OR labels @> %(labels)s::jsonb);
 
+-- name: tenant_scope
+-- Scope the current transaction to one tenant: the row-level security policies (sql/0004) read this setting.
+SELECT set_config('app.tenant_id', %(tenant_id)s, true);
+
 -- name: database_ping
 -- Readiness: the database answers.
 SELECT 1;

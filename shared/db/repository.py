@@ -136,19 +136,22 @@ class Repository:
 
     @asynccontextmanager
     async def _conn(
-        self, name: Callable[[], str | None] = lambda: None
+        self, tenant_id: str | None, name: Callable[[], str | None] = lambda: None
     ) -> AsyncIterator[AsyncConnection[dict[str, Any]]]:
+        """A connection in a transaction scoped to ``tenant_id``: row-level security shows it nothing else."""
         async with translated_errors(name), self.pool.connection() as conn:
             conn.row_factory = dict_row  # type: ignore[assignment]
+            if tenant_id is not None:
+                await conn.execute(sql("tenant_scope"), {"tenant_id": tenant_id})
             yield conn  # type: ignore[misc]
 
     async def ping(self) -> None:
-        async with self._conn() as conn:
+        async with self._conn(None) as conn:
             await conn.execute(sql("database_ping"))
 
     async def schedule_insert(self, schedule: Schedule, now: datetime, wake_workers: bool, quota: int) -> Schedule:
         tenant = {"tenant_id": schedule.tenant_id}
-        async with self._conn(lambda: schedule.name) as conn, conn.transaction():
+        async with self._conn(schedule.tenant_id, lambda: schedule.name) as conn, conn.transaction():
             await conn.execute(sql("schedule_lock_tenant"), tenant)
             cur = await conn.execute(sql("schedule_count_tenant"), tenant)
             count = await cur.fetchone()
@@ -162,7 +165,7 @@ class Repository:
         return schedule_from_row(row)
 
     async def schedule_get(self, tenant_id: str, schedule_id: str) -> Schedule:
-        async with self._conn() as conn:
+        async with self._conn(tenant_id) as conn:
             cur = await conn.execute(sql("schedule_get"), {"tenant_id": tenant_id, "id": schedule_id})
             row = await cur.fetchone()
         if row is None:
@@ -184,7 +187,7 @@ class Repository:
         """
         key = {"tenant_id": tenant_id, "id": schedule_id}
         updated: Schedule | None = None
-        async with self._conn(lambda: updated.name if updated else None) as conn, conn.transaction():
+        async with self._conn(tenant_id, lambda: updated.name if updated else None) as conn, conn.transaction():
             cur = await conn.execute(sql("schedule_get_for_update"), key)
             row = await cur.fetchone()
             if row is None:
@@ -198,7 +201,7 @@ class Repository:
         return schedule_from_row(stored)
 
     async def schedule_delete(self, tenant_id: str, schedule_id: str) -> None:
-        async with self._conn() as conn:
+        async with self._conn(tenant_id) as conn:
             cur = await conn.execute(sql("schedule_delete"), {"tenant_id": tenant_id, "id": schedule_id})
             if await cur.fetchone() is None:
                 raise NotFound(f"schedule {schedule_id} not found")
@@ -212,7 +215,7 @@ class Repository:
             "name_prefix": where.name_prefix,
             "labels": _encode(where.labels).decode() if where.labels else None,
         }
-        async with self._conn() as conn:
+        async with self._conn(tenant_id) as conn:
             cur = await conn.execute(sql("schedule_list"), {**params, "limit": limit, "offset": offset})
             rows = await cur.fetchall()
             cur = await conn.execute(sql("schedule_count"), params)
@@ -231,7 +234,7 @@ class Repository:
             "key": f"{schedule_id}:manual:{run_id}",
             "trace_context": trace_context,
         }
-        async with self._conn() as conn, conn.transaction():
+        async with self._conn(tenant_id) as conn, conn.transaction():
             cur = await conn.execute(sql("run_insert_manual"), params)
             row = await cur.fetchone()
             if row is None:
@@ -240,7 +243,7 @@ class Repository:
         return run_from_row(row)
 
     async def run_get(self, tenant_id: str, run_id: str) -> Run:
-        async with self._conn() as conn:
+        async with self._conn(tenant_id) as conn:
             cur = await conn.execute(sql("run_get"), {"tenant_id": tenant_id, "id": run_id})
             row = await cur.fetchone()
         if row is None:
@@ -251,7 +254,7 @@ class Repository:
         self, tenant_id: str, schedule_id: str, status: str | None, limit: int, offset: int
     ) -> tuple[list[Run], int]:
         params = {"tenant_id": tenant_id, "schedule_id": schedule_id, "status": status}
-        async with self._conn() as conn:
+        async with self._conn(tenant_id) as conn:
             cur = await conn.execute(sql("schedule_get"), {"tenant_id": tenant_id, "id": schedule_id})
             if await cur.fetchone() is None:
                 raise NotFound(f"schedule {schedule_id} not found")
