@@ -22,6 +22,7 @@ from api.routes.triggers import preview_trigger
 from api.service import Clock, ScheduleService
 from shared.db.pool import make_pool
 from shared.db.repository import Repository
+from shared.dev.keys import key_ring
 from shared.netguard import LOOPBACK, parse_networks
 from shared.ratelimit import TokenBuckets
 from shared.settings import Settings
@@ -43,7 +44,7 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Litestar:
     allowed = parse_networks(settings.http_target_allow_cidrs)
     if settings.auth_mode == "dev":
         allowed += LOOPBACK  # local receivers in development
-    service = ScheduleService(repo, settings, clock, allowed)
+    service = ScheduleService(repo, settings, clock, key_ring(settings), allowed)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
+import msgspec
 from litestar.di import NamedDependency
 from msgspec import UnsetType
 
@@ -29,6 +30,7 @@ from shared.model import (
 )
 from shared.netguard import Network, is_ip_literal, refusal
 from shared.schedules import apply_patch, new_schedule
+from shared.secrets import KeyRing, new_webhook_secret
 from shared.settings import Settings
 from shared.timing.next_fire import anchor_trigger, fire_times, first_fire
 from shared.validation import check_instant, check_trigger, check_zone, raise_if
@@ -45,20 +47,38 @@ def wakes_workers(schedule: Schedule, now: datetime) -> bool:
 class ScheduleService:
     # A plain class, not a dataclass: Litestar's dependency injection would try to model a dataclass's fields.
     def __init__(
-        self, repo: Repository, settings: Settings, clock: Clock, allowed_networks: tuple[Network, ...] = ()
+        self,
+        repo: Repository,
+        settings: Settings,
+        clock: Clock,
+        keys: KeyRing,
+        allowed_networks: tuple[Network, ...] = (),
     ) -> None:
         self.repo = repo
         self.settings = settings
         self.clock = clock
+        self.keys = keys
         self.allowed_networks = allowed_networks
 
     async def create(self, tenant_id: str, body: ScheduleCreate) -> Schedule:
         now = self.clock()
         schedule = new_schedule(body, tenant_id, str(uuid.uuid4()), now, self.settings.max_payload_bytes)
         await self.check_reachable(schedule.target)
-        return await self.repo.schedule_insert(
-            schedule, now, wakes_workers(schedule, now), self.settings.tenant_max_schedules
+        secret = new_webhook_secret()
+        stored = await self.repo.schedule_insert(
+            schedule,
+            self.keys.seal(secret, schedule.id),
+            now,
+            wakes_workers(schedule, now),
+            self.settings.tenant_max_schedules,
         )
+        return msgspec.structs.replace(stored, webhook_secret=secret)  # shown this once
+
+    async def rotate_secret(self, tenant_id: str, schedule_id: str) -> Schedule:
+        secret = new_webhook_secret()
+        sealed = self.keys.seal(secret, schedule_id)
+        stored = await self.repo.schedule_set_webhook_secret(tenant_id, schedule_id, sealed, self.clock())
+        return msgspec.structs.replace(stored, webhook_secret=secret)
 
     async def get(self, tenant_id: str, schedule_id: str) -> Schedule:
         return await self.repo.schedule_get(tenant_id, schedule_id)

@@ -163,6 +163,8 @@ class Schedule(Struct, rename="camel", kw_only=True):
     created_at: datetime
     updated_at: datetime
     version: int
+    # The Standard Webhooks signing secret: shown only in the answers to create and secret:rotate.
+    webhook_secret: str | None = None
 
 
 class SchedulePage(Struct, rename="camel", kw_only=True):

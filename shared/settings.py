@@ -73,6 +73,9 @@ class Settings:
     """WORKER_SHUTDOWN_GRACE_SEC: on SIGTERM, how long in-flight runs may finish before they are released."""
     run_lease_sec: float = 60.0
     """RUN_LEASE_SEC: a run not finished this long after its lease started is rescued by another worker."""
+    secrets_key: str = ""
+    """SECRETS_KEY: `kid:base64(32 bytes)[,older…]` sealing webhook secrets and secret headers at rest (AES-GCM);
+    the first key encrypts, all decrypt. Required by the API and workers (dev mode keeps one under DEV_DATA_DIR)."""
     http_target_allow_cidrs: str = ""
     """HTTP_TARGET_ALLOW_CIDRS: internal networks HTTP targets may call (e.g. `10.20.0.0/16`); loopback, private,
     link-local and other internal addresses are refused otherwise (AUTH_MODE=dev also allows loopback)."""

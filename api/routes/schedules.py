@@ -116,6 +116,15 @@ class ScheduleController(Controller):
     async def remove(self, schedule_id: FromPath[str], tenant_id: TenantId, service: Service) -> None:
         await service.delete(tenant_id, schedule_uuid(schedule_id))
 
+    @post(
+        "/{schedule_id:str}/secret:rotate",
+        guards=[require(EDITOR)],
+        status_code=200,
+        summary="Replace the webhook signing secret; the new one is shown in this answer only",
+    )
+    async def rotate_secret(self, schedule_id: FromPath[str], tenant_id: TenantId, service: Service) -> Schedule:
+        return await service.rotate_secret(tenant_id, schedule_uuid(schedule_id))
+
     @get("/{schedule_id:str}/preview", guards=[require(VIEWER)], summary="Next fire times of a schedule")
     async def preview(
         self,

@@ -5,10 +5,10 @@
 -- name: schedule_insert
 -- Store a new schedule and return it.
 INSERT INTO schedules (id, tenant_id, name, description, tz, trigger, target, payload, enabled, misfire_policy,
-                       catch_up_limit, retry, labels, next_run_at, created_at, updated_at)
+                       catch_up_limit, retry, labels, next_run_at, created_at, updated_at, webhook_secret)
 VALUES (%(id)s, %(tenant_id)s, %(name)s, %(description)s, %(tz)s, %(trigger)s::jsonb, %(target)s::jsonb,
         %(payload)s::jsonb, %(enabled)s, %(misfire_policy)s, %(catch_up_limit)s, %(retry)s::jsonb,
-        %(labels)s::jsonb, %(next_run_at)s, %(now)s, %(now)s)
+        %(labels)s::jsonb, %(next_run_at)s, %(now)s, %(now)s, %(webhook_secret)s)
 RETURNING *;
 
 -- name: schedule_lock_tenant
@@ -38,6 +38,12 @@ UPDATE schedules
        next_run_at = CASE WHEN parked_run_id IS NOT NULL AND %(trigger)s::jsonb ->> 'type' = 'FIXED_DELAY'
                           THEN NULL ELSE %(next_run_at)s::timestamptz END,
        parked_run_id = CASE WHEN %(trigger)s::jsonb ->> 'type' = 'FIXED_DELAY' THEN parked_run_id END
+ WHERE tenant_id = %(tenant_id)s AND id = %(id)s
+RETURNING *;
+
+-- name: schedule_set_webhook_secret
+-- Replace a tenant's schedule's sealed webhook signing secret.
+UPDATE schedules SET webhook_secret = %(webhook_secret)s, updated_at = %(now)s, version = version + 1
  WHERE tenant_id = %(tenant_id)s AND id = %(id)s
 RETURNING *;
 

@@ -149,7 +149,9 @@ class Repository:
         async with self._conn(None) as conn:
             await conn.execute(sql("database_ping"))
 
-    async def schedule_insert(self, schedule: Schedule, now: datetime, wake_workers: bool, quota: int) -> Schedule:
+    async def schedule_insert(
+        self, schedule: Schedule, sealed_secret: str, now: datetime, wake_workers: bool, quota: int
+    ) -> Schedule:
         tenant = {"tenant_id": schedule.tenant_id}
         async with self._conn(schedule.tenant_id, lambda: schedule.name) as conn, conn.transaction():
             await conn.execute(sql("schedule_lock_tenant"), tenant)
@@ -157,7 +159,8 @@ class Repository:
             count = await cur.fetchone()
             if count is not None and count["count"] >= quota:
                 raise QuotaExceeded(f"tenant {schedule.tenant_id} has reached its limit of {quota} schedules")
-            cur = await conn.execute(sql("schedule_insert"), {**schedule_params(schedule), "now": now})
+            params = {**schedule_params(schedule), "now": now, "webhook_secret": sealed_secret}
+            cur = await conn.execute(sql("schedule_insert"), params)
             row = await cur.fetchone()
             if wake_workers:
                 await conn.execute(sql("schedule_notify"), {"reason": "due"})
@@ -199,6 +202,17 @@ class Repository:
                 await conn.execute(sql("schedule_notify"), {"reason": "due"})
         assert stored is not None
         return schedule_from_row(stored)
+
+    async def schedule_set_webhook_secret(
+        self, tenant_id: str, schedule_id: str, sealed_secret: str, now: datetime
+    ) -> Schedule:
+        params = {"tenant_id": tenant_id, "id": schedule_id, "webhook_secret": sealed_secret, "now": now}
+        async with self._conn(tenant_id) as conn:
+            cur = await conn.execute(sql("schedule_set_webhook_secret"), params)
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"schedule {schedule_id} not found")
+        return schedule_from_row(row)
 
     async def schedule_delete(self, tenant_id: str, schedule_id: str) -> None:
         async with self._conn(tenant_id) as conn:

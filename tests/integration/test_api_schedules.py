@@ -6,6 +6,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 
 from api.auth import VIEWER
@@ -56,7 +57,24 @@ async def test_create_returns_stored_schedule_with_location(client, headers, ten
     assert timedelta(0) < next_run - datetime.now(UTC) <= timedelta(days=1)
 
     fetched = await client.get(f"/schedules/{body['id']}", headers=headers(VIEWER))
-    assert fetched.status_code == 200 and fetched.json() == body
+    assert fetched.status_code == 200 and fetched.json() == {**body, "webhookSecret": None}
+
+
+async def test_webhook_secret_is_shown_once_sealed_at_rest_and_rotatable(client, headers, db_url):
+    created = await create(client, headers, cron_body("signed"))
+    secret = created["webhookSecret"]
+    assert secret.startswith("whsec_")
+    fetched = (await client.get(f"/schedules/{created['id']}", headers=headers(VIEWER))).json()
+    assert fetched["webhookSecret"] is None
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT webhook_secret FROM schedules WHERE id = %s", (created["id"],)).fetchone()
+    assert row is not None and secret not in row[0] and secret.removeprefix("whsec_") not in row[0]
+    rotated = await client.post(f"/schedules/{created['id']}/secret:rotate", headers=headers())
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.json()["webhookSecret"].startswith("whsec_") and rotated.json()["webhookSecret"] != secret
+    assert rotated.json()["version"] == created["version"] + 1
+    viewer = await client.post(f"/schedules/{created['id']}/secret:rotate", headers=headers(VIEWER))
+    assert_problem(viewer, 403)
 
 
 async def test_every_trigger_and_target_kind_round_trips(client, headers):
@@ -214,7 +232,7 @@ async def test_patch_validates_the_merged_schedule(client, headers):
     )
     assert_problem(await client.patch(url, json={"bogus": 1}, headers=headers()), 400, "bogus")
     assert_problem(await client.patch(url, json={"tenantId": "x"}, headers=headers()), 400, "tenantId")
-    assert (await client.get(url, headers=headers())).json() == created  # nothing stored
+    assert (await client.get(url, headers=headers())).json() == {**created, "webhookSecret": None}  # nothing stored
 
 
 async def test_delete(client, headers):

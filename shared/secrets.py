@@ -1,0 +1,74 @@
+"""Secrets at rest: AES-256-GCM with a key ring, and webhook secrets in the Standard Webhooks format.
+
+``SECRETS_KEY`` is a comma-separated list of ``kid:base64key`` (32-byte keys); the first encrypts, all
+decrypt, so a key is rotated by putting a new one first and re-encrypting at leisure. Each stored value
+carries the id of the key that sealed it: ``kid:base64(nonce || ciphertext)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+class SecretsError(ValueError):
+    """A key ring or a sealed value that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRing:
+    keys: dict[str, bytes]
+    current: str
+
+    @classmethod
+    def parse(cls, text: str) -> KeyRing:
+        keys: dict[str, bytes] = {}
+        order: list[str] = []
+        for item in (part.strip() for part in text.split(",")):
+            if not item:
+                continue
+            kid, sep, encoded = item.partition(":")
+            try:
+                key = base64.b64decode(encoded, validate=True)
+            except binascii.Error as exc:
+                raise SecretsError(f"key {kid!r} is not base64") from exc
+            if not sep or not kid or len(key) != 32:
+                raise SecretsError(f"{kid or item!r}: expected kid:base64 of a 32-byte key")
+            keys[kid] = key
+            order.append(kid)
+        if not order:
+            raise SecretsError("no key")
+        return cls(keys, order[0])
+
+    @staticmethod
+    def new_key_spec(kid: str) -> str:
+        return f"{kid}:{base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()}"
+
+    def seal(self, plaintext: str, context: str) -> str:
+        """Encrypt; ``context`` (e.g. the schedule id) is authenticated, so a value cannot be moved to another row."""
+        nonce = os.urandom(12)
+        sealed = AESGCM(self.keys[self.current]).encrypt(nonce, plaintext.encode(), context.encode())
+        return f"{self.current}:{base64.b64encode(nonce + sealed).decode()}"
+
+    def open(self, value: str, context: str) -> str:
+        kid, _, encoded = value.partition(":")
+        key = self.keys.get(kid)
+        if key is None:
+            raise SecretsError(f"sealed with unknown key {kid!r}")
+        raw = base64.b64decode(encoded)
+        try:
+            return AESGCM(key).decrypt(raw[:12], raw[12:], context.encode()).decode()
+        except InvalidTag as exc:
+            raise SecretsError("sealed value does not authenticate") from exc
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` + base64 of 24 random bytes."""
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(os.urandom(24)).decode()
