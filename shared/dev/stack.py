@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg
 
 from shared.db.migrate import migrate
+from shared.dev.keys import dev_secrets_spec
 
 DATA_DIR = Path(".data")
 DATABASE = "scheduler"
@@ -65,6 +66,8 @@ class Stack:
         env.update(POSTGRES_URL=self.postgres_url, NATS_URL=self.nats_url, DEV_DATA_DIR=str(self.data_dir))
         env.setdefault("AUTH_MODE", "dev")
         env.setdefault("LOG_FORMAT", "text")
+        # The API seals webhook secrets and the workers open them: both need the same key.
+        env.setdefault("SECRETS_KEY", dev_secrets_spec(self.data_dir))
         return env
 
     def stop(self) -> None:
