@@ -13,9 +13,9 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from api.auth import PUBLIC_PATHS, BearerAuth, TokenVerifier
+from api.auth import PUBLIC_PATHS, BearerAuth, TokenVerifier, dev_jwks
 from api.problems import EXCEPTION_HANDLERS
-from api.routes.health import health, live, ready
+from api.routes.health import dev_jwks_route, health, live, ready
 from api.routes.runs import RunController
 from api.routes.schedules import ScheduleController
 from api.routes.triggers import preview_trigger
@@ -54,8 +54,18 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Litestar:
         finally:
             await pool.close()
 
+    dev = settings.auth_mode == "dev"
+    public = [*PUBLIC_PATHS, *(["/dev/jwks.json"] if dev else [])]
     return Litestar(
-        route_handlers=[ScheduleController, RunController, preview_trigger, health, ready, live],
+        route_handlers=[
+            ScheduleController,
+            RunController,
+            preview_trigger,
+            health,
+            ready,
+            live,
+            *([dev_jwks_route] if dev else []),
+        ],
         dependencies={"service": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
         state=State(
             {
@@ -63,9 +73,10 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Litestar:
                 "verifier": TokenVerifier(settings),
                 "settings": settings,
                 "rate_limits": TokenBuckets(settings.tenant_rate_limit_rps, settings.tenant_rate_limit_burst),
+                "dev_jwks": dev_jwks(settings.dev_dir) if dev else None,
             }
         ),
-        middleware=[DefineMiddleware(BearerAuth, exclude=[*(f"^{p}$" for p in PUBLIC_PATHS), "^/schema"])],
+        middleware=[DefineMiddleware(BearerAuth, exclude=[*(f"^{p}$" for p in public), "^/schema"])],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,

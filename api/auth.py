@@ -6,6 +6,7 @@ kept under ``DEV_DATA_DIR`` that ``make token`` signs with. Both go through the 
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -96,6 +97,24 @@ def mint_dev_token(
     return jwt.encode(claims, dev_private_key(data_dir), algorithm="ES256", headers={"kid": DEV_KID})
 
 
+def dev_jwks(data_dir: Path) -> dict[str, Any]:
+    """The dev key's public half as a JWK Set, as an identity provider would publish it."""
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(dev_private_key(data_dir).public_key()))
+    return {"keys": [{**jwk, "kid": DEV_KID, "use": "sig", "alg": "ES256"}]}
+
+
+class LocalJWKClient(jwt.PyJWKClient):
+    """A JWKS client whose key set is the dev key's instead of one fetched over HTTP: dev tokens go through the
+    very code path production tokens do (kid lookup, algorithm allow-list, claim checks)."""
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        super().__init__("http://dev.invalid/jwks.json", cache_keys=True)
+        self._jwks = jwks
+
+    def fetch_data(self) -> Any:
+        return self._jwks
+
+
 class TokenVerifier:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -105,11 +124,10 @@ class TokenVerifier:
         self.algorithms = [a for a in requested if a.lower() != "none" and not a.upper().startswith("HS")]
         if not self.algorithms:
             raise SystemExit(f"JWT_ALGORITHMS={settings.jwt_algorithms!r} names no asymmetric algorithm")
-        self.jwks: jwt.PyJWKClient | None = None
-        self.dev_key: Any = None
+        self.jwks: jwt.PyJWKClient
         if settings.auth_mode == "dev":
             logger.warning("AUTH_MODE=dev: tokens are checked against a local dev key; never use this in production")
-            self.dev_key = dev_private_key(settings.dev_dir).public_key()
+            self.jwks = LocalJWKClient(dev_jwks(settings.dev_dir))
             self.issuer = settings.jwt_issuer or DEV_ISSUER
         elif settings.jwks_url:
             # Keys are cached for 5 minutes; a token with an unknown kid (a rotated key) triggers at most one
@@ -123,16 +141,11 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Principal:
         try:
-            if self.jwks is None:
-                if jwt.get_unverified_header(token).get("kid") != DEV_KID:
-                    raise jwt.InvalidTokenError("unknown key id")
-                key = self.dev_key
-            else:
-                key = self.jwks.get_signing_key_from_jwt(token).key
+            key = self.jwks.get_signing_key_from_jwt(token).key
             claims = jwt.decode(
                 token,
                 key,
-                algorithms=["ES256"] if self.jwks is None else self.algorithms,
+                algorithms=self.algorithms,
                 issuer=self.issuer or None,
                 audience=self.settings.jwt_audience or None,
                 leeway=30,

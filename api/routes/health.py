@@ -41,3 +41,8 @@ async def health(state: State) -> Response[dict[str, object]]:
         "components": {"database": {"status": database}},
     }
     return Response(body, status_code=200 if database == "ok" else 503)
+
+
+@get("/dev/jwks.json", tags=["health"], summary="Dev mode only: the public key dev tokens are signed with")
+async def dev_jwks_route(state: State) -> dict[str, object]:
+    return state.dev_jwks  # type: ignore[no-any-return]

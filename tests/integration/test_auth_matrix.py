@@ -3,6 +3,7 @@ a route added without a guard, or with one that lets a bad token through, fails 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import uuid
@@ -15,9 +16,10 @@ from litestar.routes import HTTPRoute
 
 from api.app import create_app
 from api.auth import DEV_ISSUER, DEV_KID, EDITOR, VIEWER, TokenVerifier, dev_private_key
+from shared.secrets import KeyRing
 from shared.settings import Settings
 
-PUBLIC = {"/health", "/ready", "/live"}
+PUBLIC = {"/health", "/ready", "/live", "/dev/jwks.json"}  # the last only in dev mode
 # Routes whose handlers do not take X-Tenant-Id (they touch no tenant's data).
 TENANTLESS = {"/triggers/preview"}
 
@@ -131,6 +133,17 @@ async def test_every_route_checks_role_and_tenant(client, settings: Settings, de
 async def test_public_routes_need_no_token(client):
     for path in sorted(PUBLIC):
         assert (await client.get(path)).status_code == 200
+    jwks = (await client.get("/dev/jwks.json")).json()
+    assert jwks["keys"][0]["kid"] == DEV_KID and "d" not in jwks["keys"][0]  # the public half only
+
+
+def test_dev_mode_serves_no_key_set_in_production(settings: Settings):
+    production = create_app(
+        dataclasses.replace(
+            settings, auth_mode="jwks", jwks_url="https://idp.example/jwks", secrets_key=KeyRing.new_key_spec("k1")
+        )
+    )
+    assert "/dev/jwks.json" not in {route.path for route in production.routes}
 
 
 def test_audience_is_enforced_when_configured(dev_dir: Path):
