@@ -30,7 +30,7 @@ from shared.model import (
 )
 from shared.netguard import Network, is_ip_literal, refusal
 from shared.schedules import apply_patch, new_schedule
-from shared.secrets import KeyRing, new_webhook_secret
+from shared.secrets import KeyRing, mask_target, new_webhook_secret, seal_target
 from shared.settings import Settings
 from shared.timing.next_fire import anchor_trigger, fire_times, first_fire
 from shared.validation import check_instant, check_trigger, check_zone, raise_if
@@ -38,6 +38,11 @@ from shared.validation import check_instant, check_trigger, check_zone, raise_if
 Clock = Callable[[], datetime]
 # Workers poll at least this often anyway; a schedule due sooner is announced with NOTIFY.
 WAKE_HORIZON = timedelta(seconds=2)
+
+
+def public(schedule: Schedule) -> Schedule:
+    """A schedule as the API shows it: secret header values masked."""
+    return msgspec.structs.replace(schedule, target=mask_target(schedule.target))
 
 
 def wakes_workers(schedule: Schedule, now: datetime) -> bool:
@@ -64,6 +69,9 @@ class ScheduleService:
         now = self.clock()
         schedule = new_schedule(body, tenant_id, str(uuid.uuid4()), now, self.settings.max_payload_bytes)
         await self.check_reachable(schedule.target)
+        schedule = msgspec.structs.replace(
+            schedule, target=seal_target(schedule.target, self.keys, schedule.id, previous=None)
+        )
         secret = new_webhook_secret()
         stored = await self.repo.schedule_insert(
             schedule,
@@ -72,32 +80,40 @@ class ScheduleService:
             wakes_workers(schedule, now),
             self.settings.tenant_max_schedules,
         )
-        return msgspec.structs.replace(stored, webhook_secret=secret)  # shown this once
+        return public(msgspec.structs.replace(stored, webhook_secret=secret))  # the secret is shown this once
 
     async def rotate_secret(self, tenant_id: str, schedule_id: str) -> Schedule:
         secret = new_webhook_secret()
         sealed = self.keys.seal(secret, schedule_id)
         stored = await self.repo.schedule_set_webhook_secret(tenant_id, schedule_id, sealed, self.clock())
-        return msgspec.structs.replace(stored, webhook_secret=secret)
+        return public(msgspec.structs.replace(stored, webhook_secret=secret))
 
     async def get(self, tenant_id: str, schedule_id: str) -> Schedule:
-        return await self.repo.schedule_get(tenant_id, schedule_id)
+        return public(await self.repo.schedule_get(tenant_id, schedule_id))
 
     async def list(self, tenant_id: str, where: ListFilter, page: int, page_size: int) -> SchedulePage:
         items, total = await self.repo.schedule_list(tenant_id, where, page_size, (page - 1) * page_size)
-        return SchedulePage(items=items, page=page, page_size=page_size, total=total)
+        return SchedulePage(items=[public(s) for s in items], page=page, page_size=page_size, total=total)
 
     async def update(self, tenant_id: str, schedule_id: str, patch: ScheduleUpdate, if_match: int | None) -> Schedule:
         now = self.clock()
-        max_payload = self.settings.max_payload_bytes
         if not isinstance(patch.target, UnsetType):
             await self.check_reachable(patch.target)
-        return await self.repo.schedule_update(
+        updated = await self.repo.schedule_update(
             tenant_id,
             schedule_id,
             now,
-            lambda current: apply_patch(current, patch, if_match, now, max_payload),
+            lambda current: self._patched(current, patch, if_match, now),
             lambda updated: wakes_workers(updated, now),
+        )
+        return public(updated)
+
+    def _patched(self, current: Schedule, patch: ScheduleUpdate, if_match: int | None, now: datetime) -> Schedule:
+        updated = apply_patch(current, patch, if_match, now, self.settings.max_payload_bytes)
+        if isinstance(patch.target, UnsetType):
+            return updated
+        return msgspec.structs.replace(
+            updated, target=seal_target(updated.target, self.keys, current.id, previous=current.target)
         )
 
     async def check_reachable(self, target: Target) -> None:

@@ -59,8 +59,16 @@ class HttpSpec(_Wire, omit_defaults=False, frozen=True):
     url: str
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     headers: dict[str, str] = {}
+    # Sent like `headers`, but sealed at rest and shown as SECRET_MASK by the API; sending the mask back in an
+    # update keeps the stored value.
+    secret_headers: dict[str, str] = {}
     body: Any = None
     timeout_sec: float = 10.0
+    # Off by default; when on, every hop is checked against the SSRF guard again.
+    follow_redirects: bool = False
+
+
+SECRET_MASK = "********"
 
 
 class QueueSpec(_Wire, frozen=True):

@@ -12,8 +12,12 @@ import binascii
 import os
 from dataclasses import dataclass
 
+import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from shared.errors import InvalidInput
+from shared.model import SECRET_MASK, HttpTarget, Target
 
 WEBHOOK_SECRET_PREFIX = "whsec_"
 
@@ -72,3 +76,38 @@ class KeyRing:
 def new_webhook_secret() -> str:
     """A Standard Webhooks secret: ``whsec_`` + base64 of 24 random bytes."""
     return WEBHOOK_SECRET_PREFIX + base64.b64encode(os.urandom(24)).decode()
+
+
+def seal_target(target: Target, keys: KeyRing, schedule_id: str, previous: Target | None) -> Target:
+    """``target`` as stored: secret header values sealed; a masked value keeps the ``previous`` sealed one."""
+    if not isinstance(target, HttpTarget) or not target.http.secret_headers:
+        return target
+    kept = previous.http.secret_headers if isinstance(previous, HttpTarget) else {}
+    sealed = {}
+    for name, value in target.http.secret_headers.items():
+        if value == SECRET_MASK:
+            if name not in kept:
+                raise InvalidInput.field(f"target.http.secretHeaders.{name}", "is masked but has no stored value")
+            sealed[name] = kept[name]
+        else:
+            sealed[name] = keys.seal(value, f"{schedule_id}:{name}")
+    return _with_secret_headers(target, sealed)
+
+
+def open_target(target: Target, keys: KeyRing, schedule_id: str) -> Target:
+    """``target`` as sent: secret header values in clear (the worker, at delivery)."""
+    if not isinstance(target, HttpTarget) or not target.http.secret_headers:
+        return target
+    opened = {n: keys.open(v, f"{schedule_id}:{n}") for n, v in target.http.secret_headers.items()}
+    return _with_secret_headers(target, opened)
+
+
+def mask_target(target: Target) -> Target:
+    """``target`` as the API shows it: secret header values replaced by the mask."""
+    if not isinstance(target, HttpTarget) or not target.http.secret_headers:
+        return target
+    return _with_secret_headers(target, dict.fromkeys(target.http.secret_headers, SECRET_MASK))
+
+
+def _with_secret_headers(target: HttpTarget, values: dict[str, str]) -> HttpTarget:
+    return HttpTarget(http=msgspec.structs.replace(target.http, secret_headers=values))

@@ -47,7 +47,16 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # An escaped NUL in encoded JSON (\u0000 not itself escaped as \\u0000): jsonb cannot store it.
 JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 # Headers the scheduler sets itself on every delivery.
-RESERVED_HEADERS = {"idempotency-key", "content-length", "host", "transfer-encoding", "connection"}
+RESERVED_HEADERS = {
+    "idempotency-key",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+}
 
 
 def check_tenant_id(value: str, field: str = "X-Tenant-Id") -> str:
@@ -127,21 +136,29 @@ def _check_http(target: HttpTarget, field: str) -> list[FieldProblem]:
         problems.append(FieldProblem(f"{field}.url", "must be an absolute http:// or https:// URL"))
     elif CONTROL.search(spec.url) or " " in spec.url:
         problems.append(FieldProblem(f"{field}.url", "must not contain spaces or control characters"))
-    if len(spec.headers) > 50:
+    if len(spec.headers) + len(spec.secret_headers) > 50:
         problems.append(FieldProblem(f"{field}.headers", "at most 50 headers"))
-    for name, value in spec.headers.items():
-        if not HEADER_NAME.match(name):
-            problems.append(FieldProblem(f"{field}.headers.{name}", "is not a legal header name"))
-        elif name.lower() in RESERVED_HEADERS:
-            problems.append(FieldProblem(f"{field}.headers.{name}", "is set by the scheduler"))
-        elif CONTROL.sub("", value.replace("\t", "")) != value.replace("\t", "") or len(value) > 8192:
-            problems.append(
-                FieldProblem(f"{field}.headers.{name}", "value must be <= 8 KiB without control characters")
-            )
+    problems += _check_headers(spec.headers, f"{field}.headers", 8192)
+    # Stored secret values are sealed (base64, a third longer) and are validated again on every update.
+    problems += _check_headers(spec.secret_headers, f"{field}.secretHeaders", 12 * 1024)
+    for name in {n.lower() for n in spec.headers} & {n.lower() for n in spec.secret_headers}:
+        problems.append(FieldProblem(f"{field}.secretHeaders.{name}", "is also in headers"))
     if spec.body is not None:
         problems += check_json(spec.body, MAX_HTTP_BODY, f"{field}.body")
     if not 0 < spec.timeout_sec <= MAX_HTTP_TIMEOUT_SEC:
         problems.append(FieldProblem(f"{field}.timeoutSec", f"must be > 0 and <= {MAX_HTTP_TIMEOUT_SEC:g}"))
+    return problems
+
+
+def _check_headers(headers: dict[str, str], field: str, max_value: int) -> list[FieldProblem]:
+    problems = []
+    for name, value in headers.items():
+        if not HEADER_NAME.match(name):
+            problems.append(FieldProblem(f"{field}.{name}", "is not a legal header name"))
+        elif name.lower() in RESERVED_HEADERS:
+            problems.append(FieldProblem(f"{field}.{name}", "is set by the scheduler"))
+        elif CONTROL.sub("", value.replace("\t", "")) != value.replace("\t", "") or len(value) > max_value:
+            problems.append(FieldProblem(f"{field}.{name}", "value too long or with control characters"))
     return problems
 
 

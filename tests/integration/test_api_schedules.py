@@ -77,6 +77,46 @@ async def test_webhook_secret_is_shown_once_sealed_at_rest_and_rotatable(client,
     assert_problem(viewer, 403)
 
 
+async def test_secret_headers_are_sealed_masked_and_kept(client, headers, db_url):
+    target = {
+        "kind": "HTTP",
+        "http": {
+            "url": "https://hooks.example.com/x",
+            "headers": {"X-Plain": "p"},
+            "secretHeaders": {"Authorization": "Bearer top-secret"},
+        },
+    }
+    created = await create(client, headers, cron_body("secret-headers", target=target))
+    assert created["target"]["http"]["secretHeaders"] == {"Authorization": "********"}
+    assert created["target"]["http"]["headers"] == {"X-Plain": "p"}
+
+    def stored() -> str:
+        with psycopg.connect(db_url) as conn:
+            row = conn.execute("SELECT target::text FROM schedules WHERE id = %s", (created["id"],)).fetchone()
+        assert row is not None
+        return row[0]
+
+    first = stored()
+    assert "top-secret" not in first
+    url = f"/schedules/{created['id']}"
+    kept = await client.patch(url, json={"target": created["target"]}, headers=headers())  # masks sent back
+    assert kept.status_code == 200, kept.text
+    assert stored() == first
+    changed = {"kind": "HTTP", "http": {**created["target"]["http"], "secretHeaders": {"Authorization": "new"}}}
+    assert (await client.patch(url, json={"target": changed}, headers=headers())).status_code == 200
+    assert stored() != first and "new" not in stored().split("Authorization")[1][:12]
+    unknown = {"kind": "HTTP", "http": {**created["target"]["http"], "secretHeaders": {"X-Other": "********"}}}
+    assert_problem(
+        await client.patch(url, json={"target": unknown}, headers=headers()), 400, "target.http.secretHeaders.X-Other"
+    )
+    both = {
+        "kind": "HTTP",
+        "http": {"url": "https://hooks.example.com/x", "headers": {"X-A": "1"}, "secretHeaders": {"x-a": "2"}},
+    }
+    response = await client.post("/schedules", json=cron_body("dup-header", target=both), headers=headers())
+    assert_problem(response, 400, "target.http.secretHeaders.x-a")
+
+
 async def test_every_trigger_and_target_kind_round_trips(client, headers):
     start = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
     triggers = [
