@@ -49,6 +49,7 @@ class Fire:
     manual: bool = False
     attempt: int = 0  # attempts already made
     trace_context: str | None = None
+    webhook_secret: str | None = None  # sealed; the HTTP target opens it to sign the request
     # FIXED_DELAY: the schedule is parked behind this run and is re-armed when it finishes.
     rearm: bool = False
 

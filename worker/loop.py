@@ -170,6 +170,7 @@ class Worker:
                     target=target,
                     payload=payload,
                     retry=retry,
+                    webhook_secret=row["webhook_secret"],
                     rearm=plan.parked,
                 )
             )
@@ -236,6 +237,7 @@ class Worker:
                     manual=run["manual"],
                     attempt=run["attempt"],
                     trace_context=run["trace_context"],
+                    webhook_secret=schedule["webhook_secret"],
                     rearm=parked,
                 )
             )

@@ -11,6 +11,8 @@ import nats
 from loguru import logger
 
 from shared.db.pool import make_pool
+from shared.dev.keys import key_ring
+from shared.netguard import LOOPBACK, parse_networks
 from shared.settings import Settings
 from worker.delivery import Deliverer
 from worker.loop import Worker, WorkerConfig
@@ -51,11 +53,17 @@ async def open_worker(settings: Settings, clock: Callable[[], datetime] = system
         error_cb=on_nats_error,
         connect_timeout=5,
     )
-    session = HttpSender.new_session(settings.worker_concurrency)
+    keys = key_ring(settings, required=False)
+    if not keys.keys:
+        logger.warning("SECRETS_KEY is not set: HTTP targets with secret headers or signing secrets will fail")
+    allowed = parse_networks(settings.http_target_allow_cidrs)
+    if settings.auth_mode == "dev":
+        allowed += LOOPBACK  # local receivers in development
+    session = HttpSender.new_session(settings.worker_concurrency, allowed)
     progress = ProgressWriter(pool)
     deliverer = Deliverer(
         publisher=NatsPublisher(nc, clock),
-        http=HttpSender(session, settings.worker_concurrency),
+        http=HttpSender(session, settings.worker_concurrency, keys, allowed),
         record=progress.record,
         clock=clock,
         lease_sec=settings.run_lease_sec,

@@ -79,7 +79,8 @@ SELECT 1;
 
 -- name: schedule_claim_due
 -- Lock up to `limit` due schedules, oldest first, skipping rows other workers (or an API PATCH) hold.
-SELECT id, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at
+SELECT id, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
+       webhook_secret
   FROM schedules
  WHERE enabled AND next_run_at <= %(now)s
  ORDER BY next_run_at
@@ -188,7 +189,8 @@ SELECT count(*) FROM runs
 
 -- name: schedule_targets_many
 -- What rescued runs need to be delivered: their schedules' target, payload and retry policy.
-SELECT id, tenant_id, tz, trigger, target, payload, retry, enabled FROM schedules WHERE id = ANY(%(ids)b::uuid[]);
+SELECT id, tenant_id, tz, trigger, target, payload, retry, enabled, webhook_secret
+  FROM schedules WHERE id = ANY(%(ids)b::uuid[]);
 
 -- name: schedule_notify
 -- Wake idle workers: a schedule became due soon, or a manual run was queued.

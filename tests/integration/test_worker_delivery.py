@@ -14,6 +14,8 @@ import psycopg
 import pytest
 from aiohttp import web
 from nats.js.api import StreamConfig
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from shared.settings import Settings
 from tests.integration.conftest import Headers
@@ -391,3 +393,39 @@ async def test_a_schedule_that_cannot_be_planned_does_not_block_the_others(clien
     with psycopg.connect(db_url) as conn:
         row = conn.execute("SELECT next_run_at FROM schedules WHERE id = %s", (broken["id"],)).fetchone()
     assert row is not None and row[0] > datetime.now(UTC) + timedelta(minutes=4)  # set aside, not retried hot
+
+
+async def test_deliveries_are_signed_per_standard_webhooks(client, headers, worker, receiver):
+    target = {"kind": "HTTP", "http": {"url": f"{receiver.url}/signed", "secretHeaders": {"X-Api-Key": "k-123"}}}
+    created = await create(client, headers, target, payload={"hello": "world"})
+    await settled_runs(client, headers, created["id"])
+    [request] = receiver.on("/signed")
+    assert request.headers["X-Api-Key"] == "k-123"  # sealed at rest, sent in clear
+    assert request.headers["webhook-id"] == request.headers["Idempotency-Key"]
+    Webhook(created["webhookSecret"]).verify(request.body, request.headers)  # raises when it does not verify
+    with pytest.raises(WebhookVerificationError):
+        Webhook(created["webhookSecret"]).verify(request.body + b" ", request.headers)
+
+
+async def test_redirects_are_followed_only_when_asked_and_every_hop_is_checked(client, headers, worker, receiver):
+    async def moved(n: int) -> web.Response:
+        return web.Response(status=302, headers={"Location": "/landing"})
+
+    async def to_metadata(n: int) -> web.Response:
+        return web.Response(status=307, headers={"Location": "http://169.254.169.254/latest/meta-data"})
+
+    receiver.behave["/moved"] = moved
+    receiver.behave["/to-metadata"] = to_metadata
+    plain = await create(client, headers, {"kind": "HTTP", "http": {"url": f"{receiver.url}/moved"}})
+    [run] = await settled_runs(client, headers, plain["id"])
+    assert run["status"] == "FAILED" and run["httpStatus"] == 302 and not receiver.on("/landing")
+
+    follow = {"kind": "HTTP", "http": {"url": f"{receiver.url}/moved", "followRedirects": True}}
+    followed = await create(client, headers, follow)
+    [run] = await settled_runs(client, headers, followed["id"])
+    assert run["status"] == "SUCCEEDED" and receiver.on("/landing")[0].method == "GET"
+
+    sneaky = {"kind": "HTTP", "http": {"url": f"{receiver.url}/to-metadata", "followRedirects": True}}
+    refused = await create(client, headers, sneaky)
+    [run] = await settled_runs(client, headers, refused["id"])
+    assert run["status"] == "FAILED" and run["attempt"] == 1 and "SSRF" in run["error"]
