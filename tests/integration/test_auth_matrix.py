@@ -13,6 +13,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from litestar.routes import HTTPRoute
+from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from api.auth import DEV_ISSUER, DEV_KID, EDITOR, VIEWER, TokenVerifier, dev_private_key
@@ -113,6 +114,23 @@ async def test_every_route_refuses_bad_tokens(client, settings: Settings, dev_di
             assert "Traceback" not in response.text and "SELECT" not in response.text
 
 
+async def test_every_route_checks_the_audience_when_configured(settings: Settings, dev_dir: Path):
+    with_audience = dataclasses.replace(settings, jwt_audience="scheduler-api")
+    async with AsyncTestClient(app=create_app(with_audience)) as client:
+        for method, path, role in route_table(with_audience):
+            for case, aud in (("wrong audience", "another-api"), ("no audience", None)):
+                bad = token(dev_dir, aud=aud, roles=[role])
+                response = await client.request(
+                    method, path, headers={"Authorization": f"Bearer {bad}", "X-Tenant-Id": "t1"}, json={}
+                )
+                assert response.status_code == 401, (case, method, path, response.text)
+            good = token(dev_dir, aud="scheduler-api", roles=[role])
+            response = await client.request(
+                method, path, headers={"Authorization": f"Bearer {good}", "X-Tenant-Id": "t1"}, json={}
+            )
+            assert response.status_code not in (401, 403), (method, path, response.text)
+
+
 async def test_every_route_checks_role_and_tenant(client, settings: Settings, dev_dir: Path):
     for method, path, role in route_table(settings):
         too_low = [] if role == VIEWER else [VIEWER]
@@ -152,6 +170,20 @@ def test_audience_is_enforced_when_configured(dev_dir: Path):
     for audience in ("someone-else", None):
         with pytest.raises(Exception, match="bearer token"):
             verifier.verify(token(dev_dir, aud=audience))
+
+
+def test_claims_can_live_at_dotted_paths(dev_dir: Path):
+    keycloak_like = Settings(
+        auth_mode="dev",
+        dev_data_dir=str(dev_dir),
+        jwt_roles_claim="realm_access.roles",
+        jwt_tenants_claim="ext.tenants",
+    )
+    principal = TokenVerifier(keycloak_like).verify(
+        token(dev_dir, roles=None, tenants=None, realm_access={"roles": [VIEWER]}, ext={"tenants": "*"})
+    )
+    assert principal.has_role(VIEWER) and not principal.has_role(EDITOR)
+    assert principal.may_access("any-tenant")
 
 
 def test_symmetric_and_none_algorithms_are_never_accepted(dev_dir: Path):
