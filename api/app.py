@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.auth import PUBLIC_PATHS, BearerAuth, TokenVerifier, dev_jwks
+from api.observability import metrics_route, request_metrics
 from api.problems import EXCEPTION_HANDLERS
 from api.routes.health import dev_jwks_route, health, live, ready
 from api.routes.runs import RunController
@@ -64,6 +65,7 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Litestar:
             health,
             ready,
             live,
+            metrics_route,
             *([dev_jwks_route] if dev else []),
         ],
         dependencies={"service": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
@@ -76,7 +78,10 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Litestar:
                 "dev_jwks": dev_jwks(settings.dev_dir) if dev else None,
             }
         ),
-        middleware=[DefineMiddleware(BearerAuth, exclude=[*(f"^{p}$" for p in public), "^/schema"])],
+        middleware=[
+            request_metrics,
+            DefineMiddleware(BearerAuth, exclude=[*(f"^{p}$" for p in public), "^/schema"]),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,

@@ -32,7 +32,7 @@ _RANK = {VIEWER: 1, EDITOR: 2, ADMIN: 3}
 DEV_ISSUER = "scheduler-dev"
 DEV_KEY_FILE = "dev-signing-key.pem"
 DEV_KID = "dev"
-PUBLIC_PATHS = {"/health", "/ready", "/live"}
+PUBLIC_PATHS = {"/health", "/ready", "/live", "/metrics"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -426,3 +426,14 @@ async def test_health_endpoints_need_no_token(client):
     assert health["status"] == "ok" and health["components"]["database"]["status"] == "ok"
     schema = await client.get("/schema/openapi.json")
     assert schema.status_code == 200 and "/schedules" in schema.json()["paths"]
+
+
+async def test_metrics_count_requests_by_route_template(client, headers):
+    created = await create(client, headers, cron_body("metered"))
+    await client.get(f"/schedules/{created['id']}", headers=headers(VIEWER))
+    text = (await client.get("/metrics")).text
+    assert (
+        'scheduler_api_request_duration_seconds_count{method="GET",route="/schedules/{schedule_id}",status="200"}'
+        in text
+    )
+    assert created["id"] not in text  # ids never become label values

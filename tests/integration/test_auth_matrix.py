@@ -20,7 +20,7 @@ from api.auth import DEV_ISSUER, DEV_KID, EDITOR, VIEWER, TokenVerifier, dev_pri
 from shared.secrets import KeyRing
 from shared.settings import Settings
 
-PUBLIC = {"/health", "/ready", "/live", "/dev/jwks.json"}  # the last only in dev mode
+PUBLIC = {"/health", "/ready", "/live", "/metrics", "/dev/jwks.json"}  # the last only in dev mode
 # Routes whose handlers do not take X-Tenant-Id (they touch no tenant's data).
 TENANTLESS = {"/triggers/preview"}
 
