@@ -8,7 +8,7 @@ ROLES  ?= scheduler.editor
 SUBJECT ?= >
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint migrate api worker token sub bench stop clean
+.PHONY: help venv run test lint migrate api worker token sub bench docker helm-lint stop clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,10 +27,11 @@ run: $(STAMP) ## start Postgres + NATS (embedded unless POSTGRES_URL/NATS_URL), 
 test: $(STAMP) ## run the whole suite against throwaway real Postgres and NATS servers
 	$(BIN)/python -m pytest
 
-lint: $(STAMP) ## ruff and mypy
+lint: $(STAMP) ## ruff, mypy and hadolint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 migrate: $(STAMP) ## apply pending migrations (to POSTGRES_URL, else the embedded server)
 	$(BIN)/python -m shared.dev migrate
@@ -49,6 +50,16 @@ sub: $(STAMP) ## print messages on a NATS subject of the local stack: make sub S
 
 bench: $(STAMP) ## measure claim-fire-advance throughput and lag against the bare-SQL baseline
 	$(BIN)/python -m bench
+
+docker: ## build the image (needs a Docker engine)
+	docker build -t scheduler:latest .
+
+helm-lint: ## lint the Helm chart (needs helm)
+	@if command -v helm >/dev/null 2>&1; then \
+		helm lint --strict deploy/helm/scheduler --values deploy/helm/scheduler/ci/lint-values.yaml; \
+	else \
+		echo "helm-lint: helm is not installed, skipping (make test still checks the chart: tests/unit/test_helm_values.py)"; \
+	fi
 
 stop: $(STAMP) ## stop embedded servers left running under .data/
 	$(BIN)/python -m shared.dev stop
