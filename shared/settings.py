@@ -71,6 +71,10 @@ class Settings:
     """WORKER_CONCURRENCY: deliveries in flight per worker process."""
     worker_shutdown_grace_sec: float = 20.0
     """WORKER_SHUTDOWN_GRACE_SEC: on SIGTERM, how long in-flight runs may finish before they are released."""
+    worker_metrics_port: int = 9464
+    """WORKER_METRICS_PORT: each worker's HTTP port for /metrics, /live and /ready (0: none)."""
+    worker_metrics_host: str = "0.0.0.0"
+    """WORKER_METRICS_HOST: address of that port."""
     run_lease_sec: float = 60.0
     """RUN_LEASE_SEC: a run not finished this long after its lease started is rescued by another worker."""
     secrets_key: str = ""

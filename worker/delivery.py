@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 import msgspec
 from loguru import logger
 
+from shared import metrics
 from shared.model import EventTarget, HttpTarget, QueueTarget, RetryPolicy
 from worker.fire import Delivered, DeliveryFailed, Fire, RunUpdate, clean_text
 from worker.targets import Sender
@@ -33,6 +34,10 @@ def backoff_delay(policy: RetryPolicy, attempt: int, retry_after: float | None, 
     if retry_after is not None:
         delay = max(delay, min(retry_after, policy.max_backoff_sec))
     return delay
+
+
+def target_kind(fire: Fire) -> str:
+    return str(fire.target.__struct_config__.tag)
 
 
 def run_timeout_sec(fire: Fire) -> float:
@@ -100,7 +105,17 @@ class Deliverer:
             fire.attempt += 1
             self._succeed(fire, Delivered({"via": "core", "subject": subject}), started, t0)
 
+    def _observe(self, fire: Fire, started: datetime, t0: float, http_status: int | None) -> None:
+        kind = target_kind(fire)
+        metrics.delivery_latency.labels(kind).observe(time.perf_counter() - t0)
+        if fire.attempt == 1 and not fire.manual:
+            metrics.scheduling_lag.labels(kind).observe(max(0.0, (started - fire.scheduled_for).total_seconds()))
+        if http_status is not None:
+            metrics.http_status.labels(str(http_status)).inc()
+
     def _finished(self, fire: Fire, status: str, started: datetime, t0: float, **fields: object) -> RunUpdate:
+        self._observe(fire, started, t0, fields.get("http_status"))  # type: ignore[arg-type]
+        metrics.runs.labels(target_kind(fire), status.lower()).inc()
         finished = started + timedelta(seconds=time.perf_counter() - t0)
         update = RunUpdate(
             run_id=fire.run_id,
@@ -128,6 +143,8 @@ class Deliverer:
         )
 
     async def _retry_later(self, fire: Fire, failure: DeliveryFailed, started: datetime, t0: float) -> None:
+        self._observe(fire, started, t0, failure.http_status)
+        metrics.retries.labels(target_kind(fire)).inc()
         delay = backoff_delay(fire.retry, fire.attempt, failure.retry_after, random.random())
         next_attempt = self.clock() + timedelta(seconds=delay)
         self.record(
@@ -166,6 +183,7 @@ class Deliverer:
         logger.warning(
             "run {} of schedule {} failed after {} attempt(s): {}", fire.run_id, fire.schedule_id, fire.attempt, error
         )
+        metrics.dead_letters.labels(target_kind(fire)).inc()
         await self.dead_letter(fire, error)
 
     async def dead_letter(self, fire: Fire, error: str) -> None:
@@ -175,7 +193,7 @@ class Deliverer:
             "attempts": fire.attempt,
             "error": error,
             # Never the target itself: its headers may hold the tenant's secrets.
-            "targetKind": fire.target.__struct_config__.tag,
+            "targetKind": target_kind(fire),
             "payload": fire.payload,
         }
         body = envelope(

@@ -25,6 +25,7 @@ import psycopg_pool
 from loguru import logger
 from psycopg.rows import dict_row
 
+from shared import metrics
 from shared.db.pool import CONNECTION_ERRORS
 from shared.db.queries import sql
 from shared.model import FixedDelayTrigger, MisfirePolicy, decode_retry, decode_target, decode_trigger
@@ -76,6 +77,7 @@ class Worker:
         self.stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._deliveries: dict[str, asyncio.Task[None]] = {}
+        self.last_tick = time.monotonic()  # /ready: the claim loop went round recently
 
     # --- one batch ----------------------------------------------------------------------------------
 
@@ -96,6 +98,7 @@ class Worker:
                 rows = await cur.fetchall()
                 if not rows:
                     return 0
+                metrics.claim_batch.observe(len(rows))
                 fires, advance = self._plan(rows, now, budget=self.capacity())
                 await conn.execute(sql("schedule_advance_many"), advance)
                 inserted = await conn.execute(sql("run_insert_many"), self._run_rows(fires, now)) if fires else None
@@ -147,6 +150,9 @@ class Worker:
             row["catch_up_limit"],
             self.config.misfire_grace,
         )
+        if plan.missed:
+            metrics.missed.labels(row["misfire_policy"], "skipped").inc(plan.skipped)
+            metrics.missed.labels(row["misfire_policy"], "fired").inc(plan.missed - plan.skipped)
         if plan.skipped:
             logger.info(
                 "schedule {} skipped {} missed occurrence(s) (misfire policy {})",
@@ -290,8 +296,10 @@ class Worker:
             row = await cur.fetchone()
         next_due = row[0] if row else None
         if next_due is None:
+            metrics.backlog_age.set(0)
             return self.config.poll_max_sec
         seconds = (next_due - self.clock()).total_seconds()
+        metrics.backlog_age.set(max(0.0, -seconds))
         return min(self.config.poll_max_sec, max(MIN_IDLE_SLEEP_SEC, seconds))
 
     async def claim_loop(self) -> None:
@@ -299,6 +307,7 @@ class Worker:
         last_rescue = 0.0
         loop = asyncio.get_running_loop()
         while not self.stop.is_set():
+            self.last_tick = time.monotonic()
             rescue_now = self._wake.is_set()
             self._wake.clear()  # before the work: a NOTIFY arriving during it wakes the next wait
             try:
@@ -306,6 +315,8 @@ class Worker:
                 if rescue_now or loop.time() - last_rescue >= RESCUE_INTERVAL_SEC:
                     last_rescue = loop.time()
                     claimed += await self.rescue_once()
+                    if claimed >= self.config.batch_size:
+                        await self.next_due_in()  # busy: still measure the backlog, about once a second
                 failures = 0
                 if claimed >= self.config.batch_size:
                     continue  # more is due: claim again at once

@@ -8,13 +8,16 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import nats
+from aiohttp import web
 from loguru import logger
 
 from shared.db.pool import make_pool
+from shared.db.queries import sql
 from shared.dev.keys import key_ring
 from shared.netguard import LOOPBACK, parse_networks
 from shared.settings import Settings
 from worker.delivery import Deliverer
+from worker.health import health_app, serve_health
 from worker.loop import Worker, WorkerConfig
 from worker.progress import ProgressWriter
 from worker.targets.http import HttpSender
@@ -23,6 +26,23 @@ from worker.targets.nats import NatsPublisher
 
 def system_clock() -> datetime:
     return datetime.now(UTC)
+
+
+async def _start_health(settings: Settings, worker: Worker, nc: nats.NATS) -> web.AppRunner | None:
+    if not settings.worker_metrics_port:
+        return None
+
+    async def ping() -> None:
+        async with worker.pool.connection() as conn:
+            await conn.execute(sql("database_ping"))
+
+    # The loop goes round at least every poll interval; allow for a slow claim on a loaded database.
+    app = health_app(ping, lambda: nc.is_connected, lambda: worker.last_tick, settings.worker_poll_max_sec + 30)
+    try:
+        return await serve_health(app, settings.worker_metrics_host, settings.worker_metrics_port)
+    except OSError as exc:
+        logger.error("cannot serve /metrics and /ready on port {}: {}", settings.worker_metrics_port, exc)
+        return None
 
 
 def worker_config(settings: Settings) -> WorkerConfig:
@@ -69,9 +89,13 @@ async def open_worker(settings: Settings, clock: Callable[[], datetime] = system
         lease_sec=settings.run_lease_sec,
         deadletter_subject=settings.deadletter_subject,
     )
+    worker = Worker(worker_config(settings), pool, deliverer, progress, clock, settings.postgres_url)
+    health = await _start_health(settings, worker, nc)
     try:
-        yield Worker(worker_config(settings), pool, deliverer, progress, clock, settings.postgres_url)
+        yield worker
     finally:
+        if health is not None:
+            await health.cleanup()
         await session.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.drain(), 5)

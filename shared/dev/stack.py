@@ -144,8 +144,15 @@ def run(workers: int) -> int:
         env = stack.env()
         host, port = env.get("HOST", "127.0.0.1"), int(env.get("PORT", "3080"))
         children.append(subprocess.Popen([sys.executable, "-m", "api"], env=env))
-        for _ in range(workers):
-            children.append(subprocess.Popen([sys.executable, "-m", "worker"], env=env))
+        base_port = int(env.get("WORKER_METRICS_PORT", "9464"))
+        for i in range(workers):
+            # One metrics/health port each, on this machine only.
+            worker_env = {
+                **env,
+                "WORKER_METRICS_PORT": str(base_port + i if base_port else 0),
+                "WORKER_METRICS_HOST": env.get("WORKER_METRICS_HOST", "127.0.0.1"),
+            }
+            children.append(subprocess.Popen([sys.executable, "-m", "worker"], env=worker_env))
         if not _wait_for_api(host, port, children):
             print("the API did not come up; stopping the stack", file=sys.stderr)
             return 1

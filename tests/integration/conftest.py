@@ -14,7 +14,9 @@ from shared.settings import Settings
 
 @pytest.fixture(scope="module")
 def settings(db_url: str, dev_dir: Path) -> Settings:
-    return Settings(postgres_url=db_url, auth_mode="dev", dev_data_dir=str(dev_dir), db_pool_max=4)
+    return Settings(
+        postgres_url=db_url, auth_mode="dev", dev_data_dir=str(dev_dir), db_pool_max=4, worker_metrics_port=0
+    )
 
 
 @pytest.fixture(scope="module")

@@ -81,6 +81,7 @@ def spawn_worker(db_url: str, nats_url: str, **env: str) -> subprocess.Popen[byt
         "LOG_LEVEL": "warning",
         "WORKER_POLL_MAX_SEC": "0.2",
         "HTTP_TARGET_ALLOW_CIDRS": "127.0.0.0/8",  # the tests' receivers
+        "WORKER_METRICS_PORT": "0",  # several workers on one machine
         **env,
     }
     return subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=environment)
