@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import uvicorn
 
 from api.app import create_app
 from shared.logs import setup_logging
 from shared.settings import Settings
+from shared.tracing import setup_tracing
 
 
 def main() -> None:
@@ -14,7 +17,7 @@ def main() -> None:
     if not settings.postgres_url:
         raise SystemExit("POSTGRES_URL is not set")
     setup_logging(settings.log_level, settings.log_format)
-    app = create_app(settings)
+    app = create_app(settings, tracing=setup_tracing("scheduler-api", os.environ))
     uvicorn.run(
         app,
         host=settings.host,

@@ -12,6 +12,7 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
 from api.auth import PUBLIC_PATHS, BearerAuth, TokenVerifier, dev_jwks
 from api.observability import metrics_route, request_metrics
@@ -33,7 +34,8 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def create_app(settings: Settings, clock: Clock = system_clock) -> Litestar:
+def create_app(settings: Settings, clock: Clock = system_clock, tracing: bool = False) -> Litestar:
+    """``tracing``: add OpenTelemetry's ASGI instrumentation (only when an exporter is installed: it is not free)."""
     pool = make_pool(
         settings.postgres_url,
         min_size=settings.db_pool_min,
@@ -96,6 +98,7 @@ def create_app(settings: Settings, clock: Clock = system_clock) -> Litestar:
             ),
             security=[{"bearer": []}],
         ),
+        plugins=[OpenTelemetryPlugin(OpenTelemetryConfig())] if tracing else [],
         debug=False,
         logging_config=None,  # shared/logs.py routes stdlib logging through loguru
     )

@@ -33,6 +33,7 @@ from shared.schedules import apply_patch, new_schedule
 from shared.secrets import KeyRing, mask_target, new_webhook_secret, seal_target
 from shared.settings import Settings
 from shared.timing.next_fire import anchor_trigger, fire_times, first_fire
+from shared.tracing import current_trace_context
 from shared.validation import check_instant, check_trigger, check_zone, raise_if
 
 Clock = Callable[[], datetime]
@@ -164,8 +165,11 @@ class ScheduleService:
         trigger = anchor_trigger(request.trigger, after)
         return FireTimes(fire_times(trigger, request.tz, after, request.count))
 
-    async def run_now(self, tenant_id: str, schedule_id: str, trace_context: str | None = None) -> Run:
-        return await self.repo.run_insert_manual(tenant_id, schedule_id, str(uuid.uuid4()), self.clock(), trace_context)
+    async def run_now(self, tenant_id: str, schedule_id: str) -> Run:
+        # The request's trace continues in the worker that delivers this run.
+        return await self.repo.run_insert_manual(
+            tenant_id, schedule_id, str(uuid.uuid4()), self.clock(), current_trace_context()
+        )
 
     async def runs(
         self, tenant_id: str, schedule_id: str, status: RunStatus | None, page: int, page_size: int

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 
 from loguru import logger
 
 from shared.logs import setup_logging
 from shared.settings import Settings
+from shared.tracing import setup_tracing
 from worker.runtime import open_worker
 
 
@@ -32,6 +34,7 @@ def main() -> None:
     if not settings.postgres_url or not settings.nats_url:
         raise SystemExit("POSTGRES_URL and NATS_URL must be set")
     setup_logging(settings.log_level, settings.log_format)
+    setup_tracing("scheduler-worker", os.environ)
     asyncio.run(serve(settings))
 
 

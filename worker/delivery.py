@@ -14,10 +14,12 @@ from datetime import datetime, timedelta
 
 import msgspec
 from loguru import logger
+from opentelemetry.trace import SpanKind
 
 from shared import metrics
 from shared.model import EventTarget, HttpTarget, QueueTarget, RetryPolicy
-from worker.fire import Delivered, DeliveryFailed, Fire, RunUpdate, clean_text
+from shared.tracing import stored_context, tracer
+from worker.fire import Delivered, DeliveryFailed, Fire, RunUpdate, clean_text, utc_iso
 from worker.targets import Sender
 from worker.targets.cloudevents import envelope
 from worker.targets.nats import NatsPublisher
@@ -69,6 +71,20 @@ class Deliverer:
                 return self.publisher
 
     async def deliver(self, fire: Fire) -> None:
+        # A manual run continues the trace of the request that queued it; scheduled runs start their own.
+        attributes = {
+            "scheduler.schedule_id": fire.schedule_id,
+            "scheduler.tenant_id": fire.tenant_id,
+            "scheduler.run_id": fire.run_id,
+            "scheduler.target": target_kind(fire),
+            "scheduler.scheduled_for": utc_iso(fire.scheduled_for),
+        }
+        with tracer.start_as_current_span(
+            "run.deliver", context=stored_context(fire.trace_context), attributes=attributes, kind=SpanKind.PRODUCER
+        ):
+            await self._deliver(fire)
+
+    async def _deliver(self, fire: Fire) -> None:
         sender = self._sender(fire)
         while True:
             started = self.clock()

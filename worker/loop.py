@@ -30,6 +30,7 @@ from shared.db.pool import CONNECTION_ERRORS
 from shared.db.queries import sql
 from shared.model import FixedDelayTrigger, MisfirePolicy, decode_retry, decode_target, decode_trigger
 from shared.timing.misfire import DuePlan, plan_due
+from shared.tracing import tracer
 from worker.delivery import Deliverer, run_timeout_sec
 from worker.fire import Fire, RunUpdate, idempotency_key, occurrence_run_id
 from worker.progress import ProgressWriter
@@ -86,6 +87,12 @@ class Worker:
 
     async def claim_once(self) -> int:
         """Claim up to a batch of due schedules, record and advance them, start their deliveries."""
+        with tracer.start_as_current_span("schedule.claim") as span:
+            claimed = await self._claim_once()
+            span.set_attribute("scheduler.batch_size", claimed)
+            return claimed
+
+    async def _claim_once(self) -> int:
         limit = min(self.config.batch_size, self.capacity())
         if limit == 0:
             return 0
@@ -258,7 +265,8 @@ class Worker:
         core: list[Fire] = []
         subjects: list[str] = []
         for fire in fires:
-            subject = self.deliverer.publisher.core_subject(fire)
+            # A run carrying a trace (a manual run) is delivered on its own, so its span continues that trace.
+            subject = None if fire.trace_context else self.deliverer.publisher.core_subject(fire)
             if subject is None:
                 self._track([fire], asyncio.create_task(self.deliverer.deliver(fire), name=f"run-{fire.run_id}"))
             else:

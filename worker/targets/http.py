@@ -20,6 +20,7 @@ import yarl
 from shared.model import HttpSpec, HttpTarget
 from shared.netguard import Network, is_ip_literal, refusal
 from shared.secrets import WEBHOOK_SECRET_PREFIX, KeyRing, SecretsError, open_target
+from shared.tracing import inject
 from worker.fire import Delivered, DeliveryFailed, Fire, clean_text, utc_iso
 
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -118,6 +119,7 @@ class HttpSender:
         }
         if content_type and not any(k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = content_type
+        inject(headers)  # the receiver's spans join this delivery's trace
         if fire.webhook_secret:
             timestamp = int(time.time())
             secret = self.keys.open(fire.webhook_secret, fire.schedule_id)

@@ -21,6 +21,7 @@ from nats.aio.client import Client
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
 from shared.model import EventTarget, QueueTarget
+from shared.tracing import inject, tracer
 from worker.fire import Delivered, DeliveryFailed, Fire
 from worker.targets.cloudevents import envelope
 
@@ -32,7 +33,9 @@ NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError)
 
 
 def _headers(key: str) -> dict[str, str]:
-    return {"Nats-Msg-Id": key, "Content-Type": "application/cloudevents+json"}
+    headers = {"Nats-Msg-Id": key, "Content-Type": "application/cloudevents+json"}
+    inject(headers)  # subscribers' spans join the delivering trace
+    return headers
 
 
 def queue_stream_name(topic: str) -> str:
@@ -93,6 +96,10 @@ class NatsPublisher:
 
     async def publish(self, subject: str, body: bytes, key: str) -> dict[str, Any]:
         """Publish durably when a stream captures ``subject``; report how it went."""
+        with tracer.start_as_current_span("nats.publish", attributes={"messaging.destination.name": subject}):
+            return await self._publish(subject, body, key)
+
+    async def _publish(self, subject: str, body: bytes, key: str) -> dict[str, Any]:
         headers = _headers(key)
         try:
             stream = await self._stream_for(subject)
