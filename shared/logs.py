@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 from loguru import logger
+from opentelemetry import trace
 
 _encode = msgspec.json.Encoder()
 
@@ -40,10 +41,19 @@ def _json_sink(message: Any) -> None:
     sys.stderr.write(_encode.encode(line).decode() + "\n")
 
 
+def _with_trace(record: Any) -> None:
+    """Put the active span's ids on every record, so a log line leads to its trace."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        record["extra"]["trace_id"] = f"{context.trace_id:032x}"
+        record["extra"]["span_id"] = f"{context.span_id:016x}"
+
+
 def setup_logging(level: str = "info", fmt: str = "") -> None:
     """``fmt``: "json", "text", or "" for JSON unless stderr is a terminal."""
     as_json = fmt == "json" or (fmt == "" and not sys.stderr.isatty())
     logger.remove()
+    logger.configure(patcher=_with_trace)
     if as_json:
         logger.add(_json_sink, level=level.upper(), backtrace=False, diagnose=False)
     else:

@@ -38,6 +38,10 @@ def backoff_delay(policy: RetryPolicy, attempt: int, retry_after: float | None, 
     return delay
 
 
+def log_fields(fire: Fire) -> dict[str, str]:
+    return {"tenant_id": fire.tenant_id, "schedule_id": fire.schedule_id, "run_id": fire.run_id}
+
+
 def target_kind(fire: Fire) -> str:
     return str(fire.target.__struct_config__.tag)
 
@@ -177,7 +181,9 @@ class Deliverer:
                 error=clean_text(str(failure)[:MAX_ERROR_CHARS]),
             )
         )
-        logger.info("run {} attempt {} failed ({}); retrying in {:.2f}s", fire.run_id, fire.attempt, failure, delay)
+        logger.bind(**log_fields(fire)).info(
+            "run {} attempt {} failed ({}); retrying in {:.2f}s", fire.run_id, fire.attempt, failure, delay
+        )
         await asyncio.sleep(delay)
 
     async def _wait_out_outage(self, fire: Fire, failure: DeliveryFailed) -> None:
@@ -196,7 +202,7 @@ class Deliverer:
     async def _fail(self, fire: Fire, failure: DeliveryFailed, started: datetime, t0: float) -> None:
         error = clean_text(str(failure)[:MAX_ERROR_CHARS])
         self.record(self._finished(fire, "FAILED", started, t0, http_status=failure.http_status, error=error))
-        logger.warning(
+        logger.bind(**log_fields(fire)).warning(
             "run {} of schedule {} failed after {} attempt(s): {}", fire.run_id, fire.schedule_id, fire.attempt, error
         )
         metrics.dead_letters.labels(target_kind(fire)).inc()

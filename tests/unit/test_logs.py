@@ -1,0 +1,24 @@
+import json
+import logging
+
+from loguru import logger
+from opentelemetry.sdk.trace import TracerProvider
+
+from shared.logs import setup_logging
+
+
+def test_json_lines_carry_trace_and_run_fields(capsys):
+    setup_logging("info", "json")
+    try:
+        tracer = TracerProvider().get_tracer("test")
+        with tracer.start_as_current_span("work") as span:
+            logger.bind(tenant_id="t1", schedule_id="s1", run_id="r1").info("delivered {}", 1)
+            logging.getLogger("psycopg").warning("from the standard library")
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+        ours, stdlib = lines
+        assert ours["message"] == "delivered 1" and ours["level"] == "info" and ours["time"]
+        assert (ours["tenant_id"], ours["schedule_id"], ours["run_id"]) == ("t1", "s1", "r1")
+        assert ours["trace_id"] == f"{span.get_span_context().trace_id:032x}" and ours["span_id"]
+        assert stdlib["logger"] == "psycopg" and stdlib["level"] == "warning"
+    finally:
+        setup_logging("info", "text")
