@@ -7,6 +7,7 @@ when the suite runs as root) can traverse.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -21,14 +22,33 @@ import pytest
 from psycopg import sql
 
 from shared.db.migrate import migrate
+from shared.dev.processes import pid_alive
+
+# Not $TMPDIR: as root, the unprivileged postgres user must be able to enter it.
+THROWAWAY_BASE = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+OWNER_FILE = "owner.pid"
 
 
 def _throwaway_dir(name: str) -> Path:
-    # Not $TMPDIR: as root, the unprivileged postgres user must be able to enter it.
-    base = "/tmp" if os.path.isdir("/tmp") else None
-    path = Path(tempfile.mkdtemp(prefix=f"sched-{name}-", dir=base))
+    path = Path(tempfile.mkdtemp(prefix=f"sched-{name}-", dir=THROWAWAY_BASE))
     path.chmod(0o755)
+    (path / OWNER_FILE).write_text(str(os.getpid()))
     return path
+
+
+def _reap_orphans(name: str, embedded: Callable[[Path], Any]) -> None:
+    """Stop and delete throwaway servers of earlier test runs that died before their teardown (killed, or a
+    broken pipe), so they do not pile up on a CI machine."""
+    for root in Path(THROWAWAY_BASE).glob(f"sched-{name}-*"):
+        try:
+            owner = int((root / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if pid_alive(owner):
+            continue
+        with contextlib.suppress(Exception):
+            embedded(root / name).stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _server(variable: str, name: str, embedded: Callable[[Path], Any]) -> Iterator[str]:
@@ -36,6 +56,7 @@ def _server(variable: str, name: str, embedded: Callable[[Path], Any]) -> Iterat
     if os.environ.get(variable):
         yield os.environ[variable]
         return
+    _reap_orphans(name, embedded)
     root = _throwaway_dir(name)
     server = embedded(root / name)
     try:
