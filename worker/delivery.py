@@ -56,6 +56,7 @@ class Deliverer:
         publisher: NatsPublisher,
         http: Sender,
         record: Callable[[RunUpdate], None],
+        record_published: Callable[[list[Fire], list[str], datetime, datetime, int], None],
         clock: Callable[[], datetime],
         lease_sec: float,
         deadletter_subject: str,
@@ -63,6 +64,7 @@ class Deliverer:
         self.publisher = publisher
         self.http = http
         self.record = record
+        self.record_published = record_published
         self.clock = clock
         self.lease_sec = lease_sec
         self.deadletter_subject = deadletter_subject
@@ -109,10 +111,25 @@ class Deliverer:
             self._succeed(fire, result, started, t0)
             return
 
+    async def deliver_events(self, fires: list[Fire]) -> None:
+        """EVENTs: those whose subject no JetStream stream captures go out together (``deliver_core_batch``), the
+        others one by one. The subjects are looked up first, once each: a batch that finds the lookup cache cold
+        or expired would otherwise make one lookup and one flush per event."""
+        try:
+            subjects = await self.publisher.core_subjects(fires)
+        except DeliveryFailed:
+            await asyncio.gather(*(self.deliver(fire) for fire in fires))  # each waits out the outage on its own
+            return
+        core = [(fire, subject) for fire, subject in zip(fires, subjects, strict=True) if subject is not None]
+        jobs = [self.deliver(fire) for fire, subject in zip(fires, subjects, strict=True) if subject is None]
+        if core:
+            jobs.append(self.deliver_core_batch([fire for fire, _ in core], [subject for _, subject in core]))
+        await asyncio.gather(*jobs)
+
     async def deliver_core_batch(self, fires: list[Fire], subjects: list[str]) -> None:
-        """EVENTs bound for core NATS: publish the batch, share one flush, record each. Any failure hands every
-        fire of the batch to ``deliver`` (one by one, with retries); some may then arrive twice, with the same
-        idempotency key."""
+        """EVENTs bound for core NATS: publish the batch, share one flush, record them together. Any failure hands
+        every fire of the batch to ``deliver`` (one by one, with retries); some may then arrive twice, with the
+        same idempotency key."""
         started = self.clock()
         t0 = time.perf_counter()
         try:
@@ -121,9 +138,23 @@ class Deliverer:
             logger.warning("batch of {} core publishes failed ({}); delivering one by one", len(fires), failure)
             await asyncio.gather(*(self.deliver(fire) for fire in fires))
             return
-        for fire, subject in zip(fires, subjects, strict=True):
+        elapsed = time.perf_counter() - t0
+        for fire in fires:
             fire.attempt += 1
-            self._succeed(fire, Delivered({"via": "core", "subject": subject}), started, t0)
+        self._observe_published(fires, started, elapsed)
+        # One record for the batch (same start, finish and duration), not a RunUpdate per fire.
+        self.record_published(fires, subjects, started, started + timedelta(seconds=elapsed), int(elapsed * 1000))
+
+    def _observe_published(self, fires: list[Fire], started: datetime, elapsed: float) -> None:
+        """What ``_finished`` observes per run, for a published batch: the same figures, labels looked up once."""
+        kind = target_kind(fires[0])  # a core batch holds EVENTs only
+        latency = metrics.delivery_latency.labels(kind)
+        lag = metrics.scheduling_lag.labels(kind)
+        for fire in fires:
+            latency.observe(elapsed)
+            if fire.attempt == 1 and not fire.manual:
+                lag.observe(max(0.0, (started - fire.scheduled_for).total_seconds()))
+        metrics.runs.labels(kind, "succeeded").inc(len(fires))
 
     def _observe(self, fire: Fire, started: datetime, t0: float, http_status: int | None) -> None:
         kind = target_kind(fire)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,16 +22,30 @@ from shared.db.pool import CONNECTION_ERRORS
 from shared.db.queries import sql
 from shared.model import decode_trigger
 from shared.timing.next_fire import next_fire
-from worker.fire import RunUpdate
+from worker.fire import Fire, RunUpdate
 
 FLUSH_INTERVAL_SEC = 0.05
 FLUSH_SIZE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """Runs published together as core NATS events, all SUCCEEDED with one start, finish and duration."""
+
+    ids: list[str]
+    attempts: list[int]
+    subjects: list[str]
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: int
 
 
 class ProgressWriter:
     def __init__(self, pool: Any) -> None:
         self.pool = pool
         self._pending: dict[str, RunUpdate] = {}
+        # Published batches: a few lists per batch instead of a RunUpdate per run, written with half the arrays.
+        self._published: list[Published] = []
         self._rearms: dict[str, datetime] = {}  # parked run id -> when it finished
         self._wake = asyncio.Event()
         self.deadline = float("inf")  # time.monotonic() after which a stopping writer gives up
@@ -42,8 +57,29 @@ class ProgressWriter:
         self._pending[update.run_id] = update  # the latest state of a run is all that needs writing
         if update.rearm and update.finished_at is not None:
             self._rearms[update.run_id] = update.finished_at
-        if len(self._pending) >= FLUSH_SIZE:
+        if self.backlog() >= FLUSH_SIZE:
             self._wake.set()
+
+    def record_published(
+        self, fires: list[Fire], subjects: list[str], started: datetime, finished: datetime, duration_ms: int
+    ) -> None:
+        """``fires`` were published (``fire.attempt`` counts this attempt): record them SUCCEEDED."""
+        ids = [f.run_id for f in fires]
+        for run_id in ids:
+            # Their final state: an older update of one of them (none is expected) must not be written after it.
+            self._pending.pop(run_id, None)
+        self._published.append(
+            Published(ids, [f.attempt for f in fires], list(subjects), started, finished, duration_ms)
+        )
+        for fire in fires:
+            if fire.rearm:  # FIXED_DELAY counts from when the run finished, so slow targets never overlap
+                self._rearms[fire.run_id] = finished
+        if self.backlog() >= FLUSH_SIZE:
+            self._wake.set()
+
+    def backlog(self) -> int:
+        """Run updates not written yet."""
+        return len(self._pending) + sum(len(group.ids) for group in self._published)
 
     def rearm(self, run_id: str, finished_at: datetime) -> None:
         """Re-arm the FIXED_DELAY schedule parked behind ``run_id`` as if that run finished at ``finished_at``."""
@@ -52,11 +88,11 @@ class ProgressWriter:
     async def run(self, stop: asyncio.Event) -> None:
         """Flush until ``stop`` is set and nothing is left (or, once stopping, until ``self.deadline``)."""
         failures = 0
-        while not (stop.is_set() and not self._pending and not self._rearms):
+        while not (stop.is_set() and not self._pending and not self._published and not self._rearms):
             if stop.is_set() and time.monotonic() > self.deadline:
                 logger.error(
                     "shutdown deadline: {} run update(s) not written; those runs will be redelivered",
-                    len(self._pending),
+                    self.backlog(),
                 )
                 return
             with contextlib.suppress(TimeoutError):
@@ -69,17 +105,21 @@ class ProgressWriter:
                 failures += 1
                 delay = min(5.0, 0.1 * 2**failures)
                 logger.warning(
-                    "cannot record run progress ({} pending): {}; retrying in {:.1f}s", len(self._pending), exc, delay
+                    "cannot record run progress ({} pending): {}; retrying in {:.1f}s",
+                    self.backlog(),
+                    exc,
+                    delay,
                 )
                 await asyncio.sleep(delay)
 
     async def flush(self) -> int:
-        if not self._pending and not self._rearms:
+        if not self._pending and not self._published and not self._rearms:
             return 0
         batch = list(self._pending.values())
+        published = list(self._published)
         rearms = dict(self._rearms)
         try:
-            await self._write(batch, rearms)
+            await self._write(batch, published, rearms)
         except CONNECTION_ERRORS:
             raise
         except psycopg.Error as exc:
@@ -88,24 +128,37 @@ class ProgressWriter:
             logger.error("batch of {} run update(s) refused ({}); writing them one by one", len(batch), exc)
             for update in batch:
                 try:
-                    await self._write([update], {})
+                    await self._write([update], [], {})
                 except CONNECTION_ERRORS:
                     raise
                 except psycopg.Error as one:
                     logger.error("dropping the update of run {}: {}", update.run_id, one)
-            await self._write([], rearms)
+            for group in published:
+                try:
+                    await self._write([], [group], {})
+                except CONNECTION_ERRORS:
+                    raise
+                except psycopg.Error as one:
+                    logger.error("dropping the update of published runs {}: {}", group.ids[:5], one)
+            await self._write([], [], rearms)
         for update in batch:
             if self._pending.get(update.run_id) is update:
                 del self._pending[update.run_id]
+        written = {id(group) for group in published}  # by identity: a concurrent flush (shutdown) may run
+        self._published = [group for group in self._published if id(group) not in written]
         for run_id, finished in rearms.items():
             if self._rearms.get(run_id) == finished:
                 del self._rearms[run_id]
-        return len(batch)
+        return len(batch) + sum(len(group.ids) for group in published)
 
-    async def _write(self, batch: list[RunUpdate], rearms: dict[str, datetime]) -> None:
+    async def _write(self, batch: list[RunUpdate], published: list[Published], rearms: dict[str, datetime]) -> None:
         async with self.pool.connection() as conn, conn.transaction():
             if batch:
                 await conn.execute(sql("run_update_many"), _columns(batch))
+            if published:
+                # One statement for every batch published since the last flush (under a steady load there are
+                # many small ones: a statement each would cost more than their rows).
+                await conn.execute(sql("run_published_many"), _published_columns(published))
             if rearms:
                 await self._rearm(conn, rearms)
 
@@ -120,6 +173,17 @@ class ProgressWriter:
             next_runs.append(next_fire(decode_trigger(row["trigger"]), row["tz"], rearms[str(row["parked_run_id"])]))
         if ids:
             await conn.execute(sql("schedule_rearm_many"), {"ids": ids, "next_run_at": next_runs})
+
+
+def _published_columns(published: list[Published]) -> dict[str, Any]:
+    return {
+        "ids": [run_id for group in published for run_id in group.ids],
+        "attempt": [attempt for group in published for attempt in group.attempts],
+        "subject": [subject for group in published for subject in group.subjects],
+        "started_at": [t for group in published for t in [group.started_at] * len(group.ids)],
+        "finished_at": [t for group in published for t in [group.finished_at] * len(group.ids)],
+        "duration_ms": [ms for group in published for ms in [group.duration_ms] * len(group.ids)],
+    }
 
 
 def _columns(batch: list[RunUpdate]) -> dict[str, Any]:

@@ -85,6 +85,7 @@ async def open_worker(settings: Settings, clock: Callable[[], datetime] = system
         publisher=NatsPublisher(nc, clock),
         http=HttpSender(session, settings.worker_concurrency, keys, allowed),
         record=progress.record,
+        record_published=progress.record_published,
         clock=clock,
         lease_sec=settings.run_lease_sec,
         deadletter_subject=settings.deadletter_subject,

@@ -79,23 +79,14 @@ SELECT 1;
 
 -- name: schedule_claim_due
 -- Lock up to `limit` due schedules, oldest first, skipping rows other workers (or an API PATCH) hold.
-SELECT id, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
+-- The id comes as text: the worker uses it as text, and a UUID object per row costs more than the cast.
+SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
        webhook_secret
   FROM schedules
  WHERE enabled AND next_run_at <= %(now)s
  ORDER BY next_run_at
  LIMIT %(limit)s
    FOR UPDATE SKIP LOCKED;
-
--- name: schedule_advance_many
--- Set the next occurrence (and the last fired one, and the FIXED_DELAY parking) of claimed schedules.
-UPDATE schedules AS s
-   SET next_run_at = v.next_run_at,
-       last_run_at = COALESCE(v.last_run_at, s.last_run_at),
-       parked_run_id = v.parked_run_id
-  FROM unnest(%(ids)b::uuid[], %(next_run_at)b::timestamptz[], %(last_run_at)b::timestamptz[],
-              %(parked_run_id)b::uuid[]) AS v(id, next_run_at, last_run_at, parked_run_id)
- WHERE s.id = v.id;
 
 -- name: schedule_next_due
 -- The earliest next_run_at of any enabled schedule: how long an idle worker may sleep.
@@ -112,17 +103,28 @@ UPDATE schedules AS s
   FROM unnest(%(ids)b::uuid[], %(next_run_at)b::timestamptz[]) AS v(id, next_run_at)
  WHERE s.id = v.id;
 
--- name: run_insert_many
--- Record the runs a claim owes (the outbox); an occurrence already recorded is not recorded twice.
-INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, manual, idempotency_key, status, lease_until,
-                  leased_by, created_at, trace_context)
-SELECT v.id, v.schedule_id, v.tenant_id, v.scheduled_for, v.manual, v.idempotency_key, 'PENDING',
-       v.lease_until, %(worker)s, %(now)s, v.trace_context
-  FROM unnest(%(ids)b::uuid[], %(schedule_ids)b::uuid[], %(tenant_ids)b::text[], %(scheduled_for)b::timestamptz[],
-              %(manual)b::boolean[], %(keys)b::text[], %(lease_until)b::timestamptz[], %(trace_context)b::text[])
-       AS v(id, schedule_id, tenant_id, scheduled_for, manual, idempotency_key, lease_until, trace_context)
+-- name: schedule_advance_and_record
+-- A claim's writes, in one statement so that they commit together or not at all: set the next occurrence
+-- (and the last fired one, and the FIXED_DELAY parking) of the claimed schedules, and record the runs they owe
+-- (the outbox); an occurrence already recorded is not recorded twice. Claimed runs are never manual and carry
+-- no trace context: those columns keep their defaults.
+WITH advanced AS (
+    UPDATE schedules AS s
+       SET next_run_at = v.next_run_at,
+           last_run_at = COALESCE(v.last_run_at, s.last_run_at),
+           parked_run_id = v.parked_run_id
+      FROM unnest(%(ids)b::uuid[], %(next_run_at)b::timestamptz[], %(last_run_at)b::timestamptz[],
+                  %(parked_run_id)b::uuid[]) AS v(id, next_run_at, last_run_at, parked_run_id)
+     WHERE s.id = v.id)
+INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, idempotency_key, status, lease_until, leased_by,
+                  created_at)
+SELECT r.id, r.schedule_id, r.tenant_id, r.scheduled_for, r.idempotency_key, 'PENDING', r.lease_until,
+       %(worker)s, %(now)s
+  FROM unnest(%(run_ids)b::uuid[], %(schedule_ids)b::uuid[], %(tenant_ids)b::text[],
+              %(scheduled_for)b::timestamptz[], %(keys)b::text[], %(lease_until)b::timestamptz[])
+       AS r(id, schedule_id, tenant_id, scheduled_for, idempotency_key, lease_until)
     ON CONFLICT (id) DO NOTHING
-RETURNING id;
+RETURNING id::text;
 
 -- name: run_insert_manual
 -- Queue a run of a tenant's schedule now, outside its sequence: its lease is already over, so the next
@@ -162,6 +164,18 @@ UPDATE runs AS r
               %(duration_ms)b::int[], %(http_status)b::int[], %(error)b::text[], %(delivery)b::jsonb[])
        AS v(id, status, attempt, started_at, finished_at, next_attempt_at, lease_until, duration_ms,
             http_status, error, delivery)
+ WHERE r.id = v.id AND r.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED');
+
+-- name: run_published_many
+-- Record runs published as core NATS events (SUCCEEDED): half the arrays of run_update_many, as such a run
+-- has no error, HTTP status, retry time or lease left to write.
+UPDATE runs AS r
+   SET status = 'SUCCEEDED', attempt = v.attempt, started_at = COALESCE(r.started_at, v.started_at),
+       finished_at = v.finished_at, next_attempt_at = NULL, lease_until = NULL, duration_ms = v.duration_ms,
+       http_status = NULL, error = NULL, delivery = jsonb_build_object('via', 'core', 'subject', v.subject)
+  FROM unnest(%(ids)b::uuid[], %(attempt)b::int[], %(subject)b::text[], %(started_at)b::timestamptz[],
+              %(finished_at)b::timestamptz[], %(duration_ms)b::int[])
+       AS v(id, attempt, subject, started_at, finished_at, duration_ms)
  WHERE r.id = v.id AND r.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED');
 
 -- name: run_release_many

@@ -429,3 +429,40 @@ async def test_redirects_are_followed_only_when_asked_and_every_hop_is_checked(c
     refused = await create(client, headers, sneaky)
     [run] = await settled_runs(client, headers, refused["id"])
     assert run["status"] == "FAILED" and run["attempt"] == 1 and "SSRF" in run["error"]
+
+
+async def test_fixed_delay_events_recorded_per_published_batch_are_rearmed(client, headers, worker, nc):
+    """Core EVENTs are recorded per published batch (one statement for the batch): a FIXED_DELAY schedule parked
+    behind such a run is still re-armed delaySec after it finished, and each run is recorded in full."""
+    sub = await nc.subscribe("it.event.fixed")
+    trigger = {"type": "FIXED_DELAY", "delaySec": 1, "startAt": soon(0.2)}
+    created = await create(client, headers, {"kind": "EVENT", "eventTopic": "it.event.fixed"}, trigger)
+    events = [msgspec.json.decode((await sub.next_msg(timeout=10)).data) for _ in range(3)]
+    await client.patch(f"/schedules/{created['id']}", json={"enabled": False}, headers=headers())
+    fired = [datetime.fromisoformat(e["scheduledfor"]) for e in events]
+    for previous, following in itertools.pairwise(fired):
+        assert following - previous >= timedelta(seconds=1)
+    runs = await settled_runs(client, headers, created["id"], count=3)
+    for run in (r for r in runs if r["idempotencyKey"] in {e["id"] for e in events}):
+        assert run["status"] == "SUCCEEDED" and run["attempt"] == 1 and run["delivery"]["via"] == "core", run
+        assert run["startedAt"] <= run["finishedAt"] and run["durationMs"] is not None, run
+
+
+async def test_an_occurrence_claimed_again_is_not_delivered_again(client, headers, worker, nc, db_url):
+    """A schedule due again at an occurrence already recorded (rewound by hand here) records no second run and
+    delivers nothing again; a FIXED_DELAY schedule parked behind that occurrence is re-armed, not left parked."""
+    sub = await nc.subscribe("it.event.again")
+    trigger = {"type": "FIXED_DELAY", "delaySec": 2, "startAt": soon(0.2)}
+    created = await create(client, headers, {"kind": "EVENT", "eventTopic": "it.event.again"}, trigger)
+    first = msgspec.json.decode((await sub.next_msg(timeout=10)).data)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE schedules SET next_run_at = %s, parked_run_id = NULL WHERE id = %s",
+            (datetime.fromisoformat(first["scheduledfor"]), created["id"]),
+        )
+    following = msgspec.json.decode((await sub.next_msg(timeout=10)).data)
+    await client.patch(f"/schedules/{created['id']}", json={"enabled": False}, headers=headers())
+    assert following["id"] != first["id"]
+    assert datetime.fromisoformat(following["scheduledfor"]) > datetime.fromisoformat(first["scheduledfor"])
+    keys = [r["idempotencyKey"] for r in await runs_of(client, headers, created["id"])]
+    assert keys.count(first["id"]) == 1, keys

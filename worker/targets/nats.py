@@ -44,6 +44,11 @@ def queue_stream_name(topic: str) -> str:
     return f"QUEUE_{_STREAM_CHARS.sub('_', topic)[:180]}_{digest}"
 
 
+def _event_topic(fire: Fire) -> str:
+    assert isinstance(fire.target, EventTarget)
+    return fire.target.event_topic
+
+
 class NatsPublisher:
     def __init__(self, nc: Client, clock: Callable[[], datetime]) -> None:
         self.nc = nc
@@ -65,31 +70,37 @@ class NatsPublisher:
         body = self._envelope(fire, topic)
         return Delivered(await self._publish_queue(topic, body, fire.key))
 
-    def core_subject(self, fire: Fire) -> str | None:
-        """The subject if ``fire`` is an EVENT known (from the lookup cache) to go out as a core publish."""
-        if not isinstance(fire.target, EventTarget):
-            return None
-        cached = self._capturing.get(fire.target.event_topic)
-        fresh = cached is not None and time.monotonic() - cached[0] < STREAM_LOOKUP_TTL_SEC
-        return fire.target.event_topic if fresh and cached[1] is None else None  # type: ignore[index]
+    async def core_subjects(self, fires: list[Fire]) -> list[str | None]:
+        """For each EVENT, its subject if it goes out as a core publish (no stream captures it), else None.
+        Subjects the lookup cache does not hold fresh are looked up once each, together."""
+        topics = [_event_topic(fire) for fire in fires]
+        now = time.monotonic()
+        stale = {topic for topic in topics if not self._fresh(topic, now)}
+        if stale:
+            try:
+                await asyncio.gather(*(self._stream_for(topic) for topic in stale))
+            except NATS_ERRORS as exc:
+                raise self._failure(f"NATS stream lookup failed: {exc!r}") from exc
+        return [topic if self._capturing[topic][1] is None else None for topic in topics]
 
     async def publish_core_many(self, fires: list[Fire], subjects: list[str]) -> None:
         """Core-publish a batch and wait for one flush covering all of it."""
+        now = self.clock()  # one event time for the batch: formatted once, not once per event
         try:
             for fire, subject in zip(fires, subjects, strict=True):
-                await self.nc.publish(subject, self._envelope(fire, subject), headers=_headers(fire.key))
+                await self.nc.publish(subject, self._envelope(fire, subject, now), headers=_headers(fire.key))
             await self._flushed()
         except NATS_ERRORS as exc:
             raise self._failure(f"NATS publish of {len(fires)} event(s) failed: {exc!r}") from exc
 
-    def _envelope(self, fire: Fire, event_type: str) -> bytes:
+    def _envelope(self, fire: Fire, event_type: str, now: datetime | None = None) -> bytes:
         return envelope(
             key=fire.key,
             event_type=event_type,
             schedule_id=fire.schedule_id,
             tenant_id=fire.tenant_id,
             scheduled_for=fire.scheduled_for,
-            now=self.clock(),
+            now=self.clock() if now is None else now,
             data=fire.payload,
             run_id=fire.run_id,
         )
@@ -169,11 +180,14 @@ class NatsPublisher:
                 raise DeliveryFailed(f"cannot create queue stream for {topic}: {exc}", retryable=True) from exc
         self._queues.add(stream)
 
-    async def _stream_for(self, subject: str, fresh: bool = False) -> str | None:
+    def _fresh(self, subject: str, now: float) -> bool:
         cached = self._capturing.get(subject)
+        return cached is not None and now - cached[0] < STREAM_LOOKUP_TTL_SEC
+
+    async def _stream_for(self, subject: str, fresh: bool = False) -> str | None:
         now = time.monotonic()
-        if cached and not fresh and now - cached[0] < STREAM_LOOKUP_TTL_SEC:
-            return cached[1]
+        if not fresh and self._fresh(subject, now):
+            return self._capturing[subject][1]
         try:
             name: str | None = await self.jsm.find_stream_name_by_subject(subject)
         except nats.js.errors.NotFoundError:
