@@ -167,13 +167,17 @@ class Repository:
         assert row is not None
         return schedule_from_row(row)
 
-    async def schedule_get(self, tenant_id: str, schedule_id: str) -> Schedule:
+    async def _one(self, statement: str, tenant_id: str, object_id: str, what: str) -> dict[str, Any]:
+        """The row a tenant-scoped by-id statement returns, or NotFound (another tenant's id is not found too)."""
         async with self._conn(tenant_id) as conn:
-            cur = await conn.execute(sql("schedule_get"), {"tenant_id": tenant_id, "id": schedule_id})
+            cur = await conn.execute(statement, {"tenant_id": tenant_id, "id": object_id})
             row = await cur.fetchone()
         if row is None:
-            raise NotFound(f"schedule {schedule_id} not found")
-        return schedule_from_row(row)
+            raise NotFound(f"{what} {object_id} not found")
+        return row
+
+    async def schedule_get(self, tenant_id: str, schedule_id: str) -> Schedule:
+        return schedule_from_row(await self._one(sql("schedule_get"), tenant_id, schedule_id, "schedule"))
 
     async def schedule_update(
         self,
@@ -257,12 +261,7 @@ class Repository:
         return run_from_row(row)
 
     async def run_get(self, tenant_id: str, run_id: str) -> Run:
-        async with self._conn(tenant_id) as conn:
-            cur = await conn.execute(sql("run_get"), {"tenant_id": tenant_id, "id": run_id})
-            row = await cur.fetchone()
-        if row is None:
-            raise NotFound(f"run {run_id} not found")
-        return run_from_row(row)
+        return run_from_row(await self._one(sql("run_get"), tenant_id, run_id, "run"))
 
     async def run_list(
         self, tenant_id: str, schedule_id: str, status: str | None, limit: int, offset: int
