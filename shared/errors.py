@@ -66,6 +66,20 @@ class NotFound(SchedulerError):
     title = "Not found"
 
 
+class EvaluationBudgetExceeded(SchedulerError):
+    """Evaluating the trigger needs more CPU time than one request may spend."""
+
+    status = 422
+    title = "Evaluation budget exceeded"
+
+    def __init__(self, limit_sec: float) -> None:
+        self.limit_sec = limit_sec
+        super().__init__(
+            f"evaluating this trigger needs more than the {limit_sec * 1000:.0f} ms CPU budget per request "
+            "(TRIGGER_EVAL_BUDGET_MS); simplify the expression or ask for fewer occurrences"
+        )
+
+
 class Conflict(SchedulerError):
     """The request conflicts with the stored state."""
 
