@@ -1,0 +1,3 @@
+from schedctl.commands import main
+
+raise SystemExit(main())
