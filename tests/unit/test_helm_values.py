@@ -257,3 +257,30 @@ def test_chart_metadata():
     assert chart["apiVersion"] == "v2"
     assert chart["name"] == "scheduler"
     assert chart["appVersion"] == project["version"], "Chart.yaml appVersion must follow pyproject.toml"
+
+
+def test_workers_are_scraped_and_alerts_name_the_jobs_the_chart_creates():
+    texts = template_texts()
+    podmonitor, servicemonitor, rule = (
+        texts["worker-podmonitor.yaml"],
+        texts["servicemonitor.yaml"],
+        texts["prometheusrule.yaml"],
+    )
+    assert "kind: PodMonitor" in podmonitor and "- port: metrics" in podmonitor
+    assert "app.kubernetes.io/component: worker" in podmonitor
+    # The worker deployment's container port is the one the PodMonitor scrapes.
+    assert "- name: metrics" in texts["worker-deployment.yaml"]
+    pinned_worker_job = 'replacement: {{ include "scheduler.fullname" . }}-worker'
+    assert pinned_worker_job in podmonitor
+    assert 'replacement: {{ include "scheduler.fullname" . }}-api' in servicemonitor
+    assert '{{- $worker := printf "%s-worker" (include "scheduler.fullname" .) }}' in rule
+    standalone = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yaml").read_text())["groups"][0]["rules"]
+    chart_alerts = re.findall(r"- alert: (\w+)", rule)
+    assert chart_alerts == [r["alert"] for r in standalone]
+    # Every chart alert is confined to the worker job (metrics of other apps never trigger it).
+    exprs = re.findall(r"expr: (.+)", rule)
+    assert len(exprs) == len(chart_alerts) and all('{job="{{ $worker }}"}' in e for e in exprs)
+    # The standalone file's matcher matches the chart's default job name.
+    workers_down = next(r for r in standalone if r["alert"] == "SchedulerWorkersDown")
+    matcher = re.search(r'job=~"([^"]+)"', workers_down["expr"])
+    assert matcher and re.fullmatch(matcher.group(1), "prod-scheduler-worker")
