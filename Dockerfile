@@ -16,19 +16,13 @@ COPY pyproject.toml ./
 COPY api/ api/
 COPY worker/ worker/
 COPY shared/ shared/
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir .
-
-# A wheel carries only the Python packages, but shared/db/migrate.py reads the migrations from SQL_DIR, the
-# `sql` directory two levels above itself (site-packages/sql once installed). Put them exactly there, asking
-# migrate.py for the path (-I: the installed package, not the copy in the working directory; mkdir fails if the
-# path is taken), and fail the build if no migration is found there.
+COPY schedctl/ schedctl/
+# The migrations ship inside the package (sql/ is installed as shared.db.migrations); the build fails if the
+# installed package (-I: not the copy in the working directory) has none.
 COPY sql/ sql/
-RUN sql_dir="$(/opt/venv/bin/python -I -c 'from shared.db.migrate import SQL_DIR; print(SQL_DIR)')" \
-    && mkdir "$sql_dir" \
-    && cp sql/*.sql "$sql_dir"/ \
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir . \
     && /opt/venv/bin/python -I -c 'from shared.db.migrate import migration_files; assert migration_files(), "no migrations"'
-
 
 FROM python:3.11-slim
 

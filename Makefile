@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## create .venv and install the project with its dev tools
 
 run: $(STAMP) ## start Postgres + NATS (embedded unless POSTGRES_URL/NATS_URL), migrations, the API and 2 workers
-	$(BIN)/python -m shared.dev run
+	$(BIN)/python -m devstack run
 
 test: $(STAMP) ## run the whole suite against throwaway real Postgres and NATS servers
 	$(BIN)/python -m pytest
@@ -34,19 +34,19 @@ lint: $(STAMP) ## ruff, mypy and hadolint
 	$(BIN)/hadolint Dockerfile
 
 migrate: $(STAMP) ## apply pending migrations (to POSTGRES_URL, else the embedded server)
-	$(BIN)/python -m shared.dev migrate
+	$(BIN)/python -m devstack migrate
 
 api: $(STAMP) ## serve only the API (against POSTGRES_URL, else the embedded server)
-	$(BIN)/python -m shared.dev api
+	$(BIN)/python -m devstack api
 
 worker: $(STAMP) ## run one worker (against POSTGRES_URL/NATS_URL, else the embedded servers)
-	$(BIN)/python -m shared.dev worker
+	$(BIN)/python -m devstack worker
 
 token: $(STAMP) ## print a dev token: make token TENANT=t1 ROLES=scheduler.editor
-	@$(BIN)/python -m shared.dev token --tenant '$(TENANT)' --roles '$(ROLES)'
+	@$(BIN)/python -m devstack token --tenant '$(TENANT)' --roles '$(ROLES)'
 
 sub: $(STAMP) ## print messages on a NATS subject of the local stack: make sub SUBJECT='demo.>'
-	@$(BIN)/python -m shared.dev sub '$(SUBJECT)'
+	@$(BIN)/python -m devstack sub '$(SUBJECT)'
 
 bench: $(STAMP) ## measure claim-fire-advance throughput and lag against the bare-SQL baseline
 	$(BIN)/python -m bench
@@ -62,8 +62,8 @@ helm-lint: ## lint the Helm chart (needs helm)
 	fi
 
 stop: $(STAMP) ## stop embedded servers left running under .data/
-	$(BIN)/python -m shared.dev stop
+	$(BIN)/python -m devstack stop
 
 clean: ## stop embedded servers and delete .data/ and .venv/
-	-@[ -x $(BIN)/python ] && $(BIN)/python -m shared.dev stop
+	-@[ -x $(BIN)/python ] && $(BIN)/python -m devstack stop
 	rm -rf .data $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

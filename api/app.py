@@ -24,9 +24,9 @@ from api.routes.triggers import preview_trigger
 from api.service import Clock, ScheduleService
 from shared.db.pool import make_pool
 from shared.db.repository import Repository
-from shared.dev.keys import key_ring
 from shared.netguard import LOOPBACK, parse_networks
 from shared.ratelimit import TokenBuckets
+from shared.secrets import key_ring
 from shared.settings import Settings
 
 

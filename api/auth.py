@@ -81,22 +81,6 @@ def dev_private_key(data_dir: Path) -> ec.EllipticCurvePrivateKey:
     return loaded
 
 
-def mint_dev_token(
-    data_dir: Path, tenants: list[str] | str, roles: list[str], ttl_sec: int = 86400, subject: str = "dev"
-) -> str:
-    now = int(time.time())
-    claims = {
-        "sub": subject,
-        "iss": DEV_ISSUER,
-        "iat": now,
-        "nbf": now,
-        "exp": now + ttl_sec,
-        "tenants": tenants,
-        "roles": roles,
-    }
-    return jwt.encode(claims, dev_private_key(data_dir), algorithm="ES256", headers={"kid": DEV_KID})
-
-
 def dev_jwks(data_dir: Path) -> dict[str, Any]:
     """The dev key's public half as a JWK Set, as an identity provider would publish it."""
     jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(dev_private_key(data_dir).public_key()))

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import psycopg
 
+from devstack.nats import EmbeddedNats
+from devstack.postgres import EmbeddedPostgres
 from shared.db.migrate import migrate
-from shared.dev.nats import EmbeddedNats
-from shared.dev.postgres import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 100

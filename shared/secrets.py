@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -18,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shared.errors import InvalidInput
 from shared.model import SECRET_MASK, HttpTarget, Target
+from shared.settings import Settings
 
 WEBHOOK_SECRET_PREFIX = "whsec_"
 
@@ -111,3 +114,31 @@ def mask_target(target: Target) -> Target:
 
 def _with_secret_headers(target: HttpTarget, values: dict[str, str]) -> HttpTarget:
     return HttpTarget(http=msgspec.structs.replace(target.http, secret_headers=values))
+
+
+# --- the configured key ring -------------------------------------------------------------------------------
+
+DEV_SECRETS_FILE = "dev-secrets-key"
+
+
+def dev_secrets_spec(data_dir: Path) -> str:
+    path = data_dir / DEV_SECRETS_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+        tmp.write_text(KeyRing.new_key_spec("dev"))
+        tmp.chmod(0o600)
+        tmp.replace(path)  # atomic: concurrent first uses agree on one key
+    return path.read_text().strip()
+
+
+def key_ring(settings: Settings, required: bool = True) -> KeyRing:
+    """The configured key ring. Not ``required`` (workers): without one, an empty ring that opens nothing, so
+    schedules without secrets are still delivered and the others fail with a clear error."""
+    if settings.secrets_key:
+        return KeyRing.parse(settings.secrets_key)
+    if settings.auth_mode == "dev":
+        return KeyRing.parse(dev_secrets_spec(settings.dev_dir))
+    if not required:
+        return KeyRing({}, "")
+    raise SystemExit("SECRETS_KEY is required unless AUTH_MODE=dev")

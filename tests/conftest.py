@@ -21,8 +21,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from devstack.processes import pid_alive
 from shared.db.migrate import migrate
-from shared.dev.processes import pid_alive
 
 # Not $TMPDIR: as root, the unprivileged postgres user must be able to enter it.
 THROWAWAY_BASE = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
@@ -68,7 +68,7 @@ def _server(variable: str, name: str, embedded: Callable[[Path], Any]) -> Iterat
 
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
-    from shared.dev.postgres import EmbeddedPostgres
+    from devstack.postgres import EmbeddedPostgres
 
     yield from _server("POSTGRES_URL", "pg", lambda path: EmbeddedPostgres(path, throwaway=True))
 
@@ -102,7 +102,7 @@ def db_url(pg_server_url: str, template_db: str) -> str:
 
 @pytest.fixture(scope="session")
 def nats_url() -> Iterator[str]:
-    from shared.dev.nats import EmbeddedNats
+    from devstack.nats import EmbeddedNats
 
     yield from _server("NATS_URL", "nats", lambda path: EmbeddedNats(path, throwaway=True))
 

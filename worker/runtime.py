@@ -13,8 +13,8 @@ from loguru import logger
 
 from shared.db.pool import make_pool
 from shared.db.queries import sql
-from shared.dev.keys import key_ring
 from shared.netguard import LOOPBACK, parse_networks
+from shared.secrets import key_ring
 from shared.settings import Settings
 from worker.delivery import Deliverer
 from worker.health import health_app, serve_health

@@ -7,11 +7,14 @@ skipped). A file whose content changed after it was applied is an error, not sil
 from __future__ import annotations
 
 import hashlib
+from importlib import resources
 from pathlib import Path
 
 import psycopg
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+# The repository's sql/ folder, installed as the package shared.db.migrations (see pyproject.toml), so the same
+# lookup works in a checkout (editable install) and in the image (a regular install of the wheel).
+SQL_DIR = Path(str(resources.files("shared.db.migrations")))
 # Arbitrary constant: every migrator takes the same lock.
 _LOCK_KEY = 0x5C4ED01E
 

@@ -8,7 +8,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from api.auth import ADMIN, EDITOR, VIEWER, mint_dev_token
+from api.auth import ADMIN, EDITOR, VIEWER
+from devstack.tokens import mint_dev_token
 from shared.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""The embedded PostgreSQL and NATS servers used by `make run` / `make test` (shared/dev)."""
+"""The embedded PostgreSQL and NATS servers used by `make run` / `make test` (devstack)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import nats
 import psycopg
 import pytest
 
-from shared.dev.nats import EmbeddedNats
-from shared.dev.postgres import EmbeddedPostgres
-from shared.dev.processes import free_port, pid_alive, port_accepts, wait_until
+from devstack.nats import EmbeddedNats
+from devstack.postgres import EmbeddedPostgres
+from devstack.processes import free_port, pid_alive, port_accepts, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,7 +106,7 @@ def test_postgres_starts_stops_and_keeps_data_across_restarts(work_dir: Path) ->
 def test_postgres_reuses_a_server_whose_owner_was_sigkilled(work_dir: Path) -> None:
     data_dir = work_dir / "pg"
     url = run_and_sigkill_itself(
-        "from shared.dev.postgres import EmbeddedPostgres\n"
+        "from devstack.postgres import EmbeddedPostgres\n"
         "print(EmbeddedPostgres(Path(sys.argv[1])).start(), flush=True)",
         data_dir,
     )
@@ -225,7 +225,7 @@ async def test_nats_jetstream_works_and_keeps_streams_across_restarts(work_dir: 
 async def test_nats_reuses_a_server_whose_owner_was_sigkilled(work_dir: Path) -> None:
     data_dir = work_dir / "nats"
     url = run_and_sigkill_itself(
-        "from shared.dev.nats import EmbeddedNats\nprint(EmbeddedNats(Path(sys.argv[1])).start(), flush=True)",
+        "from devstack.nats import EmbeddedNats\nprint(EmbeddedNats(Path(sys.argv[1])).start(), flush=True)",
         data_dir,
     )
     orphan = int((data_dir / "nats-server.pid").read_text())

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from shared.dev.keys import dev_secrets_spec
+from shared.secrets import dev_secrets_spec
 from tests.integration.receivers import HttpReceiver
 from tests.integration.test_worker_delivery import create, settled_runs
 from worker.runtime import open_worker

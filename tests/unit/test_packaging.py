@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 import importlib.util
 import re
+import tomllib
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -61,9 +62,10 @@ def test_the_project_is_installed_without_extras_and_with_its_migrations():
     assert "pip install --no-cache-dir ." in runs
     assert "[dev]" not in DOCKERFILE and "[embedded]" not in DOCKERFILE
     assert "-e ." not in runs and "--editable" not in runs
-    # Migrations go where shared/db/migrate.py looks for them, asked from the installed package.
-    assert "from shared.db.migrate import SQL_DIR" in runs
+    # The migrations are part of the installed package; the build checks the installed copy has them.
     assert ("COPY", "sql/ sql/") in instructions()
+    assert "python -I -c 'from shared.db.migrate import migration_files" in runs
+    assert "devstack" not in DOCKERFILE and "bench" not in DOCKERFILE
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -77,12 +79,42 @@ def test_entrypoint_modules_exist(module: str):
         assert importlib.util.find_spec(f"{module}.__main__") is not None
 
 
-def test_migrations_path_is_relative_to_the_package():
-    # The Dockerfile relies on this: SQL_DIR is the `sql` directory two levels above shared/db/migrate.py.
+def test_migrations_are_read_from_the_package():
     from shared.db import migrate
 
-    assert Path(migrate.__file__).resolve().parents[2] / "sql" == migrate.SQL_DIR
-    assert migrate.migration_files()
+    assert migrate.SQL_DIR.resolve() == (Path(__file__).resolve().parents[2] / "sql").resolve()
+    assert [p.name for p in migrate.migration_files()] == sorted(p.name for p in (ROOT / "sql").glob("0*.sql"))
+
+
+def test_every_runtime_package_is_listed_and_dev_tooling_is_not():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("api", "worker", "shared", "schedctl")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert on_disk | {"shared.db.migrations"} == listed
+    assert config["package-dir"] == {"shared.db.migrations": "sql"}
+    assert not any(name.startswith(("devstack", "bench", "tests")) for name in listed)
+
+
+def test_the_wheel_ships_the_migrations_and_no_dev_tooling(tmp_path: Path):
+    import subprocess
+    import sys
+    import zipfile
+
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "shared/db/migrations/0001_init.sql" in names and "shared/db/queries.sql" in names
+    assert not [n for n in names if n.startswith(("devstack/", "bench/", "tests/"))]
+    assert "schedctl/commands.py" in names
 
 
 def ignored(path: str, patterns: list[str]) -> bool:

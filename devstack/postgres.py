@@ -30,7 +30,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-from shared.dev.processes import (
+from devstack.processes import (
     HOST,
     free_port,
     locked,

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
-from shared.dev.processes import HOST, locked, log_excerpt, pid_alive, pid_runs, port_accepts, wait_until
+from devstack.processes import HOST, locked, log_excerpt, pid_alive, pid_runs, port_accepts, wait_until
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 
 from shared.db.migrate import migrate
-from shared.dev.keys import dev_secrets_spec
+from shared.secrets import dev_secrets_spec
 
 DATA_DIR = Path(".data")
 DATABASE = "scheduler"
@@ -38,7 +38,7 @@ class Stack:
     def start_postgres(self) -> str:
         self.postgres_url = os.environ.get("POSTGRES_URL", "")
         if not self.postgres_url:
-            from shared.dev.postgres import EmbeddedPostgres
+            from devstack.postgres import EmbeddedPostgres
 
             server = EmbeddedPostgres(self.data_dir / "postgres")
             server.start()
@@ -54,7 +54,7 @@ class Stack:
     def start_nats(self) -> str:
         self.nats_url = os.environ.get("NATS_URL", "")
         if not self.nats_url:
-            from shared.dev.nats import EmbeddedNats
+            from devstack.nats import EmbeddedNats
 
             server = EmbeddedNats(self.data_dir / "nats")
             self.nats_url = server.start()
@@ -77,7 +77,7 @@ class Stack:
 
 
 def _token(data_dir: Path, tenants: str, roles: str, ttl_sec: int = 86400) -> str:
-    from api.auth import mint_dev_token
+    from devstack.tokens import mint_dev_token
 
     tenant_claim: list[str] | str = "*" if tenants == "*" else [t for t in tenants.split(",") if t]
     return mint_dev_token(data_dir, tenant_claim, [r for r in roles.split(",") if r], ttl_sec=ttl_sec)
@@ -186,8 +186,8 @@ def exec_with_stack(module: str, nats: bool) -> None:
 
 
 def stop_all() -> None:
-    from shared.dev.nats import EmbeddedNats
-    from shared.dev.postgres import EmbeddedPostgres
+    from devstack.nats import EmbeddedNats
+    from devstack.postgres import EmbeddedPostgres
 
     if (DATA_DIR / "postgres").exists():
         EmbeddedPostgres(DATA_DIR / "postgres").stop()
@@ -196,7 +196,7 @@ def stop_all() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.dev")
+    parser = argparse.ArgumentParser(prog="python -m devstack")
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="start Postgres, NATS, migrations, the API and workers")
     run_p.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "2")))

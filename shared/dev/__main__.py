@@ -1,5 +1,0 @@
-import sys
-
-from shared.dev.stack import main
-
-sys.exit(main())
