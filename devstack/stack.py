@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 
+from devstack.processes import free_port
 from shared.db.migrate import migrate
 from shared.secrets import dev_secrets_spec
 
@@ -34,9 +35,11 @@ class Stack:
     postgres_url: str = ""
     nats_url: str = ""
     _stops: list = field(default_factory=list)
+    # The process environment over `.env`: what every dev command and its children see.
+    environ: dict[str, str] = field(default_factory=lambda: {**read_dotenv(Path(".env")), **os.environ})
 
     def start_postgres(self) -> str:
-        self.postgres_url = os.environ.get("POSTGRES_URL", "")
+        self.postgres_url = self.environ.get("POSTGRES_URL", "")
         if not self.postgres_url:
             from devstack.postgres import EmbeddedPostgres
 
@@ -52,7 +55,7 @@ class Stack:
         return self.postgres_url
 
     def start_nats(self) -> str:
-        self.nats_url = os.environ.get("NATS_URL", "")
+        self.nats_url = self.environ.get("NATS_URL", "")
         if not self.nats_url:
             from devstack.nats import EmbeddedNats
 
@@ -62,7 +65,7 @@ class Stack:
         return self.nats_url
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = dict(self.environ)
         env.update(POSTGRES_URL=self.postgres_url, NATS_URL=self.nats_url, DEV_DATA_DIR=str(self.data_dir))
         env.setdefault("AUTH_MODE", "dev")
         env.setdefault("LOG_FORMAT", "text")
@@ -74,6 +77,27 @@ class Stack:
         for stop in reversed(self._stops):
             stop()
         self._stops.clear()
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines of a `.env` file (copied from .env.example), for the dev stack only: the services
+    themselves read nothing but their environment, and variables already set win over the file."""
+    if not path.is_file():
+        return {}
+    values = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise SystemExit(f"{path}:{number}: expected KEY=VALUE, got {line!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if value:
+            values[key.strip()] = value
+    return values
 
 
 def _token(data_dir: Path, tenants: str, roles: str, ttl_sec: int = 86400) -> str:
@@ -182,7 +206,13 @@ def exec_with_stack(module: str, nats: bool) -> None:
     stack.start_postgres()
     if nats:
         stack.start_nats()
-    os.execve(sys.executable, [sys.executable, "-m", module], stack.env())
+    env = stack.env()
+    if module == "worker" and "WORKER_METRICS_PORT" not in stack.environ:
+        # `make run`'s workers hold 9464, 9465, ...: an extra worker takes a free port instead of failing.
+        env["WORKER_METRICS_PORT"] = str(free_port())
+        env.setdefault("WORKER_METRICS_HOST", "127.0.0.1")
+        print(f"worker metrics, /live and /ready on http://127.0.0.1:{env['WORKER_METRICS_PORT']}", flush=True)
+    os.execve(sys.executable, [sys.executable, "-m", module], env)
 
 
 def stop_all() -> None:
