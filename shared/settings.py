@@ -97,14 +97,16 @@ class Settings:
     """NATS_EVENT_MAX_AGE_SEC: how long a tenant's event stream keeps an event (0: no limit)."""
     nats_event_max_msgs: int = 1_000_000
     """NATS_EVENT_MAX_MSGS: events a tenant's event stream keeps; the oldest go first (-1: no limit)."""
-    nats_event_max_bytes: int = 1 << 30
-    """NATS_EVENT_MAX_BYTES: bytes a tenant's event stream keeps; the oldest go first (-1: no limit)."""
+    nats_event_max_bytes: int = -1
+    """NATS_EVENT_MAX_BYTES: bytes a tenant's event stream keeps, the oldest go first (-1: no limit). JetStream
+    reserves this much storage per stream when it is created: size it against the server's store and tenants."""
     nats_queue_max_age_sec: float = 7 * 86400.0
     """NATS_QUEUE_MAX_AGE_SEC: how long an unconsumed QUEUE message is kept (0: no limit)."""
     nats_queue_max_msgs: int = 100_000
     """NATS_QUEUE_MAX_MSGS: unconsumed messages per queue; beyond, publishes fail (and are retried) (-1: no limit)."""
-    nats_queue_max_bytes: int = 256 << 20
-    """NATS_QUEUE_MAX_BYTES: unconsumed bytes per queue; beyond, publishes fail (and are retried) (-1: no limit)."""
+    nats_queue_max_bytes: int = -1
+    """NATS_QUEUE_MAX_BYTES: unconsumed bytes per queue; beyond, publishes fail and are retried (-1: no limit;
+    reserved per stream like NATS_EVENT_MAX_BYTES)."""
     nats_stream_replicas: int = 1
     """NATS_STREAM_REPLICAS: replicas of the streams the scheduler creates (3 in a clustered JetStream)."""
 
