@@ -24,6 +24,7 @@ from shared.settings import Settings
 
 DEDUPE_WINDOW_SEC = 120.0  # Nats-Msg-Id deduplication: re-publishes of one run within this window are dropped
 API_TIMEOUT_SEC = 5.0
+CONNECT_TIMEOUT_SEC = 4.0
 NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError)
 
 
@@ -144,11 +145,18 @@ class QueueProvisioner:
     async def _jsm(self) -> JetStreamManager:
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
-                self._nc = await nats.connect(
-                    self.url,
-                    name="scheduler-api",
-                    connect_timeout=2,
-                    allow_reconnect=False,  # a failed first connect is answered 503 and tried again next time
+                # A request waits for one quick attempt, not nats-py's default minutes of them: a failed connect
+                # is answered 503 and tried again by the next request.
+                self._nc = await asyncio.wait_for(
+                    nats.connect(
+                        self.url,
+                        name="scheduler-api",
+                        connect_timeout=2,
+                        allow_reconnect=False,
+                        max_reconnect_attempts=1,
+                        reconnect_time_wait=0.2,
+                    ),
+                    CONNECT_TIMEOUT_SEC,
                 )
             return self._nc.jsm(timeout=API_TIMEOUT_SEC)
 
