@@ -190,6 +190,11 @@ async def test_no_tenant_can_capture_another_tenants_dead_letters(
         )
     legacy_run = await settled(client, headers, legacy.json()["id"])
     assert legacy_run["delivery"]["subject"] == f"queues.{tenant}.scheduler.deadletter"
+    # Such a schedule can still be changed; only a new target must follow the rules.
+    path = f"/schedules/{legacy.json()['id']}"
+    assert (await client.patch(path, json={"name": "kept"}, headers=headers())).status_code == 200
+    again = {"target": {"kind": "QUEUE", "queue": {"topic": "scheduler.deadletter"}}}
+    assert (await client.patch(path, json=again, headers=headers())).status_code == 400
 
     async def refuse(n: int) -> web.Response:
         return web.Response(status=400)
