@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from aiohttp import web
 from litestar.testing import AsyncTestClient
+from nats.js.api import DiscardPolicy
 
 from api.app import create_app
 from shared.settings import Settings
@@ -286,3 +287,54 @@ async def test_a_failure_notice_arrives_only_after_the_failed_status_is_committe
         ids.append(created.json()["id"])
     await eventually(lambda: len(seen) >= 4, timeout=20)
     assert [status for _, status in seen] == ["FAILED"] * 4, seen
+
+
+# --- durable publishing recovers -------------------------------------------------------------------------
+
+
+async def test_an_event_stream_deleted_behind_the_workers_back_is_made_again(client, headers, worker, nc, tenant):
+    first = await create(client, headers, {"kind": "EVENT", "eventTopic": "again"})
+    assert (await settled(client, headers, first.json()["id"]))["status"] == "SUCCEEDED"
+    await nc.jsm().delete_stream(NAMESPACE.event_stream(tenant))
+    second = await create(client, headers, {"kind": "EVENT", "eventTopic": "again"})
+    run = await settled(client, headers, second.json()["id"])
+    assert run["status"] == "SUCCEEDED" and run["delivery"]["via"] == "jetstream", run
+    assert run["attempt"] <= 2  # the failed attempt found the stream gone; the next one made it again
+    assert await messages(nc, NAMESPACE.event_stream(tenant)) == 1
+
+
+async def test_a_full_queue_refuses_new_work_and_the_run_is_dead_lettered(client, headers, worker, nc, tenant):
+    created = [
+        await create(client, headers, {"kind": "QUEUE", "queue": {"topic": "full"}}, start=later()) for _ in range(2)
+    ]
+    stream = NAMESPACE.queue_stream(tenant, "full")
+    letters = await nc.subscribe(f"tenants.{tenant}.deadletter")
+    runs = []
+    for n, schedule in enumerate(created):
+        if n == 1:  # the queue now holds one unconsumed message: make that its limit
+            config = (await nc.jsm().stream_info(stream)).config
+            config.max_msgs = 1
+            await nc.jsm().update_stream(config)
+        ran = await client.post(f"/schedules/{schedule.json()['id']}/run", headers=headers())
+        assert ran.status_code == 202, ran.text
+        runs.append(await settled(client, headers, schedule.json()["id"]))
+    assert [r["status"] for r in runs] == ["SUCCEEDED", "FAILED"], runs
+    assert "maximum messages" in runs[1]["error"] and runs[1]["attempt"] == FAST_RETRY["maxAttempts"]
+    letter = msgspec.json.decode((await letters.next_msg(timeout=5)).data)
+    assert letter["data"]["runId"] == runs[1]["id"]
+    assert await messages(nc, stream) == 1  # the queued work was kept, the new one refused
+
+
+async def test_a_refused_batched_event_is_retried_one_by_one_and_fails_with_the_reason(
+    client, headers, worker, nc, tenant
+):
+    first = await create(client, headers, {"kind": "EVENT", "eventTopic": "refused"})
+    assert (await settled(client, headers, first.json()["id"]))["status"] == "SUCCEEDED"
+    stream = NAMESPACE.event_stream(tenant)
+    config = (await nc.jsm().stream_info(stream)).config
+    config.max_msgs, config.discard = 1, DiscardPolicy.NEW  # full: JetStream now refuses what follows
+    await nc.jsm().update_stream(config)
+    second = await create(client, headers, {"kind": "EVENT", "eventTopic": "refused"})
+    run = await settled(client, headers, second.json()["id"])
+    assert run["status"] == "FAILED" and "maximum messages" in run["error"], run
+    assert run["attempt"] == FAST_RETRY["maxAttempts"]
