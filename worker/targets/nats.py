@@ -328,9 +328,15 @@ class NatsPublisher:
     async def publish_deadletter(self, fire: Fire, body: bytes) -> None:
         """To the tenant's own dead-letter subject (durable), and the operator-wide copy when one is set."""
         key = f"{fire.key}:deadletter"
-        await self._publish_event(fire.tenant_id, self.ns.deadletter_subject(fire.tenant_id), body, key)
+        failure: DeliveryFailed | None = None
+        try:
+            await self._publish_event(fire.tenant_id, self.ns.deadletter_subject(fire.tenant_id), body, key)
+        except DeliveryFailed as exc:
+            failure = exc  # the operator's copy is still worth sending
         if self.ns.operator_deadletter:
             await self.publish(self.ns.operator_deadletter, body, key)
+        if failure is not None:
+            raise failure
 
     async def publish(self, subject: str, body: bytes, key: str) -> dict[str, Any]:
         """Publish to an operator's subject: through JetStream when a stream captures it, else core."""
