@@ -24,6 +24,7 @@ from api.routes.triggers import preview_trigger
 from api.service import Clock, ScheduleService
 from shared.db.pool import make_pool
 from shared.db.repository import Repository
+from shared.messaging.streams import QueueProvisioner, namespace_of, stream_limits
 from shared.netguard import LOOPBACK, parse_networks
 from shared.ratelimit import TokenBuckets
 from shared.secrets import key_ring
@@ -47,7 +48,8 @@ def create_app(settings: Settings, clock: Clock = system_clock, tracing: bool = 
     allowed = parse_networks(settings.http_target_allow_cidrs)
     if settings.auth_mode == "dev":
         allowed += LOOPBACK  # local receivers in development
-    service = ScheduleService(repo, settings, clock, key_ring(settings), allowed)
+    queues = QueueProvisioner(settings.nats_url, namespace_of(settings), stream_limits(settings)[1])
+    service = ScheduleService(repo, settings, clock, key_ring(settings), allowed, queues)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -55,6 +57,7 @@ def create_app(settings: Settings, clock: Clock = system_clock, tracing: bool = 
         try:
             yield
         finally:
+            await queues.close()
             await pool.close()
 
     dev = settings.auth_mode == "dev"

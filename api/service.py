@@ -15,9 +15,11 @@ from msgspec import UnsetType
 
 from shared.db.repository import ListFilter, Repository
 from shared.errors import InvalidInput
+from shared.messaging.streams import QueueProvisioner
 from shared.model import (
     FireTimes,
     HttpTarget,
+    QueueTarget,
     Run,
     RunPage,
     RunStatus,
@@ -34,7 +36,7 @@ from shared.secrets import KeyRing, mask_target, new_webhook_secret, seal_target
 from shared.settings import Settings
 from shared.timing.next_fire import anchor_trigger, fire_times, first_fire
 from shared.tracing import current_trace_context
-from shared.validation import check_instant, check_trigger, check_zone, raise_if
+from shared.validation import check_instant, check_target, check_trigger, check_zone, raise_if
 
 Clock = Callable[[], datetime]
 # Workers poll at least this often anyway; a schedule due sooner is announced with NOTIFY.
@@ -59,17 +61,20 @@ class ScheduleService:
         clock: Clock,
         keys: KeyRing,
         allowed_networks: tuple[Network, ...] = (),
+        queues: QueueProvisioner | None = None,
     ) -> None:
         self.repo = repo
         self.settings = settings
         self.clock = clock
         self.keys = keys
         self.allowed_networks = allowed_networks
+        self.queues = queues
 
     async def create(self, tenant_id: str, body: ScheduleCreate) -> Schedule:
         now = self.clock()
         schedule = new_schedule(body, tenant_id, str(uuid.uuid4()), now, self.settings.max_payload_bytes)
         await self.check_reachable(schedule.target)
+        await self.provision(tenant_id, schedule.target)
         schedule = msgspec.structs.replace(
             schedule, target=seal_target(schedule.target, self.keys, schedule.id, previous=None)
         )
@@ -100,6 +105,8 @@ class ScheduleService:
         now = self.clock()
         if not isinstance(patch.target, UnsetType):
             await self.check_reachable(patch.target)
+            raise_if(check_target(patch.target))  # before anything is made on NATS for it
+            await self.provision(tenant_id, patch.target)
         updated = await self.repo.schedule_update(
             tenant_id,
             schedule_id,
@@ -116,6 +123,12 @@ class ScheduleService:
         return msgspec.structs.replace(
             updated, target=seal_target(updated.target, self.keys, current.id, previous=current.target)
         )
+
+    async def provision(self, tenant_id: str, target: Target) -> None:
+        """A QUEUE target's stream exists before the schedule is stored, so a consumer started right after the
+        answer finds it (a stream left by a request that then failed is empty, and in the tenant's namespace)."""
+        if isinstance(target, QueueTarget) and self.queues is not None:
+            await self.queues.ensure_queue(tenant_id, target.queue.topic)
 
     async def check_reachable(self, target: Target) -> None:
         """The SSRF guard at the door: refuse an HTTP target whose host is, or resolves to, an internal address.

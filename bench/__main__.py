@@ -12,7 +12,8 @@ targets on an embedded NATS), then measures:
 Both run in the same process against the same server, so the ratio is meaningful on a noisy machine even when
 the absolute figures are not. Steady-rate runs then spread due times evenly, at rates the fleet keeps up
 with, and report the lag.
-Usage: `python -m bench [--sizes 10000,100000] [--workers 1,2,4] [--steady 2000x20,4000x20]`.
+Usage: `python -m bench [--sizes 10000,100000] [--workers 1,2,4] [--steady 2000x20,4000x20]
+[--event-delivery DURABLE|AT_MOST_ONCE]`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from shared.db.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 100
+EVENT_DELIVERY = "DURABLE"  # --event-delivery: DURABLE (JetStream, acked) or AT_MOST_ONCE (core publish)
 
 # The database's own limit: claim, advance and record in one statement, looped by each connection.
 BARE_CLAIM_ADVANCE = """
@@ -73,7 +75,7 @@ class Result:
 
 def seed(url: str, size: int, due: datetime, spread_sec: float = 0.0) -> None:
     """``size`` CRON schedules next due from ``due`` on, spread evenly over ``spread_sec``."""
-    target = '{"kind":"EVENT","eventTopic":"bench.fire"}'
+    target = f'{{"kind":"EVENT","eventTopic":"bench.fire","delivery":"{EVENT_DELIVERY}"}}'
     # Yearly, so that no schedule comes due a second time while a run is being measured: every worker fire
     # counted is one of the N seeded occurrences, like the bare loop's.
     trigger = '{"type":"CRON","cron":"0 0 1 1 *"}'
@@ -201,7 +203,10 @@ def main() -> None:
     parser.add_argument(
         "--steady", default="2000x20,4000x20", help="steady-rate runs RATExSECONDS (2 workers): lag while keeping up"
     )
+    parser.add_argument("--event-delivery", default="DURABLE", choices=["DURABLE", "AT_MOST_ONCE"])
     args = parser.parse_args()
+    global EVENT_DELIVERY
+    EVENT_DELIVERY = args.event_delivery
     sizes = [int(s) for s in args.sizes.split(",")]
     counts = [int(w) for w in args.workers.split(",")]
 

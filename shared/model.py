@@ -72,11 +72,21 @@ SECRET_MASK = "********"
 
 
 class QueueSpec(_Wire, frozen=True):
+    # Relative to the tenant's queue namespace: `queues.<tenant>.<topic>` (NATS_QUEUE_SUBJECT_PREFIX).
     topic: str
 
 
+class EventDelivery(enum.StrEnum):
+    """How an EVENT is published."""
+
+    DURABLE = "DURABLE"  # through JetStream: SUCCEEDED means the tenant's event stream acknowledged it
+    AT_MOST_ONCE = "AT_MOST_ONCE"  # a core NATS publish: lost if the server dies before it forwards it
+
+
 class EventTarget(_Wire, tag="EVENT", tag_field="kind", frozen=True):
+    # Relative to the tenant's namespace: published on `tenants.<tenant>.<eventTopic>` (NATS_SUBJECT_PREFIX).
     event_topic: str
+    delivery: EventDelivery = EventDelivery.DURABLE
 
 
 class HttpTarget(_Wire, tag="HTTP", tag_field="kind", frozen=True):

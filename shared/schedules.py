@@ -24,14 +24,18 @@ from shared.validation import (
 )
 
 
-def check_schedule(s: Schedule, now: datetime, max_payload_bytes: int) -> None:
-    """Raise InvalidInput listing every problem of ``s``."""
+def check_schedule(s: Schedule, now: datetime, max_payload_bytes: int, with_target: bool = True) -> None:
+    """Raise InvalidInput listing every problem of ``s``.
+
+    ``with_target=False``: an update that leaves the target alone does not judge it again, so a schedule stored
+    under older topic rules can still be paused or renamed (its topic is confined to its tenant anyway).
+    """
     raise_if(
         check_name(s.name)
         + check_description(s.description)
         + check_zone(s.tz)
         + check_trigger(s.trigger, s.tz, now)
-        + check_target(s.target)
+        + (check_target(s.target) if with_target else [])
         + check_payload(s.payload, max_payload_bytes)
         + check_labels(s.labels)
         + check_catch_up_limit(s.catch_up_limit)
@@ -92,7 +96,7 @@ def apply_patch(
     if "trigger" in changes:
         changes["trigger"] = anchor_trigger(changes["trigger"], now)
     updated = msgspec.structs.replace(current, **changes)
-    check_schedule(updated, now, max_payload)
+    check_schedule(updated, now, max_payload, with_target="target" in changes)
 
     timing_changed = "trigger" in changes or "tz" in changes
     re_enabled = updated.enabled and not current.enabled

@@ -84,7 +84,31 @@ class Settings:
     """HTTP_TARGET_ALLOW_CIDRS: internal networks HTTP targets may call (e.g. `10.20.0.0/16`); loopback, private,
     link-local and other internal addresses are refused otherwise (AUTH_MODE=dev also allows loopback)."""
     deadletter_subject: str = "scheduler.deadletter"
-    """DEADLETTER_SUBJECT: NATS subject receiving runs that exhausted their attempts."""
+    """DEADLETTER_SUBJECT: operator-wide copy of every tenant's dead letters (each tenant gets its own on
+    `<prefix>deadletter`); must lie outside the tenants' namespaces; empty: no copy."""
+
+    # --- tenant NATS namespaces and JetStream limits ---
+    nats_subject_prefix: str = "tenants.{tenant}."
+    """NATS_SUBJECT_PREFIX: a tenant's event namespace (EVENT topics, its dead letters and notices); one JetStream
+    stream per tenant captures `<prefix>>`. Must hold `{tenant}` as a token and end with `.`."""
+    nats_queue_subject_prefix: str = "queues.{tenant}."
+    """NATS_QUEUE_SUBJECT_PREFIX: a tenant's queue namespace (QUEUE topics); must not overlap NATS_SUBJECT_PREFIX."""
+    nats_event_max_age_sec: float = 86400.0
+    """NATS_EVENT_MAX_AGE_SEC: how long a tenant's event stream keeps an event (0: no limit)."""
+    nats_event_max_msgs: int = 1_000_000
+    """NATS_EVENT_MAX_MSGS: events a tenant's event stream keeps; the oldest go first (-1: no limit)."""
+    nats_event_max_bytes: int = -1
+    """NATS_EVENT_MAX_BYTES: bytes a tenant's event stream keeps, the oldest go first (-1: no limit). JetStream
+    reserves this much storage per stream when it is created: size it against the server's store and tenants."""
+    nats_queue_max_age_sec: float = 7 * 86400.0
+    """NATS_QUEUE_MAX_AGE_SEC: how long an unconsumed QUEUE message is kept (0: no limit)."""
+    nats_queue_max_msgs: int = 100_000
+    """NATS_QUEUE_MAX_MSGS: unconsumed messages per queue; beyond, publishes fail (and are retried) (-1: no limit)."""
+    nats_queue_max_bytes: int = -1
+    """NATS_QUEUE_MAX_BYTES: unconsumed bytes per queue; beyond, publishes fail and are retried (-1: no limit;
+    reserved per stream like NATS_EVENT_MAX_BYTES)."""
+    nats_stream_replicas: int = 1
+    """NATS_STREAM_REPLICAS: replicas of the streams the scheduler creates (3 in a clustered JetStream)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

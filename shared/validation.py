@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from shared.errors import FieldProblem, InvalidInput
+from shared.messaging.subjects import RESERVED_FIRST_TOKENS
 from shared.model import (
     CronTrigger,
     EventTarget,
@@ -40,8 +41,6 @@ MAX_HTTP_BODY = 256 * 1024
 TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 # RFC 9110 token characters.
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
-# NATS subjects: dot-separated non-empty tokens without whitespace; no wildcards, since we publish to them.
-SUBJECT = re.compile(r"^[^.\s*>\x00-\x1f\x7f]+(\.[^.\s*>\x00-\x1f\x7f]+)*$")
 LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # An escaped NUL in encoded JSON (\u0000 not itself escaped as \\u0000): jsonb cannot store it.
@@ -122,10 +121,45 @@ def check_target(target: Target, field: str = "target") -> list[FieldProblem]:
             return _check_http(target, f"{field}.http")
 
 
+# --- NATS topics ------------------------------------------------------------------------------------------
+# A topic is relative to the tenant's namespace (shared/messaging/subjects.py puts it under the tenant's prefix);
+# these rules keep it a plain subject there. Tokens are the characters NATS documents as safe everywhere
+# (subjects, permissions, stream filters): letters, digits and a few marks; never wildcards, `$`, whitespace.
+MAX_TOPIC = 200
+TOPIC_TOKEN = re.compile(r"^[A-Za-z0-9_:=@+~-]+$")
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why ``topic`` cannot be a tenant's topic, or None."""
+    if not topic:
+        return "must not be empty"
+    if len(topic) > MAX_TOPIC:
+        return f"at most {MAX_TOPIC} characters"
+    if CONTROL.search(topic) or any(c.isspace() for c in topic):
+        return "must not contain whitespace or control characters"
+    if "*" in topic or ">" in topic:
+        return "must not contain wildcards (* >): the scheduler publishes to one subject"
+    if topic.startswith("$"):
+        return "must not be a system subject ($JS, $SYS, $KV, ...)"
+    if topic.startswith(".") or topic.endswith("."):
+        return "must not start or end with '.'"
+    tokens = topic.split(".")
+    if "" in tokens:
+        return "must not contain empty tokens ('..')"
+    if tokens[0].lower() in RESERVED_FIRST_TOKENS:
+        return (
+            f"must not start with {tokens[0]!r}: reserved ({', '.join(sorted(RESERVED_FIRST_TOKENS))}); topics are "
+            "relative to the tenant's namespace"
+        )
+    for token in tokens:
+        if not TOPIC_TOKEN.match(token):
+            return f"token {token!r} may hold only letters, digits and _ : = @ + ~ -"
+    return None
+
+
 def _check_subject(subject: str, field: str) -> list[FieldProblem]:
-    if len(subject) > 256 or not SUBJECT.match(subject):
-        return [FieldProblem(field, "must be a NATS subject: dot-separated tokens, no spaces or wildcards (* >)")]
-    return []
+    problem = topic_problem(subject)
+    return [FieldProblem(field, problem)] if problem else []
 
 
 def _check_http(target: HttpTarget, field: str) -> list[FieldProblem]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import msgspec
@@ -22,7 +22,7 @@ from shared.tracing import stored_context, tracer
 from worker.fire import Delivered, DeliveryFailed, Fire, RunUpdate, clean_text, utc_iso
 from worker.targets import Sender
 from worker.targets.cloudevents import envelope
-from worker.targets.nats import NatsPublisher
+from worker.targets.nats import NatsPublisher, is_at_most_once
 
 OUTAGE_RETRY_SEC = 2.0
 MAX_ERROR_CHARS = 2000
@@ -59,7 +59,7 @@ class Deliverer:
         record_published: Callable[[list[Fire], list[str], datetime, datetime, int], None],
         clock: Callable[[], datetime],
         lease_sec: float,
-        deadletter_subject: str,
+        committed: Callable[[str], Awaitable[None]],
     ) -> None:
         self.publisher = publisher
         self.http = http
@@ -67,7 +67,8 @@ class Deliverer:
         self.record_published = record_published
         self.clock = clock
         self.lease_sec = lease_sec
-        self.deadletter_subject = deadletter_subject
+        # Resolves once the run's last recorded status is committed: notices announce only what GET /runs shows.
+        self.committed = committed
 
     def _sender(self, fire: Fire) -> Sender:
         match fire.target:
@@ -112,19 +113,33 @@ class Deliverer:
             return
 
     async def deliver_events(self, fires: list[Fire]) -> None:
-        """EVENTs: those whose subject no JetStream stream captures go out together (``deliver_core_batch``), the
-        others one by one. The subjects are looked up first, once each: a batch that finds the lookup cache cold
-        or expired would otherwise make one lookup and one flush per event."""
-        try:
-            subjects = await self.publisher.core_subjects(fires)
-        except DeliveryFailed:
-            await asyncio.gather(*(self.deliver(fire) for fire in fires))  # each waits out the outage on its own
-            return
-        core = [(fire, subject) for fire, subject in zip(fires, subjects, strict=True) if subject is not None]
-        jobs = [self.deliver(fire) for fire, subject in zip(fires, subjects, strict=True) if subject is None]
-        if core:
-            jobs.append(self.deliver_core_batch([fire for fire, _ in core], [subject for _, subject in core]))
+        """EVENTs, together: the durable ones published as one pipelined batch (acks awaited together), the
+        AT_MOST_ONCE ones as core publishes sharing one flush."""
+        quick = [fire for fire in fires if is_at_most_once(fire)]
+        durable = [fire for fire in fires if not is_at_most_once(fire)]
+        jobs = []
+        if durable:
+            jobs.append(self.deliver_durable_batch(durable))
+        if quick:
+            jobs.append(self.deliver_core_batch(quick, self.publisher.core_subjects(quick)))
         await asyncio.gather(*jobs)
+
+    async def deliver_durable_batch(self, fires: list[Fire]) -> None:
+        """Each acknowledged EVENT is recorded SUCCEEDED; the others go through ``deliver`` one by one (with
+        retries; a re-publish carries the same Nats-Msg-Id, so the stream stores it once)."""
+        started = self.clock()
+        t0 = time.perf_counter()
+        outcomes = await self.publisher.publish_durable_many(fires)
+        again = []
+        for fire, outcome in zip(fires, outcomes, strict=True):
+            if isinstance(outcome, Delivered):
+                fire.attempt += 1
+                self._succeed(fire, outcome, started, t0)
+            else:
+                again.append(fire)
+        if again:
+            logger.warning("{} of {} JetStream publishes failed; delivering them one by one", len(again), len(fires))
+            await asyncio.gather(*(self.deliver(fire) for fire in again))
 
     async def deliver_core_batch(self, fires: list[Fire], subjects: list[str]) -> None:
         """EVENTs bound for core NATS: publish the batch, share one flush, record them together. Any failure hands
@@ -237,6 +252,7 @@ class Deliverer:
             "run {} of schedule {} failed after {} attempt(s): {}", fire.run_id, fire.schedule_id, fire.attempt, error
         )
         metrics.dead_letters.labels(target_kind(fire)).inc()
+        await self.committed(fire.run_id)
         await self.dead_letter(fire, error)
 
     async def dead_letter(self, fire: Fire, error: str) -> None:
@@ -260,7 +276,7 @@ class Deliverer:
             run_id=fire.run_id,
         )
         try:
-            await self.publisher.publish(self.deadletter_subject, body, f"{fire.key}:deadletter")
+            await self.publisher.publish_deadletter(fire, body)
         except DeliveryFailed as exc:
             # The run is FAILED in the database either way; the dead letter is a notification.
             logger.error("dead letter for run {} not published: {}", fire.run_id, exc)

@@ -48,6 +48,7 @@ class ProgressWriter:
         self._published: list[Published] = []
         self._rearms: dict[str, datetime] = {}  # parked run id -> when it finished
         self._wake = asyncio.Event()
+        self._committed: dict[str, list[asyncio.Future[None]]] = {}  # run id -> waiting for its write
         self.deadline = float("inf")  # time.monotonic() after which a stopping writer gives up
 
     def record(self, update: RunUpdate) -> None:
@@ -76,6 +77,22 @@ class ProgressWriter:
                 self._rearms[fire.run_id] = finished
         if self.backlog() >= FLUSH_SIZE:
             self._wake.set()
+
+    async def committed(self, run_id: str) -> None:
+        """Return once what was recorded for ``run_id`` so far is committed (or dropped as unwritable)."""
+        if run_id not in self._pending:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._committed.setdefault(run_id, []).append(waiter)
+        self._wake.set()  # a notice is waiting on this write: do not let it sit out the flush interval
+        await waiter
+
+    def _release_waiters(self, batch: list[RunUpdate]) -> None:
+        for update in batch:
+            if self._pending.get(update.run_id) is None:
+                for waiter in self._committed.pop(update.run_id, ()):
+                    if not waiter.done():
+                        waiter.set_result(None)
 
     def backlog(self) -> int:
         """Run updates not written yet."""
@@ -144,6 +161,7 @@ class ProgressWriter:
         for update in batch:
             if self._pending.get(update.run_id) is update:
                 del self._pending[update.run_id]
+        self._release_waiters(batch)
         written = {id(group) for group in published}  # by identity: a concurrent flush (shutdown) may run
         self._published = [group for group in self._published if id(group) not in written]
         for run_id, finished in rearms.items():

@@ -82,13 +82,13 @@ async def open_worker(settings: Settings, clock: Callable[[], datetime] = system
     session = HttpSender.new_session(settings.worker_concurrency, allowed)
     progress = ProgressWriter(pool)
     deliverer = Deliverer(
-        publisher=NatsPublisher(nc, clock),
+        publisher=NatsPublisher.from_settings(nc, clock, settings),
         http=HttpSender(session, settings.worker_concurrency, keys, allowed),
         record=progress.record,
         record_published=progress.record_published,
         clock=clock,
         lease_sec=settings.run_lease_sec,
-        deadletter_subject=settings.deadletter_subject,
+        committed=progress.committed,
     )
     worker = Worker(worker_config(settings), pool, deliverer, progress, clock, settings.postgres_url)
     health = await _start_health(settings, worker, nc)

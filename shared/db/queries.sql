@@ -167,12 +167,13 @@ UPDATE runs AS r
  WHERE r.id = v.id AND r.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED');
 
 -- name: run_published_many
--- Record runs published as core NATS events (SUCCEEDED): half the arrays of run_update_many, as such a run
--- has no error, HTTP status, retry time or lease left to write.
+-- Record runs published as core NATS events (SUCCEEDED, at most once: AT_MOST_ONCE EVENTs): half the arrays of
+-- run_update_many, as such a run has no error, HTTP status, retry time or lease left to write.
 UPDATE runs AS r
    SET status = 'SUCCEEDED', attempt = v.attempt, started_at = COALESCE(r.started_at, v.started_at),
        finished_at = v.finished_at, next_attempt_at = NULL, lease_until = NULL, duration_ms = v.duration_ms,
-       http_status = NULL, error = NULL, delivery = jsonb_build_object('via', 'core', 'subject', v.subject)
+       http_status = NULL, error = NULL, delivery = jsonb_build_object('via', 'core', 'subject', v.subject,
+                                                        'delivery', 'AT_MOST_ONCE')
   FROM unnest(%(ids)b::uuid[], %(attempt)b::int[], %(subject)b::text[], %(started_at)b::timestamptz[],
               %(finished_at)b::timestamptz[], %(duration_ms)b::int[])
        AS v(id, attempt, subject, started_at, finished_at, duration_ms)

@@ -10,13 +10,26 @@ from litestar.testing import AsyncTestClient
 from api.app import create_app
 from api.auth import ADMIN, EDITOR, VIEWER
 from devstack.tokens import mint_dev_token
+from shared.messaging.subjects import Namespace
 from shared.settings import Settings
+
+NAMESPACE = Namespace()  # the default layout: tenants.<tenant>.<topic>, queues.<tenant>.<topic>
+
+
+def event_subject(tenant_id: str, topic: str) -> str:
+    return NAMESPACE.event_subject(tenant_id, topic)
 
 
 @pytest.fixture(scope="module")
-def settings(db_url: str, dev_dir: Path) -> Settings:
+def settings(db_url: str, dev_dir: Path, nats_url: str) -> Settings:
+    # The API gets NATS too: it creates a QUEUE schedule's stream before storing the schedule.
     return Settings(
-        postgres_url=db_url, auth_mode="dev", dev_data_dir=str(dev_dir), db_pool_max=4, worker_metrics_port=0
+        postgres_url=db_url,
+        nats_url=nats_url,
+        auth_mode="dev",
+        dev_data_dir=str(dev_dir),
+        db_pool_max=4,
+        worker_metrics_port=0,
     )
 
 

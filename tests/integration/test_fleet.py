@@ -30,6 +30,7 @@ from shared.model import (
     ScheduleStatus,
     Target,
 )
+from tests.integration.conftest import event_subject
 from tests.integration.receivers import HttpReceiver, eventually
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
@@ -121,9 +122,9 @@ def run_stats(db_url: str, tenant: str) -> tuple[set[str], Counter[str]]:
 async def test_four_workers_deliver_every_occurrence_once(db_url, nats_url, workers, collector):
     nc, received = collector
     tenant = f"fleet-{uuid.uuid4().hex[:6]}"
-    subject = f"fleet.{tenant}"
-    await subscribe(nc, subject, received)
-    seed(db_url, tenant, 2000, EventTarget(event_topic=subject), window_sec=3.0, start_in=2.0)
+    topic = "fleet.events"
+    await subscribe(nc, event_subject(tenant, topic), received)
+    seed(db_url, tenant, 2000, EventTarget(event_topic=topic), window_sec=3.0, start_in=2.0)
     workers.extend(spawn_worker(db_url, nats_url) for _ in range(4))
     await eventually(lambda: len(received) >= 2000, timeout=60, step=0.2)
     await asyncio.sleep(1.0)  # let any duplicate arrive
@@ -136,9 +137,9 @@ async def test_four_workers_deliver_every_occurrence_once(db_url, nats_url, work
 async def test_sigkill_mid_batch_loses_nothing(db_url, nats_url, workers, collector):
     nc, received = collector
     tenant = f"crash-{uuid.uuid4().hex[:6]}"
-    subject = f"crash.{tenant}"
-    await subscribe(nc, subject, received)
-    seed(db_url, tenant, 3000, EventTarget(event_topic=subject), window_sec=2.0, start_in=1.5)
+    topic = "crash.events"
+    await subscribe(nc, event_subject(tenant, topic), received)
+    seed(db_url, tenant, 3000, EventTarget(event_topic=topic), window_sec=2.0, start_in=1.5)
     # A short lease so the victim's runs are rescued within the test's patience.
     env = {"RUN_LEASE_SEC": "2", "WORKER_BATCH_SIZE": "200"}
     workers.extend(spawn_worker(db_url, nats_url, **env) for _ in range(3))

@@ -11,16 +11,19 @@ import nats
 import pytest
 
 from shared.settings import Settings
+from tests.integration.conftest import event_subject
 from worker.runtime import open_worker
 
 pytestmark = pytest.mark.asyncio
 
 
-async def test_a_schedule_due_soon_does_not_wait_for_the_idle_poll(client, headers, settings: Settings, nats_url):
+async def test_a_schedule_due_soon_does_not_wait_for_the_idle_poll(
+    client, headers, settings: Settings, nats_url, tenant
+):
     idle_poll = 5.0
     config = dataclasses.replace(settings, nats_url=nats_url, worker_poll_max_sec=idle_poll)
     nc = await nats.connect(nats_url)
-    sub = await nc.subscribe("it.wakeup")
+    sub = await nc.subscribe(event_subject(tenant, "it.wakeup"))
     async with open_worker(config) as worker:
         task = asyncio.create_task(worker.run())
         await asyncio.sleep(0.5)  # the worker is now asleep for up to idle_poll seconds

@@ -13,14 +13,16 @@ import nats
 import psycopg
 import pytest
 from aiohttp import web
-from nats.js.api import StreamConfig
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from shared.model import RetryPolicy, Target
 from shared.settings import Settings
-from tests.integration.conftest import Headers
+from tests.integration.conftest import NAMESPACE, Headers, event_subject
 from tests.integration.receivers import HttpReceiver, eventually
+from worker.fire import Delivered, Fire
 from worker.runtime import open_worker
+from worker.targets.nats import NatsPublisher
 
 pytestmark = pytest.mark.asyncio
 FAST_RETRY = {"maxAttempts": 3, "backoffSec": 0.2, "maxBackoffSec": 2}
@@ -88,38 +90,66 @@ async def settled_runs(client, headers: Headers, schedule_id: str, count: int = 
     return result
 
 
-async def test_event_target_publishes_a_cloudevent(client, headers, worker, nc, tenant):
-    sub = await nc.subscribe("it.event.core")
+async def test_event_target_publishes_a_cloudevent_durably(client, headers, worker, nc, tenant):
+    """EVENT is durable by default: published through the tenant's event stream, SUCCEEDED once acked."""
+    sub = await nc.subscribe(event_subject(tenant, "it.event.core"))
     created = await create(client, headers, {"kind": "EVENT", "eventTopic": "it.event.core"}, payload={"a": 1})
     msg = await sub.next_msg(timeout=10)
     event = msgspec.json.decode(msg.data)
     scheduled_for = created["nextRunAt"]
+    assert msg.subject == f"tenants.{tenant}.it.event.core"
     assert event["specversion"] == "1.0" and event["type"] == "it.event.core"
     assert event["subject"] == created["id"] and event["tenantid"] == tenant
     assert event["data"] == {"a": 1} and event["datacontenttype"] == "application/json"
     assert event["id"] == msg.headers["Nats-Msg-Id"] and event["id"].startswith(created["id"] + ":")
     assert datetime.fromisoformat(event["scheduledfor"]) == datetime.fromisoformat(scheduled_for)
     [run] = await settled_runs(client, headers, created["id"])
-    assert run["status"] == "SUCCEEDED" and run["attempt"] == 1 and run["delivery"]["via"] == "core"
+    assert run["status"] == "SUCCEEDED" and run["attempt"] == 1
+    assert run["delivery"]["via"] == "jetstream" and run["delivery"]["delivery"] == "DURABLE"
+    assert run["delivery"]["stream"] == NAMESPACE.event_stream(tenant) and run["delivery"]["seq"] >= 1
     assert run["idempotencyKey"] == event["id"]
     one = await client.get(f"/runs/{run['id']}", headers=headers())
     assert one.json() == run
     schedule = (await client.get(f"/schedules/{created['id']}", headers=headers())).json()
     assert schedule["status"] == "COMPLETED" and schedule["nextRunAt"] is None
+    # The stream holds it (a subscriber that was not connected can still read it), keyed for dedupe.
+    stored = await nc.jetstream().get_last_msg(NAMESPACE.event_stream(tenant), msg.subject)
+    assert stored.headers is not None and stored.headers["Nats-Msg-Id"] == run["idempotencyKey"]
 
 
-async def test_event_target_uses_jetstream_when_a_stream_captures_it(client, headers, worker, nc):
-    js = nc.jetstream()
-    await js.add_stream(StreamConfig(name="IT_EVENTS", subjects=["it.durable.>"]))
-    created = await create(client, headers, {"kind": "EVENT", "eventTopic": "it.durable.x"})
+async def test_at_most_once_event_is_a_core_publish_recorded_as_such(client, headers, worker, nc, tenant):
+    sub = await nc.subscribe(event_subject(tenant, "it.event.quick"))
+    target = {"kind": "EVENT", "eventTopic": "it.event.quick", "delivery": "AT_MOST_ONCE"}
+    created = await create(client, headers, target)
+    assert created["target"]["delivery"] == "AT_MOST_ONCE"
+    msg = await sub.next_msg(timeout=10)
     [run] = await settled_runs(client, headers, created["id"])
-    assert run["status"] == "SUCCEEDED", run
-    assert run["delivery"]["via"] == "jetstream" and run["delivery"]["stream"] == "IT_EVENTS"
-    msg = await js.get_last_msg("IT_EVENTS", "it.durable.x")
-    assert msg.headers["Nats-Msg-Id"] == run["idempotencyKey"]
+    assert run["status"] == "SUCCEEDED" and run["idempotencyKey"] == msg.headers["Nats-Msg-Id"]
+    assert run["delivery"] == {"via": "core", "subject": msg.subject, "delivery": "AT_MOST_ONCE"}
 
 
-async def test_queue_target_is_received_by_exactly_one_consumer(client, headers, worker, nc):
+async def test_a_republished_event_is_stored_once(worker, nc, tenant):
+    """Nats-Msg-Id = the idempotency key: a second publish of one run (a retry, a rescue) is a duplicate."""
+    publisher = NatsPublisher(nc, lambda: datetime.now(UTC))
+    fire = Fire(
+        run_id="00000000-0000-5000-8000-000000000001",
+        schedule_id="s",
+        tenant_id=tenant,
+        scheduled_for=datetime.now(UTC),
+        key=f"s:{tenant}",
+        target=msgspec.convert({"kind": "EVENT", "eventTopic": "it.dedupe"}, Target),
+        payload=msgspec.Raw(b"null"),
+        retry=msgspec.convert({}, RetryPolicy),
+    )
+    first, second = await publisher.publish_durable_many([fire, fire])
+    again = await publisher.send(fire)
+    assert isinstance(first, Delivered) and isinstance(second, Delivered)
+    assert [first.detail["duplicate"], second.detail["duplicate"], again.detail["duplicate"]].count(False) == 1
+    info = await nc.jsm().stream_info(NAMESPACE.event_stream(tenant))
+    assert info.state.messages == 1
+
+
+async def test_queue_target_is_received_by_exactly_one_consumer(client, headers, worker, nc, tenant):
     created = await create(
         client, headers, {"kind": "QUEUE", "queue": {"topic": "it.jobs.reports"}}, payload={"job": 7}
     )
@@ -127,9 +157,11 @@ async def test_queue_target_is_received_by_exactly_one_consumer(client, headers,
     assert run["status"] == "SUCCEEDED", run
     js = nc.jetstream()
     stream = run["delivery"]["stream"]
+    assert stream == NAMESPACE.queue_stream(tenant, "it.jobs.reports")
     info = await js.stream_info(stream)
     assert info.config.retention == "workqueue" and info.config.duplicate_window >= 60
-    first = await js.pull_subscribe("it.jobs.reports", durable="reporters", stream=stream)
+    assert info.config.subjects == [f"queues.{tenant}.it.jobs.reports"]
+    first = await js.pull_subscribe(f"queues.{tenant}.it.jobs.reports", durable="reporters", stream=stream)
     [msg] = await first.fetch(1, timeout=5)
     assert msgspec.json.decode(msg.data)["data"] == {"job": 7}
     await msg.ack()
@@ -189,8 +221,9 @@ async def test_http_timeout_is_retried(client, headers, worker, receiver):
     assert run["status"] == "SUCCEEDED" and run["attempt"] == 2
 
 
-async def test_http_400_is_not_retried_and_is_dead_lettered(client, headers, worker, receiver, nc):
-    deadletters = await nc.subscribe("scheduler.deadletter")
+async def test_http_400_is_not_retried_and_is_dead_lettered(client, headers, worker, receiver, nc, tenant):
+    deadletters = await nc.subscribe(f"tenants.{tenant}.deadletter")
+    operator_copy = await nc.subscribe("scheduler.deadletter")
 
     async def bad(n: int) -> web.Response:
         return web.Response(status=400, text="no such report")
@@ -208,11 +241,13 @@ async def test_http_400_is_not_retried_and_is_dead_lettered(client, headers, wor
     msg = await deadletters.next_msg(timeout=5)
     event = msgspec.json.decode(msg.data)
     assert event["type"] == "scheduler.run.failed" and event["data"]["runId"] == run["id"]
-    assert "secret" not in msg.data.decode()
+    assert event["tenantid"] == tenant and "secret" not in msg.data.decode()
+    copy = await operator_copy.next_msg(timeout=5)
+    assert copy.data == msg.data
 
 
-async def test_exhausted_retries_fail_and_dead_letter(client, headers, worker, receiver, nc):
-    deadletters = await nc.subscribe("scheduler.deadletter")
+async def test_exhausted_retries_fail_and_dead_letter(client, headers, worker, receiver, nc, tenant):
+    deadletters = await nc.subscribe(f"tenants.{tenant}.deadletter")
 
     async def down(n: int) -> web.Response:
         return web.Response(status=503)
@@ -372,8 +407,8 @@ async def test_a_taken_over_run_keeps_its_lease_for_the_targets_timeout(client, 
     assert row is not None and row[0] > timedelta(seconds=120)  # RUN_LEASE_SEC (60) + timeoutSec (120)
 
 
-async def test_a_schedule_that_cannot_be_planned_does_not_block_the_others(client, headers, worker, nc, db_url):
-    sub = await nc.subscribe("it.after.poison")
+async def test_a_schedule_that_cannot_be_planned_does_not_block_the_others(client, headers, worker, nc, db_url, tenant):
+    sub = await nc.subscribe(event_subject(tenant, "it.after.poison"))
     broken = await create(
         client,
         headers,
@@ -431,12 +466,17 @@ async def test_redirects_are_followed_only_when_asked_and_every_hop_is_checked(c
     assert run["status"] == "FAILED" and run["attempt"] == 1 and "SSRF" in run["error"]
 
 
-async def test_fixed_delay_events_recorded_per_published_batch_are_rearmed(client, headers, worker, nc):
-    """Core EVENTs are recorded per published batch (one statement for the batch): a FIXED_DELAY schedule parked
-    behind such a run is still re-armed delaySec after it finished, and each run is recorded in full."""
-    sub = await nc.subscribe("it.event.fixed")
+@pytest.mark.parametrize("delivery", ["AT_MOST_ONCE", "DURABLE"])
+async def test_fixed_delay_events_recorded_per_published_batch_are_rearmed(
+    client, headers, worker, nc, tenant, delivery
+):
+    """EVENTs are published and recorded per batch (core: one statement for the batch; durable: acks awaited
+    together): a FIXED_DELAY schedule parked behind such a run is still re-armed delaySec after it finished, and
+    each run is recorded in full."""
+    sub = await nc.subscribe(event_subject(tenant, "it.event.fixed"))
     trigger = {"type": "FIXED_DELAY", "delaySec": 1, "startAt": soon(0.2)}
-    created = await create(client, headers, {"kind": "EVENT", "eventTopic": "it.event.fixed"}, trigger)
+    target = {"kind": "EVENT", "eventTopic": "it.event.fixed", "delivery": delivery}
+    created = await create(client, headers, target, trigger)
     events = [msgspec.json.decode((await sub.next_msg(timeout=10)).data) for _ in range(3)]
     await client.patch(f"/schedules/{created['id']}", json={"enabled": False}, headers=headers())
     fired = [datetime.fromisoformat(e["scheduledfor"]) for e in events]
@@ -444,14 +484,15 @@ async def test_fixed_delay_events_recorded_per_published_batch_are_rearmed(clien
         assert following - previous >= timedelta(seconds=1)
     runs = await settled_runs(client, headers, created["id"], count=3)
     for run in (r for r in runs if r["idempotencyKey"] in {e["id"] for e in events}):
-        assert run["status"] == "SUCCEEDED" and run["attempt"] == 1 and run["delivery"]["via"] == "core", run
+        via = "core" if delivery == "AT_MOST_ONCE" else "jetstream"
+        assert run["status"] == "SUCCEEDED" and run["attempt"] == 1 and run["delivery"]["via"] == via, run
         assert run["startedAt"] <= run["finishedAt"] and run["durationMs"] is not None, run
 
 
-async def test_an_occurrence_claimed_again_is_not_delivered_again(client, headers, worker, nc, db_url):
+async def test_an_occurrence_claimed_again_is_not_delivered_again(client, headers, worker, nc, db_url, tenant):
     """A schedule due again at an occurrence already recorded (rewound by hand here) records no second run and
     delivers nothing again; a FIXED_DELAY schedule parked behind that occurrence is re-armed, not left parked."""
-    sub = await nc.subscribe("it.event.again")
+    sub = await nc.subscribe(event_subject(tenant, "it.event.again"))
     trigger = {"type": "FIXED_DELAY", "delaySec": 2, "startAt": soon(0.2)}
     created = await create(client, headers, {"kind": "EVENT", "eventTopic": "it.event.again"}, trigger)
     first = msgspec.json.decode((await sub.next_msg(timeout=10)).data)

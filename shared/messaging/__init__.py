@@ -1,0 +1,1 @@
+"""NATS subjects and JetStream streams of each tenant: naming (``subjects``) and provisioning (``streams``)."""
