@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -180,3 +180,63 @@ def test_next_fire_is_strictly_increasing_idempotent_and_bounded(trigger, tz, af
         if trigger.start_at is not None and not isinstance(trigger, FixedDelayTrigger):
             assert result >= trigger.start_at
         previous = result
+
+
+# --- instants with any offset, normalised at the edge ------------------------------------------------------
+
+GAP_RULE = "DTSTART;TZID=Europe/Berlin:20260309T023000\nRRULE:FREQ=DAILY"
+GAP_OCCURRENCE = utc(2026, 3, 29, 1, 30)  # 02:30 does not exist that day: 03:30 CEST
+
+
+@pytest.mark.parametrize("order", [("+02:00", "Z"), ("Z", "+02:00"), ("-05:00", "+02:00")])
+def test_the_same_instant_with_any_offset_gives_the_same_answer_in_any_order(order: tuple[str, str]) -> None:
+    forms = {"Z": "2026-03-29T01:01:00+00:00", "+02:00": "2026-03-29T03:01:00+02:00", "-05:00": "2026-03-28T20:01:00-05:00"}
+    # A fresh trigger per test, so that the cache starts empty for it.
+    trigger = RRuleTrigger(rrule=GAP_RULE + f"\nEXDATE:2030010{len(order[0])}T000000Z", start_at=T0 - timedelta(days=120))
+    for form in order:
+        after = datetime.fromisoformat(forms[form])
+        result = next_fire(trigger, "Europe/Berlin", after)
+        assert result == GAP_OCCURRENCE and result.tzinfo is UTC, form
+        assert fire_times(trigger, "Europe/Berlin", after, 1) == [GAP_OCCURRENCE]
+
+
+def test_start_and_end_with_offsets_are_the_same_bounds_as_in_utc() -> None:
+    in_utc = RRuleTrigger(rrule="FREQ=HOURLY", start_at=utc(2026, 3, 29, 0, 30), end_at=utc(2026, 3, 29, 3, 30))
+    plus_two = timezone(timedelta(hours=2))
+    shifted = RRuleTrigger(
+        rrule="FREQ=HOURLY",
+        start_at=datetime(2026, 3, 29, 2, 30, tzinfo=plus_two),
+        end_at=datetime(2026, 3, 29, 5, 30, tzinfo=plus_two),
+    )
+    expected = [utc(2026, 3, 29, 0, 30), utc(2026, 3, 29, 1, 30), utc(2026, 3, 29, 2, 30), utc(2026, 3, 29, 3, 30)]
+    for trigger in (in_utc, shifted):
+        assert fire_times(trigger, "Europe/Berlin", utc(2026, 3, 28), 10) == expected
+        assert first_fire(trigger, "Europe/Berlin", datetime(2026, 3, 28, 1, tzinfo=plus_two)) == expected[0]
+    cron = CronTrigger(cron="0 * * * *", start_at=datetime(2026, 3, 29, 2, 30, tzinfo=plus_two))
+    assert next_fire(cron, "UTC", utc(2026, 3, 28)) == utc(2026, 3, 29, 1)
+
+
+def test_a_budget_reaches_every_entry_point() -> None:
+    from shared.errors import EvaluationBudgetExceeded
+    from shared.timing.budget import Budget
+
+    class Stepping:
+        now = 0.0
+
+        def __call__(self) -> float:
+            self.now += 0.001
+            return self.now
+
+    hostile = RRuleTrigger(rrule="FREQ=HOURLY;INTERVAL=168;BYDAY=TU", start_at=utc(2026, 1, 5))
+    for call in (
+        lambda budget: next_fire(hostile, "UTC", T0, budget=budget),
+        lambda budget: first_fire(hostile, "UTC", T0, budget=budget),
+        lambda budget: fire_times(hostile, "UTC", T0, 3, budget=budget),
+        lambda budget: next_fire(CronTrigger(cron="0 0 30 2 *"), "UTC", T0 + timedelta(seconds=1), budget=budget),
+    ):
+        with pytest.raises(EvaluationBudgetExceeded):
+            call(Budget(Stepping(), 0.002))
+    # Nothing cut off by the budget was cached: an unlimited call still gets the real answer.
+    assert next_fire(hostile, "UTC", T0) is None
+    easy = RRuleTrigger(rrule="FREQ=DAILY;BYHOUR=9", start_at=T0)
+    assert next_fire(easy, "UTC", T0, budget=Budget(Stepping(), 10)) == utc(2026, 6, 2, 9)

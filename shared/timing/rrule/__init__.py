@@ -45,7 +45,9 @@ def rrule_next(
         raise ValueError("anchor and after must be timezone-aware datetimes")
     if tz.key is None:
         raise ValueError("tz must be a ZoneInfo built from an IANA key")
-    return compile_rrule(text, tz.key, anchor.astimezone(UTC).replace(microsecond=0)).next_after(after, budget)
+    if anchor.tzinfo is not UTC or anchor.microsecond:
+        anchor = anchor.astimezone(UTC).replace(microsecond=0)
+    return compile_rrule(text, tz.key, anchor).next_after(after, budget)
 
 
 @lru_cache(maxsize=1024)

@@ -61,28 +61,36 @@ def _lcm(a: int, b: int) -> int:
 
 
 class Grid:
-    """The sorted keys ``starts[i // T] + offsets[i % T]``, or only the flat positions in ``picks``.
+    """The sorted keys ``base + scale * cells[i // T] + offsets[i % T]``, or only the flat positions in ``picks``.
 
-    Each offset is smaller than the distance between two starts, so the keys are sorted as listed.
+    Each offset is smaller than ``scale`` and the cells are distinct and sorted, so the keys are sorted as
+    listed. ``cells`` may be shared between grids (a sub-daily day's periods depend only on its phase), so
+    building a grid costs nothing however many keys it holds.
     """
 
-    __slots__ = ("offsets", "picks", "starts")
+    __slots__ = ("base", "cells", "offsets", "picks", "scale")
 
-    def __init__(self, starts: list[int], offsets: list[int], picks: list[int] | None = None) -> None:
-        self.starts, self.offsets, self.picks = starts, offsets, picks
+    def __init__(
+        self, cells: list[int], offsets: list[int], *, base: int = 0, scale: int = DAY, picks: list[int] | None = None
+    ) -> None:
+        self.cells, self.offsets, self.base, self.scale, self.picks = cells, offsets, base, scale, picks
 
     def __len__(self) -> int:
-        return len(self.picks) if self.picks is not None else len(self.starts) * len(self.offsets)
+        return len(self.picks) if self.picks is not None else len(self.cells) * len(self.offsets)
 
     def key(self, index: int) -> int:
         flat = self.picks[index] if self.picks is not None else index
         row, column = divmod(flat, len(self.offsets))
-        return self.starts[row] + self.offsets[column]
+        return self.base + self.scale * self.cells[row] + self.offsets[column]
 
     def position(self, key: int) -> int:
         """The index of the first key >= ``key``."""
-        row = bisect_right(self.starts, key) - 1
-        flat = 0 if row < 0 else row * len(self.offsets) + bisect_left(self.offsets, key - self.starts[row])
+        row = bisect_right(self.cells, (key - self.base) // self.scale) - 1
+        if row < 0:
+            flat = 0
+        else:
+            start = self.base + self.scale * self.cells[row]
+            flat = row * len(self.offsets) + bisect_left(self.offsets, key - start)
         return flat if self.picks is None else bisect_left(self.picks, flat)
 
 
@@ -290,10 +298,10 @@ class Expander:
         days = self._days(unit)
         if not days:
             return _EMPTY
-        starts = [(ordinal - 1) * DAY for ordinal in days]
+        cells = [ordinal - 1 for ordinal in days]
         if not self.setpos:
-            return Grid(starts, self.times)
-        return Grid(starts, self.times, _select(len(days) * len(self.times), self.setpos))
+            return Grid(cells, self.times)
+        return Grid(cells, self.times, picks=_select(len(days) * len(self.times), self.setpos))
 
     def _days(self, unit: int) -> list[int]:
         freq = self.freq
@@ -467,8 +475,7 @@ class Expander:
         periods = self._periods_in_day(first)
         if not periods:
             return _EMPTY
-        base = (ordinal - 1) * DAY
-        return Grid([base + period * self.period for period in periods], self.offsets)
+        return Grid(periods, self.offsets, base=(ordinal - 1) * DAY, scale=self.period)
 
     def _periods_in_day(self, first: int) -> list[int]:
         """The periods of a day (0 .. per_day-1) INTERVAL visits, starting at ``first``, that BYHOUR,
