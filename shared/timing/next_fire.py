@@ -11,6 +11,7 @@ loops so that a request evaluating a hostile expression is cut off; the worker c
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -82,10 +83,8 @@ def _calendar_next(
     if result is not None and trigger.end_at is not None and result > trigger.end_at:
         result = None
     if len(_calendar_cache) >= _CACHE_SIZE:
-        try:
+        with suppress(KeyError, StopIteration, RuntimeError):  # another thread evicted first
             del _calendar_cache[next(iter(_calendar_cache))]
-        except (KeyError, StopIteration, RuntimeError):
-            pass  # another thread evicted first
     _calendar_cache[key] = result
     return result
 

@@ -190,9 +190,15 @@ GAP_OCCURRENCE = utc(2026, 3, 29, 1, 30)  # 02:30 does not exist that day: 03:30
 
 @pytest.mark.parametrize("order", [("+02:00", "Z"), ("Z", "+02:00"), ("-05:00", "+02:00")])
 def test_the_same_instant_with_any_offset_gives_the_same_answer_in_any_order(order: tuple[str, str]) -> None:
-    forms = {"Z": "2026-03-29T01:01:00+00:00", "+02:00": "2026-03-29T03:01:00+02:00", "-05:00": "2026-03-28T20:01:00-05:00"}
+    forms = {
+        "Z": "2026-03-29T01:01:00+00:00",
+        "+02:00": "2026-03-29T03:01:00+02:00",
+        "-05:00": "2026-03-28T20:01:00-05:00",
+    }
     # A fresh trigger per test, so that the cache starts empty for it.
-    trigger = RRuleTrigger(rrule=GAP_RULE + f"\nEXDATE:2030010{len(order[0])}T000000Z", start_at=T0 - timedelta(days=120))
+    trigger = RRuleTrigger(
+        rrule=GAP_RULE + f"\nEXDATE:2030010{len(order[0])}T000000Z", start_at=T0 - timedelta(days=120)
+    )
     for form in order:
         after = datetime.fromisoformat(forms[form])
         result = next_fire(trigger, "Europe/Berlin", after)

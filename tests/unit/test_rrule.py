@@ -754,7 +754,10 @@ def test_a_cold_question_near_the_end_of_a_long_count_is_bounded() -> None:
         ("FREQ=SECONDLY;BYHOUR=10;BYMINUTE=0;BYSECOND=0,1", ["01-05 10:00:00", "01-05 10:00:01", "01-06 10:00:00"]),
         ("FREQ=MINUTELY;INTERVAL=7;BYHOUR=10", ["01-05 10:06:00", "01-05 10:13:00", "01-05 10:20:00"]),
         (
-            "FREQ=DAILY;BYHOUR=10;BYMINUTE=" + ",".join(map(str, range(60))) + ";BYSECOND=" + ",".join(map(str, range(60))),
+            "FREQ=DAILY;BYHOUR=10;BYMINUTE="
+            + ",".join(map(str, range(60)))
+            + ";BYSECOND="
+            + ",".join(map(str, range(60))),
             ["01-05 10:00:00", "01-05 10:00:01", "01-05 10:00:02"],
         ),
     ],
@@ -1002,7 +1005,8 @@ def test_a_gap_time_found_first_does_not_hide_an_earlier_regular_one() -> None:
     ("tz", "text", "after", "expected"),
     [
         # Santiago springs forward at midnight: an HOURLY rule loses 00:00 (it becomes 01:00, which it has).
-        (SANTIAGO, "FREQ=HOURLY", local(SANTIAGO, 2026, 9, 5, 22), ["22:00 -04", "23:00 -04", "01:00 -03", "02:00 -03"]),
+        (SANTIAGO, "FREQ=HOURLY", local(SANTIAGO, 2026, 9, 5, 22),
+         ["22:00 -04", "23:00 -04", "01:00 -03", "02:00 -03"]),
         # Havana falls back at 01:00 to 00:00: the repeated hour happens once, on its first pass.
         (HAVANA, "FREQ=MINUTELY;INTERVAL=30", local(HAVANA, 2026, 10, 31, 23, 15),
          ["23:30 CDT", "00:00 CDT", "00:30 CDT", "01:00 CST"]),

@@ -48,14 +48,18 @@ EXAMPLES: list[tuple[str, str, list[str], int]] = [
     (
         "daily until December 24, 1997",
         f"{DT}\nRRULE:FREQ=DAILY;UNTIL=19971224T000000Z",
-        days(1997, 9, range(2, 31)) + days(1997, 10, range(1, 32)) + days(1997, 11, range(1, 31))
+        days(1997, 9, range(2, 31))
+        + days(1997, 10, range(1, 32))
+        + days(1997, 11, range(1, 31))
         + days(1997, 12, range(1, 24)),
         200,
     ),
     (
         "every other day, forever",
         f"{DT}\nRRULE:FREQ=DAILY;INTERVAL=2",
-        days(1997, 9, range(2, 31, 2)) + days(1997, 10, range(2, 31, 2)) + days(1997, 11, range(1, 30, 2))
+        days(1997, 9, range(2, 31, 2))
+        + days(1997, 10, range(2, 31, 2))
+        + days(1997, 11, range(1, 30, 2))
         + days(1997, 12, 1, 3),
         47,
     ),
@@ -87,15 +91,21 @@ EXAMPLES: list[tuple[str, str, list[str], int]] = [
     (
         "weekly until December 24, 1997",
         f"{DT}\nRRULE:FREQ=WEEKLY;UNTIL=19971224T000000Z",
-        days(1997, 9, 2, 9, 16, 23, 30) + days(1997, 10, 7, 14, 21, 28) + days(1997, 11, 4, 11, 18, 25)
+        days(1997, 9, 2, 9, 16, 23, 30)
+        + days(1997, 10, 7, 14, 21, 28)
+        + days(1997, 11, 4, 11, 18, 25)
         + days(1997, 12, 2, 9, 16, 23),
         30,
     ),
     (
         "every other week, forever",
         f"{DT}\nRRULE:FREQ=WEEKLY;INTERVAL=2;WKST=SU",
-        days(1997, 9, 2, 16, 30) + days(1997, 10, 14, 28) + days(1997, 11, 11, 25) + days(1997, 12, 9, 23)
-        + days(1998, 1, 6, 20) + days(1998, 2, 3, 17),
+        days(1997, 9, 2, 16, 30)
+        + days(1997, 10, 14, 28)
+        + days(1997, 11, 11, 25)
+        + days(1997, 12, 9, 23)
+        + days(1998, 1, 6, 20)
+        + days(1998, 2, 3, 17),
         13,
     ),
     (
@@ -114,8 +124,10 @@ EXAMPLES: list[tuple[str, str, list[str], int]] = [
         "every other week on MO, WE, FR until December 24, 1997, from Monday September 1",
         "DTSTART;TZID=America/New_York:19970901T090000\n"
         "RRULE:FREQ=WEEKLY;INTERVAL=2;UNTIL=19971224T000000Z;WKST=SU;BYDAY=MO,WE,FR",
-        days(1997, 9, 1, 3, 5, 15, 17, 19, 29) + days(1997, 10, 1, 3, 13, 15, 17, 27, 29, 31)
-        + days(1997, 11, 10, 12, 14, 24, 26, 28) + days(1997, 12, 8, 10, 12, 22),
+        days(1997, 9, 1, 3, 5, 15, 17, 19, 29)
+        + days(1997, 10, 1, 3, 13, 15, 17, 27, 29, 31)
+        + days(1997, 11, 10, 12, 14, 24, 26, 28)
+        + days(1997, 12, 8, 10, 12, 22),
         40,
     ),
     (
@@ -127,8 +139,16 @@ EXAMPLES: list[tuple[str, str, list[str], int]] = [
     (
         "monthly on the first Friday for 10 occurrences",
         "DTSTART;TZID=America/New_York:19970905T090000\nRRULE:FREQ=MONTHLY;COUNT=10;BYDAY=1FR",
-        days(1997, 9, 5) + days(1997, 10, 3) + days(1997, 11, 7) + days(1997, 12, 5) + days(1998, 1, 2)
-        + days(1998, 2, 6) + days(1998, 3, 6) + days(1998, 4, 3) + days(1998, 5, 1) + days(1998, 6, 5),
+        days(1997, 9, 5)
+        + days(1997, 10, 3)
+        + days(1997, 11, 7)
+        + days(1997, 12, 5)
+        + days(1998, 1, 2)
+        + days(1998, 2, 6)
+        + days(1998, 3, 6)
+        + days(1998, 4, 3)
+        + days(1998, 5, 1)
+        + days(1998, 6, 5),
         11,
     ),
     (
@@ -140,36 +160,54 @@ EXAMPLES: list[tuple[str, str, list[str], int]] = [
     (
         "every other month on the first and last Sunday, 10 occurrences",
         "DTSTART;TZID=America/New_York:19970907T090000\nRRULE:FREQ=MONTHLY;INTERVAL=2;COUNT=10;BYDAY=1SU,-1SU",
-        days(1997, 9, 7, 28) + days(1997, 11, 2, 30) + days(1998, 1, 4, 25) + days(1998, 3, 1, 29)
+        days(1997, 9, 7, 28)
+        + days(1997, 11, 2, 30)
+        + days(1998, 1, 4, 25)
+        + days(1998, 3, 1, 29)
         + days(1998, 5, 3, 31),
         11,
     ),
     (
         "monthly on the second-to-last Monday for 6 months",
         "DTSTART;TZID=America/New_York:19970922T090000\nRRULE:FREQ=MONTHLY;COUNT=6;BYDAY=-2MO",
-        days(1997, 9, 22) + days(1997, 10, 20) + days(1997, 11, 17) + days(1997, 12, 22) + days(1998, 1, 19)
+        days(1997, 9, 22)
+        + days(1997, 10, 20)
+        + days(1997, 11, 17)
+        + days(1997, 12, 22)
+        + days(1998, 1, 19)
         + days(1998, 2, 16),
         7,
     ),
     (
         "monthly on the third-to-the-last day, forever",
         "DTSTART;TZID=America/New_York:19970928T090000\nRRULE:FREQ=MONTHLY;BYMONTHDAY=-3",
-        days(1997, 9, 28) + days(1997, 10, 29) + days(1997, 11, 28) + days(1997, 12, 29) + days(1998, 1, 29)
+        days(1997, 9, 28)
+        + days(1997, 10, 29)
+        + days(1997, 11, 28)
+        + days(1997, 12, 29)
+        + days(1998, 1, 29)
         + days(1998, 2, 26),
         6,
     ),
     (
         "monthly on the 2nd and 15th for 10 occurrences",
         f"{DT}\nRRULE:FREQ=MONTHLY;COUNT=10;BYMONTHDAY=2,15",
-        days(1997, 9, 2, 15) + days(1997, 10, 2, 15) + days(1997, 11, 2, 15) + days(1997, 12, 2, 15)
+        days(1997, 9, 2, 15)
+        + days(1997, 10, 2, 15)
+        + days(1997, 11, 2, 15)
+        + days(1997, 12, 2, 15)
         + days(1998, 1, 2, 15),
         11,
     ),
     (
         "monthly on the first and last day for 10 occurrences",
         "DTSTART;TZID=America/New_York:19970930T090000\nRRULE:FREQ=MONTHLY;COUNT=10;BYMONTHDAY=1,-1",
-        days(1997, 9, 30) + days(1997, 10, 1, 31) + days(1997, 11, 1, 30) + days(1997, 12, 1, 31)
-        + days(1998, 1, 1, 31) + days(1998, 2, 1),
+        days(1997, 9, 30)
+        + days(1997, 10, 1, 31)
+        + days(1997, 11, 1, 30)
+        + days(1997, 12, 1, 31)
+        + days(1998, 1, 1, 31)
+        + days(1998, 2, 1),
         11,
     ),
     (
@@ -182,7 +220,9 @@ EXAMPLES: list[tuple[str, str, list[str], int]] = [
     (
         "every Tuesday, every other month",
         f"{DT}\nRRULE:FREQ=MONTHLY;INTERVAL=2;BYDAY=TU",
-        days(1997, 9, 2, 9, 16, 23, 30) + days(1997, 11, 4, 11, 18, 25) + days(1998, 1, 6, 13, 20, 27)
+        days(1997, 9, 2, 9, 16, 23, 30)
+        + days(1997, 11, 4, 11, 18, 25)
+        + days(1998, 1, 6, 13, 20, 27)
         + days(1998, 3, 3, 10, 17, 24, 31),
         18,
     ),
@@ -202,8 +242,16 @@ EXAMPLES: list[tuple[str, str, list[str], int]] = [
     (
         "every third year on the 1st, 100th, and 200th day for 10 occurrences",
         "DTSTART;TZID=America/New_York:19970101T090000\nRRULE:FREQ=YEARLY;INTERVAL=3;COUNT=10;BYYEARDAY=1,100,200",
-        days(1997, 1, 1) + days(1997, 4, 10) + days(1997, 7, 19) + days(2000, 1, 1) + days(2000, 4, 9)
-        + days(2000, 7, 18) + days(2003, 1, 1) + days(2003, 4, 10) + days(2003, 7, 19) + days(2006, 1, 1),
+        days(1997, 1, 1)
+        + days(1997, 4, 10)
+        + days(1997, 7, 19)
+        + days(2000, 1, 1)
+        + days(2000, 4, 9)
+        + days(2000, 7, 18)
+        + days(2003, 1, 1)
+        + days(2003, 4, 10)
+        + days(2003, 7, 19)
+        + days(2006, 1, 1),
         11,
     ),
     (
@@ -227,9 +275,15 @@ EXAMPLES: list[tuple[str, str, list[str], int]] = [
     (
         "every Thursday, but only during June, July, and August, forever",
         "DTSTART;TZID=America/New_York:19970605T090000\nRRULE:FREQ=YEARLY;BYDAY=TH;BYMONTH=6,7,8",
-        days(1997, 6, 5, 12, 19, 26) + days(1997, 7, 3, 10, 17, 24, 31) + days(1997, 8, 7, 14, 21, 28)
-        + days(1998, 6, 4, 11, 18, 25) + days(1998, 7, 2, 9, 16, 23, 30) + days(1998, 8, 6, 13, 20, 27)
-        + days(1999, 6, 3, 10, 17, 24) + days(1999, 7, 1, 8, 15, 22, 29) + days(1999, 8, 5, 12, 19, 26),
+        days(1997, 6, 5, 12, 19, 26)
+        + days(1997, 7, 3, 10, 17, 24, 31)
+        + days(1997, 8, 7, 14, 21, 28)
+        + days(1998, 6, 4, 11, 18, 25)
+        + days(1998, 7, 2, 9, 16, 23, 30)
+        + days(1998, 8, 6, 13, 20, 27)
+        + days(1999, 6, 3, 10, 17, 24)
+        + days(1999, 7, 1, 8, 15, 22, 29)
+        + days(1999, 8, 5, 12, 19, 26),
         39,
     ),
     (
@@ -241,8 +295,16 @@ EXAMPLES: list[tuple[str, str, list[str], int]] = [
     (
         "the first Saturday that follows the first Sunday of the month, forever",
         "DTSTART;TZID=America/New_York:19970913T090000\nRRULE:FREQ=MONTHLY;BYDAY=SA;BYMONTHDAY=7,8,9,10,11,12,13",
-        days(1997, 9, 13) + days(1997, 10, 11) + days(1997, 11, 8) + days(1997, 12, 13) + days(1998, 1, 10)
-        + days(1998, 2, 7) + days(1998, 3, 7) + days(1998, 4, 11) + days(1998, 5, 9) + days(1998, 6, 13),
+        days(1997, 9, 13)
+        + days(1997, 10, 11)
+        + days(1997, 11, 8)
+        + days(1997, 12, 13)
+        + days(1998, 1, 10)
+        + days(1998, 2, 7)
+        + days(1998, 3, 7)
+        + days(1998, 4, 11)
+        + days(1998, 5, 9)
+        + days(1998, 6, 13),
         10,
     ),
     (
@@ -261,8 +323,13 @@ EXAMPLES: list[tuple[str, str, list[str], int]] = [
     (
         "the second-to-last weekday of the month",
         "DTSTART;TZID=America/New_York:19970929T090000\nRRULE:FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-2",
-        days(1997, 9, 29) + days(1997, 10, 30) + days(1997, 11, 27) + days(1997, 12, 30) + days(1998, 1, 29)
-        + days(1998, 2, 26) + days(1998, 3, 30),
+        days(1997, 9, 29)
+        + days(1997, 10, 30)
+        + days(1997, 11, 27)
+        + days(1997, 12, 30)
+        + days(1998, 1, 29)
+        + days(1998, 2, 26)
+        + days(1998, 3, 30),
         7,
     ),
     (

@@ -73,11 +73,15 @@ class Compiled:
         """The first occurrence strictly after ``after`` (UTC), or None when there is none."""
         after = after.astimezone(UTC)
         found = [self._next_from_rule(after, budget), self._next_rdate(after)]
-        if self.dtstart_instant is not None and self.dtstart_instant > after and not self.excludes(self.dtstart_instant):
+        if (
+            self.dtstart_instant is not None
+            and self.dtstart_instant > after
+            and not self.excludes(self.dtstart_instant)
+        ):
             found.append(self.dtstart_instant)
         return min((instant for instant in found if instant is not None), default=None)
 
-    def _next_from_rule(self, after: datetime, budget: Budget | None) -> datetime | None:  # noqa: C901, PLR0912
+    def _next_from_rule(self, after: datetime, budget: Budget | None) -> datetime | None:
         if self.until is not None and after >= self.until:
             return None
         expander, count = self.expander, self.count
@@ -135,7 +139,7 @@ class Compiled:
             return wall.replace(tzinfo=UTC), False
         aware = wall.replace(tzinfo=self.tz)
         before, later = aware.utcoffset(), aware.replace(fold=1).utcoffset()
-        assert before is not None and later is not None  # noqa: S101 - a ZoneInfo always has an offset
+        assert before is not None and later is not None
         return (wall - before).replace(tzinfo=UTC), later > before
 
     def _lower_key(self, after: datetime) -> int:
@@ -147,7 +151,7 @@ class Compiled:
             earlier = (after - _MAX_GAP).astimezone(self.tz).utcoffset()
         except OverflowError:
             earlier = offset
-        assert offset is not None and earlier is not None  # noqa: S101
+        assert offset is not None and earlier is not None
         try:
             return key_of((after + min(offset, earlier)).replace(tzinfo=None))
         except OverflowError:
@@ -157,17 +161,15 @@ class Compiled:
 
     def _count_before(self, unit: int, budget: Budget | None) -> int:
         """How many occurrences (the extra DTSTART included) lie in the units before ``unit``."""
-        assert self.count is not None  # noqa: S101
+        assert self.count is not None
         start, counted = self._marks[bisect_right(self._marks, (unit, self.count + 2)) - 1]
         cursor = self._cursor
         if start < cursor[0] <= unit:
             start, counted = cursor
-        walked = 0
-        for found, grid in self.expander.walk(start, budget):
+        for walked, (found, grid) in enumerate(self.expander.walk(start, budget), start=1):
             if found >= unit or counted >= self.count:
                 break
             counted += self.expander.count_from_dtstart(found, grid)
-            walked += 1
             if walked % _MARK_EVERY == 0:
                 self._mark(found + 1, counted)
         self._cursor = (unit, counted)
@@ -198,4 +200,3 @@ def _until_instant(value: DateValue, tz: ZoneInfo) -> datetime:
         end_of_day = datetime.combine(value.wall.date() + timedelta(days=1), datetime.min.time())
         return end_of_day.replace(tzinfo=tz).astimezone(UTC) - timedelta(microseconds=1)
     return _instant(value, tz)
-

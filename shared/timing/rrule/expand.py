@@ -399,7 +399,7 @@ class Expander:
         week_one = self._week_one(year)
         weeks = (self._week_one(year + 1) - week_one) // 7
         numbers = sorted({number if number > 0 else weeks + number + 1 for number in self.weeknos})
-        days = []
+        days: list[int] = []
         for number in numbers:
             if 1 <= number <= weeks:
                 start = week_one + (number - 1) * 7

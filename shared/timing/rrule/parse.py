@@ -202,7 +202,7 @@ def _parse_rule(value: str) -> Rule:
     return rule
 
 
-def _parse_freq(value: str) -> _Freq:
+def _parse_freq(value: str) -> int:
     if value not in FREQS:
         raise ValueError(f"unknown FREQ {value!r}; expected one of {', '.join(FREQS)}")
     return FREQS[value]
@@ -333,9 +333,7 @@ def _check_byday_ordinals(rule: Rule, name: str) -> None:
     if not ordinals:
         return
     if rule.freq not in (MONTHLY, YEARLY):
-        raise ValueError(
-            f"BYDAY ordinals like {byday_text(ordinals[0])} need FREQ=MONTHLY or YEARLY, not FREQ={name}"
-        )
+        raise ValueError(f"BYDAY ordinals like {byday_text(ordinals[0])} need FREQ=MONTHLY or YEARLY, not FREQ={name}")
     if rule.freq == YEARLY and rule.byweekno:
         raise ValueError("BYDAY ordinals cannot be combined with BYWEEKNO")
     # A list is a union: one impossible entry next to possible ones (MO,6MO) is harmless, so only a list of
@@ -351,8 +349,10 @@ def byday_text(day: ByDay) -> str:
 
 
 def _check_month_days(rule: Rule) -> None:
-    if rule.bymonth and rule.byyearday and not any(
-        _yearday_month(day, leap) in rule.bymonth for day in rule.byyearday for leap in (False, True)
+    if (
+        rule.bymonth
+        and rule.byyearday
+        and not any(_yearday_month(day, leap) in rule.bymonth for day in rule.byyearday for leap in (False, True))
     ):
         days, months = ",".join(map(str, rule.byyearday)), ",".join(map(str, rule.bymonth))
         raise ValueError(f"BYYEARDAY={days} never falls in BYMONTH={months}")
