@@ -249,3 +249,41 @@ def test_a_budget_reaches_every_entry_point() -> None:
     assert next_fire(hostile, "UTC", T0) is None
     easy = RRuleTrigger(rrule="FREQ=DAILY;BYHOUR=9", start_at=T0)
     assert next_fire(easy, "UTC", T0, budget=Budget(Stepping(), 10)) == utc(2026, 6, 2, 9)
+
+
+# --- the "never fires" check of schedule validation ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rrule", "now"),
+    [
+        ("DTSTART;TZID=Europe/Berlin:20260101T090000\nRRULE:FREQ=DAILY;INTERVAL=3;COUNT=1000", utc(2032, 6, 1)),
+        ("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO", utc(2026, 3, 1)),
+        ("DTSTART:20260101T000000Z\nRRULE:FREQ=MINUTELY;INTERVAL=997;COUNT=1000", utc(2027, 6, 1)),
+        ("FREQ=HOURLY;BYMINUTE=0,30;BYSETPOS=1", utc(2026, 3, 1)),
+        ("FREQ=DAILY;COUNT=1500", utc(2026, 3, 1)),
+        ("FREQ=WEEKLY;INTERVAL=1500", utc(2026, 3, 1)),
+        ("FREQ=MONTHLY;BYDAY=MO,-1FR;BYHOUR=10;BYMINUTE=0", utc(2026, 3, 1)),
+    ],
+)
+def test_rules_that_fire_are_not_refused_as_never_firing(rrule: str, now: datetime) -> None:
+    from shared.validation import check_trigger
+
+    assert check_trigger(RRuleTrigger(rrule=rrule), "Europe/Berlin", now) == []
+
+
+@pytest.mark.parametrize(
+    "rrule",
+    [
+        "DTSTART:20200101T000000Z\nRRULE:FREQ=DAILY;COUNT=10",  # all ten are over
+        "FREQ=DAILY;UNTIL=20250101T000000Z",
+        "FREQ=DAILY;INTERVAL=7;BYDAY=TU",  # from a Monday: never a Tuesday
+    ],
+)
+def test_rules_that_provably_never_fire_are_refused(rrule: str) -> None:
+    from shared.errors import FieldProblem
+    from shared.validation import check_trigger
+
+    monday = utc(2026, 1, 5, 12)
+    problems = check_trigger(RRuleTrigger(rrule=rrule), "UTC", monday)
+    assert problems == [FieldProblem("trigger.rrule", "never fires (no occurrence after now within bounds)")]

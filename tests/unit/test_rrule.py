@@ -66,7 +66,7 @@ def walls(instants: list[datetime], tz: ZoneInfo) -> list[str]:
         ("FREQ=FORTNIGHTLY", "unknown FREQ 'FORTNIGHTLY'"),
         ("BYHOUR=9", "needs a FREQ"),
         ("FREQ=DAILY;BYHOUR=25", "BYHOUR value 25 is out of range 0..23"),
-        ("FREQ=DAILY;BYSECOND=60", "BYSECOND value 60 is out of range 0..59"),
+        ("FREQ=DAILY;BYSECOND=61", "BYSECOND value 61 is out of range 0..60"),
         ("FREQ=MONTHLY;BYMONTHDAY=0", "BYMONTHDAY value 0 is out of range 1..31 or -31..-1"),
         ("FREQ=MONTHLY;BYMONTHDAY=32", "BYMONTHDAY value 32 is out of range"),
         ("FREQ=YEARLY;BYMONTH=13", "BYMONTH value 13 is out of range 1..12"),
@@ -751,6 +751,7 @@ def test_a_cold_question_near_the_end_of_a_long_count_is_bounded() -> None:
         ("FREQ=MINUTELY;BYSECOND=0,20,40;BYSETPOS=2", ["01-05 09:18:20", "01-05 09:19:20", "01-05 09:20:20"]),
         ("FREQ=DAILY;COUNT=1500;BYHOUR=9", ["01-06 09:00:00", "01-07 09:00:00", "01-08 09:00:00"]),
         ("FREQ=DAILY;INTERVAL=1500;BYHOUR=9", ["02-13 09:00:00", "03-24 09:00:00", "05-02 09:00:00"]),
+        ("FREQ=DAILY;BYHOUR=10;BYMINUTE=0;BYSECOND=59,60", ["01-05 10:00:59", "01-06 10:00:59", "01-07 10:00:59"]),
         ("FREQ=SECONDLY;BYHOUR=10;BYMINUTE=0;BYSECOND=0,1", ["01-05 10:00:00", "01-05 10:00:01", "01-06 10:00:00"]),
         ("FREQ=MINUTELY;INTERVAL=7;BYHOUR=10", ["01-05 10:06:00", "01-05 10:13:00", "01-05 10:20:00"]),
         (
@@ -783,9 +784,13 @@ def test_rules_that_used_to_be_refused_for_cost_now_evaluate(text: str, first_th
         ("FREQ=YEARLY;BYWEEKNO=1;BYMONTH=6", utc(2026, 1, 5)),
         ("FREQ=YEARLY;BYMONTHDAY=31;BYYEARDAY=32", utc(2026, 1, 5)),  # January 31 is day 31, never 32
         ("FREQ=HOURLY;INTERVAL=168;BYDAY=TU", utc(2026, 1, 5)),  # every 168 hours from a Monday
+        ("FREQ=DAILY;BYSECOND=60", utc(2026, 1, 5)),  # a leap second: valid, but no clock shows one
+        ("FREQ=MINUTELY;BYSECOND=60", utc(2026, 1, 5)),
+        ("FREQ=SECONDLY;BYSECOND=60", utc(2026, 1, 5)),
     ],
 )
 def test_only_provably_empty_rules_never_fire(text: str, anchor: datetime) -> None:
+    validate_rrule(text)
     start = perf_counter()
     result = rrule_next(text, UTC_ZONE, anchor, anchor)
     elapsed = perf_counter() - start

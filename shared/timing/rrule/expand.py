@@ -128,7 +128,7 @@ class Expander:
             self._cycle = _lcm(_CYCLE_UNITS[self.freq], self.interval)
             # BYSETPOS positions beyond the largest set a period can hold never pick anything.
             largest = self._max_days() * len(self.times)
-            self.empty = bool(self.setpos) and all(abs(position) > largest for position in self.setpos)
+            self.empty = not self.times or (bool(self.setpos) and all(abs(p) > largest for p in self.setpos))
         else:
             self._init_subdaily(rule, dtstart)
 
@@ -137,7 +137,10 @@ class Expander:
     def _set_defaults(self, rule: Rule, dtstart: datetime, zero_defaults: bool) -> None:
         """RFC 5545: whatever the rule leaves open comes from DTSTART (§3.3.10, "derived from DTSTART")."""
         freq = rule.freq
-        hours, minutes, seconds = rule.byhour, rule.byminute, rule.bysecond
+        hours, minutes = rule.byhour, rule.byminute
+        # Second 60 (a leap second) is valid RFC 5545 but never shown by the clocks zoneinfo describes.
+        seconds = tuple(second for second in rule.bysecond if second < 60)
+        leap_only = bool(rule.bysecond) and not seconds
         if zero_defaults:
             if freq <= HOURLY and hours and not minutes:
                 minutes = (0,)
@@ -155,6 +158,8 @@ class Expander:
         elif freq == WEEKLY and not rule.byday:
             self.plain_days = frozenset((dtstart.weekday(),))
             self.has_byday = True
+        if leap_only:
+            self.seconds = ()
         self.times = sorted(h * 3600 + m * 60 + s for h in self.hours for m in self.minutes for s in self.seconds)
 
     def _max_days(self) -> int:

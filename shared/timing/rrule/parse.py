@@ -47,7 +47,7 @@ WEEKDAY_CODES = {number: code for code, number in WEEKDAYS.items()}
 
 # Integer list parts: (lowest, highest, whether -highest..-lowest counts from the end).
 _INT_PARTS = {
-    "BYSECOND": (0, 59, False),  # RFC 5545 allows 60 (a leap second); no clock we deliver by has one
+    "BYSECOND": (0, 60, False),  # 60 is a leap second: valid, but no clock we deliver by shows one
     "BYMINUTE": (0, 59, False),
     "BYHOUR": (0, 23, False),
     "BYMONTHDAY": (1, 31, True),
