@@ -37,7 +37,7 @@ _CYCLE_DAYS = 146_097  # 400 Gregorian years
 _CYCLE_UNITS = {YEARLY: 400, MONTHLY: 4800, WEEKLY: _CYCLE_DAYS // 7, DAILY: _CYCLE_DAYS}
 # Sub-daily frequencies: seconds per period and periods per day.
 _PERIOD_SECONDS = {HOURLY: 3600, MINUTELY: 60, SECONDLY: 1}
-_GRID_CACHE_SIZE = 512
+_GRID_CACHE_SIZE = 32  # the periods a search or a count is in; older ones are rebuilt on demand
 # How many of a sub-daily rule's day phases are checked up front for a rule that can never fire.
 _PHASES_CHECKED = 1024
 
