@@ -222,15 +222,28 @@ def test_dtstart_forms(dtstart: str, expected: str) -> None:
     assert first is not None and walls([first], BERLIN) == [expected]
 
 
-def test_a_dtstart_in_another_zone_keeps_the_schedules_wall_time_across_its_dst() -> None:
+def test_a_dtstart_in_another_zone_runs_on_that_zones_clock() -> None:
     text = "DTSTART;TZID=America/New_York:20260305T090000\nRRULE:FREQ=DAILY"
-    # New York springs forward on March 8, Berlin only on March 29: the rule follows Berlin's clock.
+    # 09:00 in New York every day (RFC 5545: the recurrence follows DTSTART's zone), whatever the schedule's tz:
+    # New York springs forward on March 8, Berlin only on March 29.
     found = chain(text, BERLIN, utc(2000, 1, 1), utc(2026, 3, 6), 4)
-    assert walls(found, BERLIN) == [
-        "2026-03-06 15:00:00 CET",
-        "2026-03-07 15:00:00 CET",
-        "2026-03-08 15:00:00 CET",
-        "2026-03-09 15:00:00 CET",
+    assert walls(found, NEW_YORK) == [
+        "2026-03-06 09:00:00 EST",
+        "2026-03-07 09:00:00 EST",
+        "2026-03-08 09:00:00 EDT",
+        "2026-03-09 09:00:00 EDT",
+    ]
+
+
+def test_a_utc_dtstart_runs_on_utc() -> None:
+    text = "DTSTART:20260325T080000Z\nRRULE:FREQ=DAILY;BYHOUR=8,20"
+    found = chain(text, BERLIN, utc(2000, 1, 1), utc(2026, 3, 28, 12), 4)
+    assert found == [utc(2026, 3, 28, 20), utc(2026, 3, 29, 8), utc(2026, 3, 29, 20), utc(2026, 3, 30, 8)]
+    # A floating DTSTART (no Z, no TZID) is the schedule's own wall clock.
+    floating = "DTSTART:20260325T080000\nRRULE:FREQ=DAILY"
+    assert chain(floating, BERLIN, utc(2000, 1, 1), utc(2026, 3, 28, 12), 2) == [
+        local(BERLIN, 2026, 3, 29, 8),
+        local(BERLIN, 2026, 3, 30, 8),
     ]
 
 

@@ -1,7 +1,7 @@
 """RFC 5545 recurrence rules for RRULE triggers: ``validate_rrule`` and ``rrule_next``.
 
 ``parse`` reads and checks the text, ``expand`` generates the rule's local wall times period by period
-(§3.3.10), ``evaluate`` maps them to instants in the schedule's zone (§3.3.5) and applies COUNT, UNTIL, EXDATE
+(§3.3.10), ``evaluate`` maps them to instants in the rule's zone (§3.3.5) and applies COUNT, UNTIL, EXDATE
 and RDATE. Everything returned is UTC.
 
 DTSTART: a ``DTSTART`` line is the rule's start and always its first occurrence (§3.8.5.3). Without one the

@@ -1,4 +1,7 @@
-"""From wall-time keys to instants: RFC 5545 §3.3.5 in the schedule's zone, COUNT, UNTIL, EXDATE and RDATE.
+"""From wall-time keys to instants: RFC 5545 §3.3.5 in the rule's zone, COUNT, UNTIL, EXDATE and RDATE.
+
+The rule's zone is DTSTART's: its TZID, UTC for a ``...Z`` value, or the schedule's zone for a floating DTSTART
+or none.
 
 A wall time maps to the instant zoneinfo gives it with ``fold=0``, which is §3.3.5 exactly: a time inside a
 spring-forward gap is read with the offset from before the gap (so it moves forward by the gap's length: 02:30
@@ -39,13 +42,19 @@ class Compiled:
     """One recurrence in one zone, ready to answer "the first occurrence after this instant"."""
 
     def __init__(self, spec: Spec, tz: ZoneInfo, anchor: datetime) -> None:
+        # The rule runs on the clock of DTSTART's zone (RFC 5545 §3.3.10: the recurrence is computed from
+        # DTSTART): its TZID, UTC for a ...Z value, else (floating, or no DTSTART line) the schedule's zone.
+        if spec.dtstart is not None and spec.dtstart.zone is not None:
+            tz = spec.dtstart.zone
+        elif spec.dtstart is not None and spec.dtstart.utc:
+            tz = ZoneInfo("UTC")
         self.tz = tz
         self._utc = tz.key in ("UTC", "Etc/UTC", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu")
         rule = spec.rule
         if spec.dtstart is None:
             dtstart = anchor.astimezone(tz).replace(tzinfo=None, microsecond=0)
         else:
-            dtstart = _local_wall(spec.dtstart, tz)
+            dtstart = spec.dtstart.wall
         self.expander = Expander(rule, dtstart, zero_defaults=spec.dtstart is None)
         self.count = rule.count
         self.until = None if rule.until is None else _until_instant(rule.until, tz)
@@ -179,13 +188,6 @@ class Compiled:
         with self._lock:
             if unit > self._marks[-1][0]:
                 self._marks.append((unit, counted))
-
-
-def _local_wall(value: DateValue, tz: ZoneInfo) -> datetime:
-    """DTSTART as naive wall time in the schedule's zone."""
-    if value.floating or value.zone == tz:
-        return value.wall
-    return _instant(value, tz).astimezone(tz).replace(tzinfo=None)
 
 
 def _instant(value: DateValue, tz: ZoneInfo) -> datetime:

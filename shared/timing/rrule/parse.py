@@ -71,7 +71,7 @@ ByDay = tuple[int, int]  # (weekday 0=MO .. 6=SU, ordinal; 0 = every such weekda
 
 @dataclass(frozen=True, slots=True)
 class DateValue:
-    """A DTSTART, EXDATE, RDATE or UNTIL value as written, before it is placed in the schedule's zone."""
+    """A DTSTART, EXDATE, RDATE or UNTIL value as written, before it is placed in a zone."""
 
     wall: datetime  # naive
     zone: ZoneInfo | None  # from TZID
