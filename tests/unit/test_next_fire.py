@@ -287,3 +287,17 @@ def test_rules_that_provably_never_fire_are_refused(rrule: str) -> None:
     monday = utc(2026, 1, 5, 12)
     problems = check_trigger(RRuleTrigger(rrule=rrule), "UTC", monday)
     assert problems == [FieldProblem("trigger.rrule", "never fires (no occurrence after now within bounds)")]
+
+
+def test_a_stored_long_count_keeps_firing_to_its_last_occurrence() -> None:
+    """What the worker does: each next fire from the previous one, through the result cache."""
+    trigger = RRuleTrigger(
+        rrule="DTSTART;TZID=Europe/Berlin:20260101T090000\nRRULE:FREQ=DAILY;INTERVAL=3;COUNT=1000",
+        start_at=utc(2025, 12, 1),
+    )
+    times = fire_times(trigger, "Europe/Berlin", utc(2025, 12, 31), 2000)
+    assert len(times) == 1000
+    assert times[0] == utc(2026, 1, 1, 8) and times[-1] == utc(2034, 3, 16, 8)
+    assert next_fire(trigger, "Europe/Berlin", times[-1]) is None
+    plan = plan_due(trigger, "Europe/Berlin", times[-2], times[-2] + timedelta(seconds=5), MisfirePolicy.SKIP, 1, GRACE)
+    assert plan.fire_at == [times[-2]] and plan.next_run_at == times[-1]
