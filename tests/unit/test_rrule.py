@@ -698,7 +698,7 @@ def test_a_minutely_rule_from_years_back_answers_quickly() -> None:
 
 def test_a_long_daily_count_is_found_years_later_and_ends_on_its_last_occurrence() -> None:
     text = "DTSTART;TZID=Europe/Berlin:20260101T090000\nRRULE:FREQ=DAILY;INTERVAL=3;COUNT=1000"
-    last = local(BERLIN, 2026, 1, 1, 9) + timedelta(days=3 * 999)  # 2034-03-16, a CET date
+    last = local(BERLIN, 2026, 1, 1, 9) + timedelta(days=3 * 999)  # 2034-03-17, a CET date
     assert rrule_next(text, BERLIN, utc(2000, 1, 1), utc(2032, 6, 1)) == local(BERLIN, 2032, 6, 1, 9)
     assert rrule_next(text, BERLIN, utc(2000, 1, 1), last - TICK) == last
     assert rrule_next(text, BERLIN, utc(2000, 1, 1), last) is None
