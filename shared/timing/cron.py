@@ -30,8 +30,11 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from shared.timing.budget import Budget
 
 # A schedule that cannot fire within this many years is treated as never firing (e.g. `0 0 30 2 *`). The
 # rarest satisfiable schedules (Feb 29, or Feb 1 on a given weekday) recur well within it.
@@ -237,13 +240,16 @@ def _fail(spec: _FieldSpec, reason: str) -> NoReturn:
 # --- evaluation ---
 
 
-def cron_next(expr: CronExpr, tz: ZoneInfo, after: datetime) -> datetime | None:
-    """The first fire time strictly after ``after``, in UTC; None if there is none within the horizon."""
+def cron_next(expr: CronExpr, tz: ZoneInfo, after: datetime, *, budget: Budget | None = None) -> datetime | None:
+    """The first fire time strictly after ``after``, in UTC; None if there is none within the horizon.
+
+    ``budget`` is ticked once per month the general scan walks through.
+    """
     if after.tzinfo is not UTC and (after.tzinfo is None or after.utcoffset() is None):
         raise ValueError("after must be a timezone-aware datetime")
     after = after.astimezone(UTC)
     nearby = _next_nearby(expr, tz, after)
-    return nearby if nearby is not None else _next_by_scan(expr, tz, after)
+    return nearby if nearby is not None else _next_by_scan(expr, tz, after, budget)
 
 
 # --- the shortcut ---
@@ -370,15 +376,17 @@ def _unique_instant(wall: _Wall, tz: ZoneInfo) -> datetime | None:
 # --- the general scan ---
 
 
-def _next_by_scan(expr: CronExpr, tz: ZoneInfo, after: datetime) -> datetime | None:
+def _next_by_scan(expr: CronExpr, tz: ZoneInfo, after: datetime, budget: Budget | None = None) -> datetime | None:
     """The general evaluator, right for every input whatever the transitions nearby. ``after`` is in UTC."""
     try:
         if expr.wall_clock:
-            return _scan(expr, tz, after, fold=0, skip_gaps=False)
+            return _scan(expr, tz, after, fold=0, skip_gaps=False, budget=budget)
         # Real time: the earliest of the first copies and the second copies of repeated wall times. Each
         # copy alone maps wall times onto instants monotonically; interleaved they do not.
         found = [
-            instant for fold in (0, 1) if (instant := _scan(expr, tz, after, fold=fold, skip_gaps=True)) is not None
+            instant
+            for fold in (0, 1)
+            if (instant := _scan(expr, tz, after, fold=fold, skip_gaps=True, budget=budget)) is not None
         ]
         return min(found, default=None)
     except OverflowError:
@@ -386,7 +394,9 @@ def _next_by_scan(expr: CronExpr, tz: ZoneInfo, after: datetime) -> datetime | N
         return None
 
 
-def _scan(expr: CronExpr, tz: ZoneInfo, after: datetime, *, fold: int, skip_gaps: bool) -> datetime | None:
+def _scan(
+    expr: CronExpr, tz: ZoneInfo, after: datetime, *, fold: int, skip_gaps: bool, budget: Budget | None = None
+) -> datetime | None:
     """The first matching wall time, in calendar order, whose instant (for this fold) is after ``after``.
 
     With ``skip_gaps`` wall times inside a spring-forward gap are passed over (real-time mode); without it
@@ -398,7 +408,7 @@ def _scan(expr: CronExpr, tz: ZoneInfo, after: datetime, *, fold: int, skip_gaps
     local = after.astimezone(tz).replace(tzinfo=None)
     start = local.date() - timedelta(days=_LOOKBACK_DAYS)
     last_year = min(local.year + _HORIZON_YEARS, date.max.year)
-    for day in _matching_days(expr, start, last_year):
+    for day in _matching_days(expr, start, last_year, budget):
         index = _first_index_after(times, day, tz, fold, after, local)
         while index < len(times):
             instant, gap_end = _resolve(_wall(day, times[index]), tz, fold)
@@ -459,7 +469,7 @@ class _TimesOfDay:
         return self._hours[hour], self._minutes[minute], self._seconds[second]
 
 
-def _matching_days(expr: CronExpr, start: date, last_year: int) -> Iterator[date]:
+def _matching_days(expr: CronExpr, start: date, last_year: int, budget: Budget | None = None) -> Iterator[date]:
     """Matching local dates from ``start`` on, month by month, up to the end of ``last_year``."""
     months = expr._sorted_months
     days_of_month = expr._sorted_days_of_month
@@ -468,6 +478,8 @@ def _matching_days(expr: CronExpr, start: date, last_year: int) -> Iterator[date
         for month in months:
             if (year, month) < (start.year, start.month):
                 continue
+            if budget is not None:
+                budget.tick()
             first_day = start.day if (year, month) == (start.year, start.month) else 1
             monday_based_first, days_in_month = calendar.monthrange(year, month)
             # Under the OR rule any day may match through its weekday; otherwise only listed days can.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -180,3 +180,124 @@ def test_next_fire_is_strictly_increasing_idempotent_and_bounded(trigger, tz, af
         if trigger.start_at is not None and not isinstance(trigger, FixedDelayTrigger):
             assert result >= trigger.start_at
         previous = result
+
+
+# --- instants with any offset, normalised at the edge ------------------------------------------------------
+
+GAP_RULE = "DTSTART;TZID=Europe/Berlin:20260309T023000\nRRULE:FREQ=DAILY"
+GAP_OCCURRENCE = utc(2026, 3, 29, 1, 30)  # 02:30 does not exist that day: 03:30 CEST
+
+
+@pytest.mark.parametrize("order", [("+02:00", "Z"), ("Z", "+02:00"), ("-05:00", "+02:00")])
+def test_the_same_instant_with_any_offset_gives_the_same_answer_in_any_order(order: tuple[str, str]) -> None:
+    forms = {
+        "Z": "2026-03-29T01:01:00+00:00",
+        "+02:00": "2026-03-29T03:01:00+02:00",
+        "-05:00": "2026-03-28T20:01:00-05:00",
+    }
+    # A fresh trigger per test, so that the cache starts empty for it.
+    trigger = RRuleTrigger(
+        rrule=GAP_RULE + f"\nEXDATE:2030010{len(order[0])}T000000Z", start_at=T0 - timedelta(days=120)
+    )
+    for form in order:
+        after = datetime.fromisoformat(forms[form])
+        result = next_fire(trigger, "Europe/Berlin", after)
+        assert result == GAP_OCCURRENCE and result.tzinfo is UTC, form
+        assert fire_times(trigger, "Europe/Berlin", after, 1) == [GAP_OCCURRENCE]
+
+
+def test_start_and_end_with_offsets_are_the_same_bounds_as_in_utc() -> None:
+    in_utc = RRuleTrigger(rrule="FREQ=HOURLY", start_at=utc(2026, 3, 29, 0, 30), end_at=utc(2026, 3, 29, 3, 30))
+    plus_two = timezone(timedelta(hours=2))
+    shifted = RRuleTrigger(
+        rrule="FREQ=HOURLY",
+        start_at=datetime(2026, 3, 29, 2, 30, tzinfo=plus_two),
+        end_at=datetime(2026, 3, 29, 5, 30, tzinfo=plus_two),
+    )
+    expected = [utc(2026, 3, 29, 0, 30), utc(2026, 3, 29, 1, 30), utc(2026, 3, 29, 2, 30), utc(2026, 3, 29, 3, 30)]
+    for trigger in (in_utc, shifted):
+        assert fire_times(trigger, "Europe/Berlin", utc(2026, 3, 28), 10) == expected
+        assert first_fire(trigger, "Europe/Berlin", datetime(2026, 3, 28, 1, tzinfo=plus_two)) == expected[0]
+    cron = CronTrigger(cron="0 * * * *", start_at=datetime(2026, 3, 29, 2, 30, tzinfo=plus_two))
+    assert next_fire(cron, "UTC", utc(2026, 3, 28)) == utc(2026, 3, 29, 1)
+
+
+def test_a_budget_reaches_every_entry_point() -> None:
+    from shared.errors import EvaluationBudgetExceeded
+    from shared.timing.budget import Budget
+
+    class Stepping:
+        now = 0.0
+
+        def __call__(self) -> float:
+            self.now += 0.001
+            return self.now
+
+    hostile = RRuleTrigger(rrule="FREQ=HOURLY;INTERVAL=168;BYDAY=TU", start_at=utc(2026, 1, 5))
+    for call in (
+        lambda budget: next_fire(hostile, "UTC", T0, budget=budget),
+        lambda budget: first_fire(hostile, "UTC", T0, budget=budget),
+        lambda budget: fire_times(hostile, "UTC", T0, 3, budget=budget),
+    ):
+        with pytest.raises(EvaluationBudgetExceeded):
+            call(Budget(Stepping(), 0.002))
+    # Cron's scan is bounded by its own horizon, and ticks once per month it walks.
+    counted = Budget(Stepping(), 0.002)
+    assert next_fire(CronTrigger(cron="0 0 30 2 *"), "UTC", T0 + timedelta(seconds=1), budget=counted) is None
+    assert counted._ticks > 0
+    # Nothing cut off by the budget was cached: an unlimited call still gets the real answer.
+    assert next_fire(hostile, "UTC", T0) is None
+    easy = RRuleTrigger(rrule="FREQ=DAILY;BYHOUR=9", start_at=T0)
+    assert next_fire(easy, "UTC", T0, budget=Budget(Stepping(), 10)) == utc(2026, 6, 2, 9)
+
+
+# --- the "never fires" check of schedule validation ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rrule", "now"),
+    [
+        ("DTSTART;TZID=Europe/Berlin:20260101T090000\nRRULE:FREQ=DAILY;INTERVAL=3;COUNT=1000", utc(2032, 6, 1)),
+        ("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO", utc(2026, 3, 1)),
+        ("DTSTART:20260101T000000Z\nRRULE:FREQ=MINUTELY;INTERVAL=997;COUNT=1000", utc(2027, 6, 1)),
+        ("FREQ=HOURLY;BYMINUTE=0,30;BYSETPOS=1", utc(2026, 3, 1)),
+        ("FREQ=DAILY;COUNT=1500", utc(2026, 3, 1)),
+        ("FREQ=WEEKLY;INTERVAL=1500", utc(2026, 3, 1)),
+        ("FREQ=MONTHLY;BYDAY=MO,-1FR;BYHOUR=10;BYMINUTE=0", utc(2026, 3, 1)),
+    ],
+)
+def test_rules_that_fire_are_not_refused_as_never_firing(rrule: str, now: datetime) -> None:
+    from shared.validation import check_trigger
+
+    assert check_trigger(RRuleTrigger(rrule=rrule), "Europe/Berlin", now) == []
+
+
+@pytest.mark.parametrize(
+    "rrule",
+    [
+        "DTSTART:20200101T000000Z\nRRULE:FREQ=DAILY;COUNT=10",  # all ten are over
+        "FREQ=DAILY;UNTIL=20250101T000000Z",
+        "FREQ=DAILY;INTERVAL=7;BYDAY=TU",  # from a Monday: never a Tuesday
+    ],
+)
+def test_rules_that_provably_never_fire_are_refused(rrule: str) -> None:
+    from shared.errors import FieldProblem
+    from shared.validation import check_trigger
+
+    monday = utc(2026, 1, 5, 12)
+    problems = check_trigger(RRuleTrigger(rrule=rrule), "UTC", monday)
+    assert problems == [FieldProblem("trigger.rrule", "never fires (no occurrence after now within bounds)")]
+
+
+def test_a_stored_long_count_keeps_firing_to_its_last_occurrence() -> None:
+    """What the worker does: each next fire from the previous one, through the result cache."""
+    trigger = RRuleTrigger(
+        rrule="DTSTART;TZID=Europe/Berlin:20260101T090000\nRRULE:FREQ=DAILY;INTERVAL=3;COUNT=1000",
+        start_at=utc(2025, 12, 1),
+    )
+    times = fire_times(trigger, "Europe/Berlin", utc(2025, 12, 31), 2000)
+    assert len(times) == 1000
+    assert times[0] == utc(2026, 1, 1, 8) and times[-1] == utc(2034, 3, 17, 8)
+    assert next_fire(trigger, "Europe/Berlin", times[-1]) is None
+    plan = plan_due(trigger, "Europe/Berlin", times[-2], times[-2] + timedelta(seconds=5), MisfirePolicy.SKIP, 1, GRACE)
+    assert plan.fire_at == [times[-2]] and plan.next_run_at == times[-1]
