@@ -33,6 +33,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import NoReturn
 from zoneinfo import ZoneInfo
 
+from shared.timing.budget import Budget
+
 # A schedule that cannot fire within this many years is treated as never firing (e.g. `0 0 30 2 *`). The
 # rarest satisfiable schedules (Feb 29, or Feb 1 on a given weekday) recur well within it.
 _HORIZON_YEARS = 30
@@ -236,14 +238,20 @@ def _fail(spec: _FieldSpec, reason: str) -> NoReturn:
 
 # --- evaluation ---
 
+_UNLIMITED = Budget.unlimited()
 
-def cron_next(expr: CronExpr, tz: ZoneInfo, after: datetime) -> datetime | None:
-    """The first fire time strictly after ``after``, in UTC; None if there is none within the horizon."""
+
+def cron_next(expr: CronExpr, tz: ZoneInfo, after: datetime, budget: Budget | None = None) -> datetime | None:
+    """The first fire time strictly after ``after``, in UTC; None if there is none within the horizon.
+
+    ``budget`` is ticked once per day the search looks at (EvaluationBudgetExceeded once it is spent).
+    """
     if after.tzinfo is not UTC and (after.tzinfo is None or after.utcoffset() is None):
         raise ValueError("after must be a timezone-aware datetime")
     after = after.astimezone(UTC)
-    nearby = _next_nearby(expr, tz, after)
-    return nearby if nearby is not None else _next_by_scan(expr, tz, after)
+    budget = budget or _UNLIMITED
+    nearby = _next_nearby(expr, tz, after, budget)
+    return nearby if nearby is not None else _next_by_scan(expr, tz, after, budget)
 
 
 # --- the shortcut ---
@@ -258,7 +266,7 @@ _Wall = tuple[int, int, int, int, int, int]
 _DAY_BY_DAY = 7
 
 
-def _next_nearby(expr: CronExpr, tz: ZoneInfo, after: datetime) -> datetime | None:
+def _next_nearby(expr: CronExpr, tz: ZoneInfo, after: datetime, budget: Budget | None = None) -> datetime | None:
     """The answer when no DST transition gets in the way; None when it cannot vouch for one.
 
     Let L be the local wall time of ``after`` and W the first matching wall time after L. The general scan
@@ -271,13 +279,14 @@ def _next_nearby(expr: CronExpr, tz: ZoneInfo, after: datetime) -> datetime | No
 
     ``after`` is in UTC.
     """
+    budget = budget or _UNLIMITED
     try:
         local = after.astimezone(tz)
         if local.date() < _EARLIEST_SHORTCUT_DAY:
             return None
         if not expr.wall_clock and _is_first_of_two(local, tz):
             return None  # In real-time mode the second copy of L, still to come, may fire.
-        wall = _next_matching_wall(expr, local)
+        wall = _next_matching_wall(expr, local, budget)
         if wall is None:
             return None
         instant = _unique_instant(wall, tz)
@@ -295,7 +304,7 @@ def _is_first_of_two(local: datetime, tz: ZoneInfo) -> bool:
     return other.utcoffset() != local.utcoffset()
 
 
-def _next_matching_wall(expr: CronExpr, local: datetime) -> _Wall | None:
+def _next_matching_wall(expr: CronExpr, local: datetime, budget: Budget) -> _Wall | None:
     """The first matching wall time strictly after ``local``'s, within the scan's horizon.
 
     Fire times are whole seconds, so "after" means a later (hour, minute, second) on the same day, whatever
@@ -311,7 +320,7 @@ def _next_matching_wall(expr: CronExpr, local: datetime) -> _Wall | None:
             return (day.year, day.month, day.day, *time_of_day)
     # Same horizon as the scan, so that the shortcut never finds a fire the scan would not.
     last_year = min(local.year + _HORIZON_YEARS, date.max.year)
-    next_day = _first_matching_day(expr, day + _ONE_DAY, last_year)
+    next_day = _first_matching_day(expr, day + _ONE_DAY, last_year, budget)
     if next_day is None:
         return None
     return (next_day.year, next_day.month, next_day.day, *first_time)
@@ -336,7 +345,7 @@ def _next_time_of_day(expr: CronExpr, hour: int, minute: int, second: int) -> tu
     return None
 
 
-def _first_matching_day(expr: CronExpr, start: date, last_year: int) -> date | None:
+def _first_matching_day(expr: CronExpr, start: date, last_year: int, budget: Budget) -> date | None:
     """The first matching date from ``start`` on, up to the end of ``last_year``."""
     # Most schedules match within days; testing those one by one is cheaper than the month-by-month walk.
     day = start
@@ -346,7 +355,7 @@ def _first_matching_day(expr: CronExpr, start: date, last_year: int) -> date | N
         if _date_matches(expr, day):
             return day
         day += _ONE_DAY
-    return next(_matching_days(expr, day, last_year), None)
+    return next(_matching_days(expr, day, last_year, budget), None)
 
 
 def _date_matches(expr: CronExpr, day: date) -> bool:
@@ -370,15 +379,18 @@ def _unique_instant(wall: _Wall, tz: ZoneInfo) -> datetime | None:
 # --- the general scan ---
 
 
-def _next_by_scan(expr: CronExpr, tz: ZoneInfo, after: datetime) -> datetime | None:
+def _next_by_scan(expr: CronExpr, tz: ZoneInfo, after: datetime, budget: Budget | None = None) -> datetime | None:
     """The general evaluator, right for every input whatever the transitions nearby. ``after`` is in UTC."""
+    budget = budget or _UNLIMITED
     try:
         if expr.wall_clock:
-            return _scan(expr, tz, after, fold=0, skip_gaps=False)
+            return _scan(expr, tz, after, budget, fold=0, skip_gaps=False)
         # Real time: the earliest of the first copies and the second copies of repeated wall times. Each
         # copy alone maps wall times onto instants monotonically; interleaved they do not.
         found = [
-            instant for fold in (0, 1) if (instant := _scan(expr, tz, after, fold=fold, skip_gaps=True)) is not None
+            instant
+            for fold in (0, 1)
+            if (instant := _scan(expr, tz, after, budget, fold=fold, skip_gaps=True)) is not None
         ]
         return min(found, default=None)
     except OverflowError:
@@ -386,7 +398,9 @@ def _next_by_scan(expr: CronExpr, tz: ZoneInfo, after: datetime) -> datetime | N
         return None
 
 
-def _scan(expr: CronExpr, tz: ZoneInfo, after: datetime, *, fold: int, skip_gaps: bool) -> datetime | None:
+def _scan(
+    expr: CronExpr, tz: ZoneInfo, after: datetime, budget: Budget, *, fold: int, skip_gaps: bool
+) -> datetime | None:
     """The first matching wall time, in calendar order, whose instant (for this fold) is after ``after``.
 
     With ``skip_gaps`` wall times inside a spring-forward gap are passed over (real-time mode); without it
@@ -398,9 +412,10 @@ def _scan(expr: CronExpr, tz: ZoneInfo, after: datetime, *, fold: int, skip_gaps
     local = after.astimezone(tz).replace(tzinfo=None)
     start = local.date() - timedelta(days=_LOOKBACK_DAYS)
     last_year = min(local.year + _HORIZON_YEARS, date.max.year)
-    for day in _matching_days(expr, start, last_year):
+    for day in _matching_days(expr, start, last_year, budget):
         index = _first_index_after(times, day, tz, fold, after, local)
         while index < len(times):
+            budget.tick()
             instant, gap_end = _resolve(_wall(day, times[index]), tz, fold)
             if gap_end is None or not skip_gaps:
                 return instant
@@ -459,7 +474,7 @@ class _TimesOfDay:
         return self._hours[hour], self._minutes[minute], self._seconds[second]
 
 
-def _matching_days(expr: CronExpr, start: date, last_year: int) -> Iterator[date]:
+def _matching_days(expr: CronExpr, start: date, last_year: int, budget: Budget) -> Iterator[date]:
     """Matching local dates from ``start`` on, month by month, up to the end of ``last_year``."""
     months = expr._sorted_months
     days_of_month = expr._sorted_days_of_month
@@ -473,6 +488,7 @@ def _matching_days(expr: CronExpr, start: date, last_year: int) -> Iterator[date
             # Under the OR rule any day may match through its weekday; otherwise only listed days can.
             candidates = range(first_day, days_in_month + 1) if either else days_of_month
             for day in candidates:
+                budget.tick()
                 if not first_day <= day <= days_in_month:
                     continue
                 # Cron weekdays count from Sunday = 0; calendar's count from Monday = 0.

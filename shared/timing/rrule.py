@@ -48,6 +48,8 @@ from dateutil.rrule import (
     weekdays,
 )
 
+from shared.timing.budget import Budget
+
 _Freq = Literal[0, 1, 2, 3, 4, 5, 6]  # dateutil's YEARLY .. SECONDLY
 _Ints = tuple[int, ...]
 
@@ -128,7 +130,9 @@ def validate_rrule(text: str) -> None:
     _parse(text)
 
 
-def rrule_next(text: str, tz: ZoneInfo, anchor: datetime, after: datetime) -> datetime | None:
+def rrule_next(
+    text: str, tz: ZoneInfo, anchor: datetime, after: datetime, *, budget: Budget | None = None
+) -> datetime | None:
     """The first occurrence strictly after ``after`` as a UTC datetime; None once the rule is exhausted.
 
     ``anchor`` (aware) is DTSTART when ``text`` has no DTSTART line; it is read as wall time in ``tz``. A rule
@@ -139,7 +143,7 @@ def rrule_next(text: str, tz: ZoneInfo, anchor: datetime, after: datetime) -> da
     if tz.key is None:
         raise ValueError("tz must be a ZoneInfo built from an IANA key")
     compiled = _compile(text, tz.key, anchor)
-    candidates = (_next_rdate(compiled, after), _next_from_rule(compiled, after))
+    candidates = (_next_rdate(compiled, after), _next_from_rule(compiled, after, budget))
     return min((found for found in candidates if found is not None), default=None)
 
 
@@ -689,7 +693,7 @@ def _next_rdate(compiled: _Compiled, after: datetime) -> datetime | None:
     return None
 
 
-def _next_from_rule(compiled: _Compiled, after: datetime) -> datetime | None:
+def _next_from_rule(compiled: _Compiled, after: datetime, budget: Budget | None = None) -> datetime | None:
     """The smallest occurrence of the RRULE strictly after ``after``.
 
     Local wall times map onto instants in order, except that gap times are pushed forward by the gap
@@ -700,16 +704,18 @@ def _next_from_rule(compiled: _Compiled, after: datetime) -> datetime | None:
     if compiled.plan is None or (compiled.until is not None and after >= compiled.until):
         return None
     tz = compiled.tz
-    found = _scan(compiled, compiled.plan, after.astimezone(tz).replace(tzinfo=None), after, gap_only=False)
+    found = _scan(compiled, compiled.plan, after.astimezone(tz).replace(tzinfo=None), after, budget, gap_only=False)
     gap_wall = _gap_wall_for(after, tz)
     if gap_wall is not None:
-        in_gap = _scan(compiled, compiled.plan, gap_wall, after, gap_only=True)
+        in_gap = _scan(compiled, compiled.plan, gap_wall, after, budget, gap_only=True)
         if in_gap is not None and (found is None or in_gap < found):
             found = in_gap
     return found
 
 
-def _scan(compiled: _Compiled, plan: _Plan, start: datetime, after: datetime, *, gap_only: bool) -> datetime | None:
+def _scan(
+    compiled: _Compiled, plan: _Plan, start: datetime, after: datetime, budget: Budget | None, *, gap_only: bool
+) -> datetime | None:
     """The smallest occurrence after ``after`` among the rule's wall times from ``start`` on.
 
     With ``gap_only`` the scan stops at the first wall time outside a gap. Otherwise it stops at the first
@@ -721,6 +727,8 @@ def _scan(compiled: _Compiled, plan: _Plan, start: datetime, after: datetime, *,
     months = _GAP_SCAN_BUDGET if gap_only and plan.count is None else _SCAN_BUDGET[plan.freq]
     try:
         for wall in _dateutil_rule(plan, start, months):
+            if budget is not None:
+                budget.tick()
             if wall < start:
                 continue  # only COUNT rules iterate from DTSTART; these instants are not after `after`
             instant = _to_utc(wall, tz)
