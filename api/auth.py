@@ -101,7 +101,7 @@ def dev_private_key(data_dir: Path) -> ec.EllipticCurvePrivateKey:
 
 
 def mint_dev_token(
-    data_dir: Path, tenants: list[str] | str, roles: list[str], ttl_sec: int = 86400, subject: str = "dev"
+    data_dir: Path, tenants: list[str], roles: list[str], ttl_sec: int = 86400, subject: str = "dev"
 ) -> str:
     now = int(time.time())
     claims = {

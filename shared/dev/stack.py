@@ -79,7 +79,7 @@ class Stack:
 def _token(data_dir: Path, tenants: str, roles: str, ttl_sec: int = 86400) -> str:
     from api.auth import mint_dev_token
 
-    tenant_claim: list[str] | str = "*" if tenants == "*" else [t for t in tenants.split(",") if t]
+    tenant_claim = [t for t in tenants.split(",") if t]  # a list, also for "*": the API refuses strings
     return mint_dev_token(data_dir, tenant_claim, [r for r in roles.split(",") if r], ttl_sec=ttl_sec)
 
 
