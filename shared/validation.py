@@ -269,7 +269,10 @@ def check_http_url(url: str) -> str | None:
         return "must not contain whitespace or control characters"
     if "\\" in url:
         return "must not contain backslashes"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL" and the like
+        return f"is not a valid URL: {exc}"
     if parts.scheme.lower() not in ("http", "https") or not url.lower().startswith(parts.scheme.lower() + "://"):
         return "must be an absolute http:// or https:// URL"
     netloc = parts.netloc
@@ -315,6 +318,12 @@ def _host_problem(host: str) -> str | None:
     labels = ascii_name.split(".")
     if len(ascii_name) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
         return f"host {host!r} is not a DNS name or an IP address"
+    for label in labels:
+        if label.lower().startswith("xn--"):
+            try:
+                label.encode("ascii").decode("idna")
+            except UnicodeError:
+                return f"host {host!r} has an invalid punycode label {label!r}"
     # WHATWG URL parsers read a name whose last label is numeric as an IPv4 address (127.1, 0x7f.1, 2130706433):
     # only the canonical dotted quad is accepted, so that every layer agrees on which address it is.
     if _NUMERIC_LABEL.match(labels[-1]) and not _DOTTED_QUAD.match(ascii_name):
@@ -369,7 +378,10 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 def url_origin(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) as RFC 6454 compares them: lower case, IDN hosts in punycode, default ports filled in."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return "", url, -1  # never equal to a valid URL's origin
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").rstrip(".")
     try:

@@ -22,3 +22,14 @@ def test_json_lines_carry_trace_and_run_fields(capsys):
         assert stdlib["logger"] == "psycopg" and stdlib["level"] == "warning"
     finally:
         setup_logging("info", "text")
+
+
+def test_text_lines_escape_control_characters(capsys):
+    from loguru import logger
+
+    from shared.logs import setup_logging
+
+    setup_logging("info", "text")
+    logger.info("GET {} done", "/x\n12:00:00.000 INFO    forged: admin logged in\x1b[2J")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\\n12:00:00" in err and "\\x1b[2J" in err
