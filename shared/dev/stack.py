@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,13 +18,22 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 
 from shared.db.migrate import migrate
 from shared.dev.keys import dev_secrets_spec
 
 DATA_DIR = Path(".data")
+# The services' own database logins, as in production (deploy/helm/scheduler/README.md): each may only SET ROLE to
+# the role its row-level security policies are written for, so `RESET ROLE` on its connection reaches nothing
+# more (NOINHERIT: the login alone holds no privilege at all). role setting -> login name.
+SERVICE_LOGINS = {
+    "api": ("scheduler_api", "scheduler_api_login"),
+    "worker": ("scheduler_worker", "scheduler_worker_login"),
+}
 DATABASE = "scheduler"
 DEMO_TENANT = "demo"
 
@@ -33,6 +43,7 @@ class Stack:
     data_dir: Path = DATA_DIR
     postgres_url: str = ""
     nats_url: str = ""
+    service_urls: dict[str, str] = field(default_factory=dict)
     _stops: list = field(default_factory=list)
 
     def start_postgres(self) -> str:
@@ -49,6 +60,14 @@ class Stack:
                     conn.execute(f"CREATE DATABASE {DATABASE}")
             self.postgres_url = server.database_url(DATABASE)
         migrate(self.postgres_url)
+        try:
+            self.service_urls = ensure_login_roles(self.postgres_url)
+        except psycopg.errors.InsufficientPrivilege:
+            print(
+                "warning: POSTGRES_URL may not create roles; the API and workers use it as given (create their "
+                "logins as deploy/helm/scheduler/README.md shows)",
+                file=sys.stderr,
+            )
         return self.postgres_url
 
     def start_nats(self) -> str:
@@ -61,9 +80,11 @@ class Stack:
             self._stops.append(server.stop)
         return self.nats_url
 
-    def env(self) -> dict[str, str]:
+    def env(self, service: str | None = None) -> dict[str, str]:
+        """The environment of a child process; ``service`` ("api", "worker") connects with that service's login."""
         env = dict(os.environ)
-        env.update(POSTGRES_URL=self.postgres_url, NATS_URL=self.nats_url, DEV_DATA_DIR=str(self.data_dir))
+        database = self.service_urls.get(service or "", self.postgres_url)
+        env.update(POSTGRES_URL=database, NATS_URL=self.nats_url, DEV_DATA_DIR=str(self.data_dir))
         env.setdefault("AUTH_MODE", "dev")
         env.setdefault("LOG_FORMAT", "text")
         # The API seals webhook secrets and the workers open them: both need the same key.
@@ -74,6 +95,38 @@ class Stack:
         for stop in reversed(self._stops):
             stop()
         self._stops.clear()
+
+
+def ensure_login_roles(admin_url: str, passwords: dict[str, str] | None = None) -> dict[str, str]:
+    """Create (or update) the API's and the workers' login roles; their connection URLs by service.
+
+    Passwords are new random ones on each call unless given (docker-compose passes its own).
+    """
+    urls = {}
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        for service, (role, login) in SERVICE_LOGINS.items():
+            password = (passwords or {}).get(service) or secrets.token_urlsafe(24)
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,)).fetchone()
+            verb = sql.SQL("ALTER" if exists else "CREATE")
+            conn.execute(
+                sql.SQL(
+                    "{} ROLE {} LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD {}"
+                ).format(verb, sql.Identifier(login), sql.Literal(password))
+            )
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(login)))
+            urls[service] = _with_login(admin_url, login, password)
+    return urls
+
+
+def _with_login(url: str, user: str, password: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"))
+
+
+def service_url(admin_url: str, service: str) -> str:
+    """The URL of ``service``'s login (resetting its password)."""
+    return ensure_login_roles(admin_url)[service]
 
 
 def _token(data_dir: Path, tenants: str, roles: str, ttl_sec: int = 86400) -> str:
@@ -143,12 +196,12 @@ def run(workers: int) -> int:
         stack.start_nats()
         env = stack.env()
         host, port = env.get("HOST", "127.0.0.1"), int(env.get("PORT", "3080"))
-        children.append(subprocess.Popen([sys.executable, "-m", "api"], env=env))
+        children.append(subprocess.Popen([sys.executable, "-m", "api"], env=stack.env("api")))
         base_port = int(env.get("WORKER_METRICS_PORT", "9464"))
         for i in range(workers):
             # One metrics/health port each, on this machine only.
             worker_env = {
-                **env,
+                **stack.env("worker"),
                 "WORKER_METRICS_PORT": str(base_port + i if base_port else 0),
                 "WORKER_METRICS_HOST": env.get("WORKER_METRICS_HOST", "127.0.0.1"),
             }
@@ -182,7 +235,7 @@ def exec_with_stack(module: str, nats: bool) -> None:
     stack.start_postgres()
     if nats:
         stack.start_nats()
-    os.execve(sys.executable, [sys.executable, "-m", module], stack.env())
+    os.execve(sys.executable, [sys.executable, "-m", module], stack.env(module))
 
 
 def stop_all() -> None:
@@ -204,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("api", help="serve the API against the local stack")
     sub.add_parser("worker", help="run one worker against the local stack")
     sub.add_parser("stop", help="stop the embedded servers under .data/")
+    sub.add_parser(
+        "logins",
+        help="create the API's and workers' login roles on POSTGRES_URL (passwords from API_DB_PASSWORD and "
+        "WORKER_DB_PASSWORD)",
+    )
     sub_p = sub.add_parser("sub", help="print the messages published on a NATS subject (wildcards allowed)")
     sub_p.add_argument("subject")
     token_p = sub.add_parser("token", help="print a dev bearer token")
@@ -225,6 +283,15 @@ def main(argv: list[str] | None = None) -> int:
             exec_with_stack("worker", nats=True)
         case "stop":
             stop_all()
+        case "logins":
+            passwords = {
+                "api": os.environ.get("API_DB_PASSWORD", ""),
+                "worker": os.environ.get("WORKER_DB_PASSWORD", ""),
+            }
+            if not all(passwords.values()):
+                raise SystemExit("API_DB_PASSWORD and WORKER_DB_PASSWORD are required")
+            ensure_login_roles(os.environ["POSTGRES_URL"], passwords)
+            print("login roles scheduler_api_login and scheduler_worker_login are ready")
         case "sub":
             stack = Stack()
             with contextlib.suppress(KeyboardInterrupt):
