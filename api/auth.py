@@ -79,7 +79,12 @@ def _string_list(claims: dict[str, Any], path: str) -> frozenset[str]:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number usable as NumericDate: not a bool, finite, and not a huge integer (10**400 parses)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) < 2**53
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def dev_private_key(data_dir: Path) -> ec.EllipticCurvePrivateKey:
