@@ -47,12 +47,8 @@ class _Prepared:
         if same_origin:
             return self.headers
         # As browsers and HTTP clients do on a cross-origin redirect, and more: secret headers, the webhook
-        # signature and anything named like a credential stay with the origin the schedule names.
-        return {
-            name: value
-            for name, value in self.headers.items()
-            if name.lower() not in self.secret_names and not is_credential_header(name, DEFAULT_CREDENTIAL_HEADERS)
-        }
+        # signature and plain headers named like a credential stay with the origin the schedule names.
+        return {name: value for name, value in self.headers.items() if name.lower() not in self.secret_names}
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -151,6 +147,8 @@ class HttpSender:
         opened = open_target(fire.target, self.keys, fire.schedule_id)
         assert isinstance(opened, HttpTarget)
         secret_names = {name.lower() for name in opened.http.secret_headers} | set(SIGNATURE_HEADERS)
+        # Stored before credential names were refused in plain headers (or allowed by CREDENTIAL_HEADER_PATTERNS).
+        secret_names |= {n.lower() for n in spec.headers if is_credential_header(n, DEFAULT_CREDENTIAL_HEADERS)}
         secret_values = list(opened.http.secret_headers.values())
         headers = {
             **spec.headers,
