@@ -22,8 +22,8 @@ from api.routes.health import dev_jwks_route, health, live, ready
 from api.routes.runs import RunController
 from api.routes.schedules import ScheduleController
 from api.routes.triggers import preview_trigger
-from api.serving import security_headers
 from api.service import Clock, ScheduleService
+from api.serving import security_headers
 from shared.db.pool import make_pool
 from shared.db.repository import Repository
 from shared.dev.keys import key_ring

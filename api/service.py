@@ -33,9 +33,9 @@ from shared.netguard import Network, is_ip_literal, refusal
 from shared.schedules import apply_patch, new_schedule
 from shared.secrets import KeyRing, mask_target, new_webhook_secret, seal_target
 from shared.settings import Settings
+from shared.timing.budget import Budget
 from shared.timing.next_fire import anchor_trigger, fire_times, first_fire
 from shared.tracing import current_trace_context
-from shared.timing.budget import Budget
 from shared.validation import (
     check_http_url,
     check_instant,
@@ -191,9 +191,7 @@ class ScheduleService:
         # What is next from now: an overdue next_run_at fires at once (first), later ones follow the trigger;
         # a parked FIXED_DELAY has none until its run finishes.
         start = (
-            s.next_run_at
-            if s.enabled
-            else first_fire(s.trigger, s.tz, now, s.last_run_at is not None, budget=budget)
+            s.next_run_at if s.enabled else first_fire(s.trigger, s.tz, now, s.last_run_at is not None, budget=budget)
         )
         if start is None:
             return FireTimes([])

@@ -64,8 +64,9 @@ def security_headers(app: ASGIApp, max_header_bytes: int) -> ASGIApp:
         if too_large:
             body = problem_bytes(431, "Request header fields too large", too_large)
             headers = [(b"content-type", PROBLEM_JSON), (b"content-length", str(len(body)).encode())]
-            await send_with_headers(send)({"type": "http.response.start", "status": 431, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            start: Message = {"type": "http.response.start", "status": 431, "headers": headers}
+            await send_with_headers(send)(start)
+            await send({"type": "http.response.body", "body": body, "more_body": False})
             return
         await app(scope, receive, send_with_headers(send))
 

@@ -102,7 +102,10 @@ class Settings:
     rate_limit_max_keys: int = 100_000
     """RATE_LIMIT_MAX_KEYS: rate-limit buckets kept per API process (least recently used dropped beyond; a dropped
     bucket was idle and full anyway unless the process is under a key-flooding attack)."""
-    credential_header_patterns: str = "authorization,proxy-authorization,cookie,x-api-key,*token*,*secret*,*key*,*password*,*passwd*,*credential*,*session*,*signature*"
+    credential_header_patterns: str = (
+        "authorization,proxy-authorization,cookie,x-api-key,"
+        "*token*,*secret*,*key*,*password*,*passwd*,*credential*,*session*,*signature*"
+    )
     """CREDENTIAL_HEADER_PATTERNS: header names (case-insensitive, `*` wildcards) that carry credentials: refused in
     a target's plain `headers` (400 pointing to `secretHeaders`)."""
     run_response_excerpt_bytes: int = 1024

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import ipaddress
 import re
@@ -241,7 +242,9 @@ MAX_URL = 2048
 MAX_JSON_DEPTH = 64
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _NUMERIC_LABEL = re.compile(r"^(0[xX][0-9A-Fa-f]*|[0-9]+)$")
-_DOTTED_QUAD = re.compile(r"^(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}$")
+_DOTTED_QUAD = re.compile(
+    r"^(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}$"
+)
 _PORT = re.compile(r"^[0-9]{1,5}$")
 _WHITESPACE = re.compile(r"\s")
 
@@ -279,9 +282,8 @@ def check_http_url(url: str) -> str | None:
     if "@" in netloc:
         return "must not contain user info (user:password@); send credentials in secretHeaders"
     host, port = _split_host_port(netloc)
-    if port is not None:
-        if not _PORT.match(port) or not 1 <= int(port) <= 65535:
-            return f"port {port!r} is not a number between 1 and 65535"
+    if port is not None and (not _PORT.match(port) or not 1 <= int(port) <= 65535):
+        return f"port {port!r} is not a number between 1 and 65535"
     if not host:
         return "must name a host"
     return _host_problem(host)
@@ -384,10 +386,8 @@ def url_origin(url: str) -> tuple[str, str, int]:
         return "", url, -1  # never equal to a valid URL's origin
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").rstrip(".")
-    try:
+    with contextlib.suppress(UnicodeError):
         host = host.encode("idna").decode("ascii") if not host.isascii() else host
-    except UnicodeError:
-        pass
     try:
         port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
     except ValueError:

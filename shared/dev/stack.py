@@ -110,7 +110,8 @@ def ensure_login_roles(admin_url: str, passwords: dict[str, str] | None = None) 
             verb = sql.SQL("ALTER" if exists else "CREATE")
             conn.execute(
                 sql.SQL(
-                    "{} ROLE {} LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD {}"
+                    "{} ROLE {} LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+                    "PASSWORD {}"
                 ).format(verb, sql.Identifier(login), sql.Literal(password))
             )
             conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(login)))

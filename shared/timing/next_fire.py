@@ -104,9 +104,7 @@ def anchor_trigger(trigger: Trigger, now: datetime) -> Trigger:
     return trigger
 
 
-def fire_times(
-    trigger: Trigger, tz: str, after: datetime, count: int, budget: Budget | None = None
-) -> list[datetime]:
+def fire_times(trigger: Trigger, tz: str, after: datetime, count: int, budget: Budget | None = None) -> list[datetime]:
     """The next ``count`` fire times strictly after ``after`` (fewer when the trigger runs out)."""
     times: list[datetime] = []
     current = after

@@ -25,7 +25,9 @@ UNLIMITED = {"TENANT_RATE_LIMIT_RPS": "1000000", "TENANT_RATE_LIMIT_BURST": "100
 
 def call(method: str, url: str, headers: dict[str, str], body: Any = None) -> tuple[int, float, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={**headers, "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={**headers, "Content-Type": "application/json"}
+    )
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -43,8 +45,14 @@ def quantile(values: list[float], q: float) -> float:
 
 def test_worst_case_previews_do_not_slow_other_tenants(db_url, dev_dir):
     attacker, victim = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
-    bad = {"Authorization": f"Bearer {mint_dev_token(dev_dir, [attacker], [VIEWER], subject='a')}", "X-Tenant-Id": attacker}
-    good = {"Authorization": f"Bearer {mint_dev_token(dev_dir, [victim], [EDITOR], subject='b')}", "X-Tenant-Id": victim}
+    bad = {
+        "Authorization": f"Bearer {mint_dev_token(dev_dir, [attacker], [VIEWER], subject='a')}",
+        "X-Tenant-Id": attacker,
+    }
+    good = {
+        "Authorization": f"Bearer {mint_dev_token(dev_dir, [victim], [EDITOR], subject='b')}",
+        "X-Tenant-Id": victim,
+    }
     with live_api(db_url, dev_dir, **UNLIMITED) as base:
         for i in range(20):
             body = {"name": f"s{i}", "trigger": {"type": "CRON", "cron": "0 9 * * *"}}

@@ -3,7 +3,6 @@ write-only secrets, strict tokens and requests, and records that tell the truth.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import json
@@ -17,15 +16,14 @@ from typing import Any
 import jwt
 import psycopg
 import pytest
-from psycopg import sql
 from cryptography.hazmat.primitives.asymmetric import rsa
 from litestar.testing import AsyncTestClient
 from loguru import logger
+from psycopg import sql
 
 from api.app import create_app
 from api.auth import ADMIN, DEV_ISSUER, DEV_KID, EDITOR, VIEWER, TokenVerifier, dev_private_key, mint_dev_token
 from shared.settings import Settings
-from tests.integration.conftest import Headers
 
 # A trigger whose preview costs seconds of CPU without a budget (measured: 2-3.6 s per request).
 WORST_PREVIEW = {"trigger": {"type": "RRULE", "rrule": "FREQ=SECONDLY;COUNT=1000"}, "count": 1000}
@@ -349,7 +347,7 @@ async def test_bad_input_is_a_400_and_is_not_stored(client, headers):
             "/schedules", content=raw.encode(), headers={**headers(), "Content-Type": "application/json"}
         )
         assert response.status_code == 400, (depth, response.status_code, response.text[:300])
-    preview = '{"trigger": {"type": "CRON", "cron": "0 9 * * *"}, "count": 2, "x": %s}' % _nested(3000)
+    preview = '{"trigger": {"type": "CRON", "cron": "0 9 * * *"}, "count": 2, "x": ' + _nested(3000) + "}"
     response = await client.post(
         "/triggers/preview", content=preview.encode(), headers={**headers(VIEWER), "Content-Type": "application/json"}
     )
@@ -447,7 +445,6 @@ async def test_a_duplicated_tenant_header_is_refused(client, headers, tenant):
 
 def test_dev_stack_connections_cannot_reset_to_a_superuser(settings):
     """The API's and workers' connections in the dev stack log in as their own roles: RESET ROLE gets nowhere."""
-    from shared.db.pool import make_pool
     from shared.dev.stack import ensure_login_roles
 
     with psycopg.connect(settings.postgres_url) as admin:

@@ -108,7 +108,9 @@ def test_a_kept_secret_stays_with_its_origin():
     with pytest.raises(InvalidInput) as refused:
         seal_target(moved, keys, "id", previous=stored)
     assert refused.value.problems[0].field == "target.http.secretHeaders"
-    same_origin = HttpTarget(http=HttpSpec(url="https://A.example:443/other", secret_headers={"X-Api-Key": SECRET_MASK}))
+    same_origin = HttpTarget(
+        http=HttpSpec(url="https://A.example:443/other", secret_headers={"X-Api-Key": SECRET_MASK})
+    )
     assert seal_target(same_origin, keys, "id", previous=stored).http.secret_headers == stored.http.secret_headers
     resent = HttpTarget(http=HttpSpec(url="https://b.example/hook", secret_headers={"X-Api-Key": "new"}))
     assert seal_target(resent, keys, "id", previous=stored).http.secret_headers["X-Api-Key"] != SECRET_MASK

@@ -20,8 +20,8 @@ import yarl
 from shared.model import HttpSpec, HttpTarget
 from shared.netguard import Network, is_ip_literal, refusal
 from shared.secrets import WEBHOOK_SECRET_PREFIX, KeyRing, SecretsError, open_target, redact
-from shared.validation import DEFAULT_CREDENTIAL_HEADERS, is_credential_header, url_origin
 from shared.tracing import inject
+from shared.validation import DEFAULT_CREDENTIAL_HEADERS, is_credential_header, url_origin
 from worker.fire import Delivered, DeliveryFailed, Fire, clean_text, utc_iso
 
 MAX_RESPONSE_BYTES = 64 * 1024
