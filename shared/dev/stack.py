@@ -18,7 +18,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -258,11 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("api", help="serve the API against the local stack")
     sub.add_parser("worker", help="run one worker against the local stack")
     sub.add_parser("stop", help="stop the embedded servers under .data/")
-    sub.add_parser(
-        "logins",
-        help="create the API's and workers' login roles on POSTGRES_URL (passwords from API_DB_PASSWORD and "
-        "WORKER_DB_PASSWORD)",
+    logins_p = sub.add_parser(
+        "logins", help="create (or update) the API's and workers' login roles on POSTGRES_URL, as the URLs name them"
     )
+    logins_p.add_argument("--api-url", required=True, help="the API's connection URL (user and password are used)")
+    logins_p.add_argument("--worker-url", required=True, help="the workers' connection URL")
     sub_p = sub.add_parser("sub", help="print the messages published on a NATS subject (wildcards allowed)")
     sub_p.add_argument("subject")
     token_p = sub.add_parser("token", help="print a dev bearer token")
@@ -285,12 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         case "stop":
             stop_all()
         case "logins":
-            passwords = {
-                "api": os.environ.get("API_DB_PASSWORD", ""),
-                "worker": os.environ.get("WORKER_DB_PASSWORD", ""),
-            }
-            if not all(passwords.values()):
-                raise SystemExit("API_DB_PASSWORD and WORKER_DB_PASSWORD are required")
+            passwords = {}
+            for service, url in (("api", args.api_url), ("worker", args.worker_url)):
+                parts = urlsplit(url)
+                login = SERVICE_LOGINS[service][1]
+                if unquote(parts.username or "") != login or not parts.password:
+                    raise SystemExit(f"--{service}-url must log in as {login} with a password")
+                passwords[service] = unquote(parts.password)
             ensure_login_roles(os.environ["POSTGRES_URL"], passwords)
             print("login roles scheduler_api_login and scheduler_worker_login are ready")
         case "sub":
