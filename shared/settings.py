@@ -29,11 +29,11 @@ class Settings:
     jwt_issuer: str = ""
     """JWT_ISSUER: required `iss` claim when set."""
     jwt_audience: str = ""
-    """JWT_AUDIENCE: required `aud` claim when set."""
+    """JWT_AUDIENCE: required `aud` claim; AUTH_MODE=jwks refuses to start without it (see JWT_AUDIENCE_NOT_REQUIRED)."""
     jwt_algorithms: str = "RS256,ES256,EdDSA"
     """JWT_ALGORITHMS: accepted signing algorithms (asymmetric only)."""
     jwt_tenants_claim: str = "tenants"
-    """JWT_TENANTS_CLAIM: claim holding the tenant list (or "*"); dotted paths allowed."""
+    """JWT_TENANTS_CLAIM: claim holding the tenant list (a JSON list of strings; ["*"] for all); dotted paths allowed."""
     jwt_roles_claim: str = "roles"
     """JWT_ROLES_CLAIM: claim holding the role list; dotted paths allowed (`realm_access.roles`)."""
     dev_data_dir: str = ".data"
@@ -49,7 +49,8 @@ class Settings:
     tenant_max_schedules: int = 10_000
     """TENANT_MAX_SCHEDULES: most schedules one tenant may have (409 beyond)."""
     tenant_rate_limit_rps: float = 100.0
-    """TENANT_RATE_LIMIT_RPS: API requests per second per tenant and API process, on average (429 beyond)."""
+    """TENANT_RATE_LIMIT_RPS: API requests per second per tenant and API process, on average (429 beyond); each
+    token subject has a bucket of the same size across all its tenants."""
     tenant_rate_limit_burst: float = 200.0
     """TENANT_RATE_LIMIT_BURST: requests a tenant may send at once before the rate applies."""
     api_db_role: str = "scheduler_api"

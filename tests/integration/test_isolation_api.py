@@ -474,3 +474,28 @@ async def test_the_api_works_through_its_own_login(settings, headers):
         created = await client.post("/schedules", json=http_body(f"https://{PUBLIC_IP}/x"), headers=headers())
         assert created.status_code == 201, created.text
         assert (await client.get("/ready")).status_code == 200
+
+
+def test_the_compose_logins_command_creates_the_service_logins(settings):
+    """What docker-compose's `migrate` service runs after the migrations."""
+    import subprocess
+    import sys
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(settings.postgres_url)
+    host = parts.netloc.rpartition("@")[2]
+    api_url = urlunsplit(parts._replace(netloc=f"scheduler_api_login:pw-api@{host}"))
+    worker_url = urlunsplit(parts._replace(netloc=f"scheduler_worker_login:pw-worker@{host}"))
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.dev", "logins", "--api-url", api_url, "--worker-url", worker_url],
+        env={"POSTGRES_URL": settings.postgres_url, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    for url in (api_url, worker_url):
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("RESET ROLE")
+            row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = session_user").fetchone()
+            assert row == (False,)
