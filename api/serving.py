@@ -17,10 +17,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 PROBLEM_JSON = b"application/problem+json"
 # For JSON answers: nothing in them may be run, framed or loaded as a page's resource.
 API_CSP = b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-# For HTML pages (API docs, a console): their own scripts and styles only, nothing from elsewhere.
+# For HTML pages (API docs, a console): scripts and styles from this origin only, nothing from elsewhere. Inline
+# scripts stay allowed because Litestar's docs pages start Swagger UI / ReDoc from one; these pages render no
+# tenant data into their HTML.
 HTML_CSP = (
-    b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
-    b"object-src 'none'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+    b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    b"script-src 'self' 'unsafe-inline'; object-src 'none'; frame-ancestors 'none'; base-uri 'self'; "
+    b"form-action 'self'"
 )
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
