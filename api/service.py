@@ -92,7 +92,8 @@ class ScheduleService:
                 self.settings.max_payload_bytes,
                 budget=budget,
                 credential_headers=self.credential_headers,
-            )
+            ),
+            tenant_id,
         )
         await self.check_reachable(schedule.target)
         schedule = msgspec.structs.replace(
@@ -129,7 +130,9 @@ class ScheduleService:
             tenant_id,
             schedule_id,
             now,
-            lambda current: self.evaluator.run(lambda budget: self._patched(current, patch, if_match, now, budget)),
+            lambda current: self.evaluator.run(
+                lambda budget: self._patched(current, patch, if_match, now, budget), tenant_id
+            ),
             lambda updated: wakes_workers(updated, now),
         )
         return public(updated)
@@ -184,7 +187,7 @@ class ScheduleService:
     async def preview(self, tenant_id: str, schedule_id: str, count: int) -> FireTimes:
         s = await self.repo.schedule_get(tenant_id, schedule_id)
         now = self.clock()
-        return await self.evaluator.run(lambda budget: self._schedule_fire_times(s, now, count, budget))
+        return await self.evaluator.run(lambda budget: self._schedule_fire_times(s, now, count, budget), tenant_id)
 
     @staticmethod
     def _schedule_fire_times(s: Schedule, now: datetime, count: int, budget: Budget) -> FireTimes:
@@ -197,9 +200,9 @@ class ScheduleService:
             return FireTimes([])
         return FireTimes([start, *fire_times(s.trigger, s.tz, max(start, now), count - 1, budget)])
 
-    async def preview_trigger(self, request: TriggerPreviewRequest) -> FireTimes:
+    async def preview_trigger(self, tenant_id: str, request: TriggerPreviewRequest) -> FireTimes:
         now = self.clock()
-        return await self.evaluator.run(lambda budget: self._trigger_fire_times(request, now, budget))
+        return await self.evaluator.run(lambda budget: self._trigger_fire_times(request, now, budget), tenant_id)
 
     @staticmethod
     def _trigger_fire_times(request: TriggerPreviewRequest, now: datetime, budget: Budget) -> FireTimes:

@@ -25,4 +25,4 @@ from shared.model import FireTimes, TriggerPreviewRequest
 async def preview_trigger(
     data: JSONBody[TriggerPreviewRequest], request: Request, tenant_id: TenantId, service: Service
 ) -> FireTimes:
-    return await service.preview_trigger(strict_body(await request.body(), TriggerPreviewRequest))
+    return await service.preview_trigger(tenant_id, strict_body(await request.body(), TriggerPreviewRequest))
