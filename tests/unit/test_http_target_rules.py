@@ -143,3 +143,11 @@ def test_a_budget_stops_a_sparse_cron_search():
     with pytest.raises(EvaluationBudgetExceeded):
         for _ in range(1000):
             cron_next(expr, __import__("zoneinfo").ZoneInfo("UTC"), datetime(2026, 1, 1, tzinfo=UTC), spent)
+
+
+def test_response_excerpts_are_cut_on_a_character_boundary():
+    from worker.targets.http import _cut
+
+    assert _cut("héllo", 0) == ""
+    assert _cut("héllo", 2) == "h"  # the é would be split: dropped
+    assert _cut("héllo", 100) == "héllo"
