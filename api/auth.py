@@ -23,7 +23,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from loguru import logger
 
-from shared.errors import Forbidden, InvalidInput, TooManyRequests, Unauthenticated
+from shared.errors import Forbidden, InvalidInput, TooManyRequests, Unauthenticated, Unavailable
 from shared.ratelimit import TokenBuckets
 from shared.settings import Settings
 from shared.validation import check_tenant_id
@@ -193,6 +193,10 @@ class TokenVerifier:
             )
         except Unauthenticated:
             raise
+        except jwt.PyJWKClientConnectionError as exc:
+            # The identity provider is unreachable: not the token's fault, and not a reason to drop it.
+            logger.warning("cannot fetch the signing keys from JWKS_URL: {}", exc)
+            raise Unavailable("the identity provider's signing keys cannot be fetched; retry later") from exc
         except Exception as exc:
             # Whatever a malformed token makes PyJWT or the crypto library raise (TypeError, KeyError, binascii
             # errors...), the answer is a 401, never a 500.

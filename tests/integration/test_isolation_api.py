@@ -499,3 +499,15 @@ def test_the_compose_logins_command_creates_the_service_logins(settings):
             conn.execute("RESET ROLE")
             row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = session_user").fetchone()
             assert row == (False,)
+
+
+def test_an_unreachable_identity_provider_is_a_503_not_a_401(dev_dir):
+    from shared.errors import Unavailable
+    from tests.integration.live_api import free_port
+
+    verifier = TokenVerifier(
+        Settings(auth_mode="jwks", jwks_url=f"http://127.0.0.1:{free_port()}/jwks.json", jwt_audience="scheduler")
+    )
+    token = jwt.encode(_claims(aud="scheduler"), dev_private_key(dev_dir), algorithm="ES256", headers={"kid": "k"})
+    with pytest.raises(Unavailable):
+        verifier.verify(token)
