@@ -226,8 +226,11 @@ class TokenVerifier:
 
 class BearerAuth(AbstractAuthenticationMiddleware):
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
-        header = connection.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
+        values = connection.headers.getall("authorization", [])
+        if len(values) > 1:
+            # Which copy a proxy checked and which one we would verify need not be the same.
+            raise Unauthenticated("more than one Authorization header")
+        scheme, _, token = (values[0] if values else "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("an `Authorization: Bearer <token>` header is required")
         verifier: TokenVerifier = connection.app.state.verifier

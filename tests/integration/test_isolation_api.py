@@ -441,6 +441,11 @@ async def test_a_duplicated_tenant_header_is_refused(client, headers, tenant):
         headers=[("Authorization", h["Authorization"]), ("X-Tenant-Id", tenant), ("X-Tenant-Id", "other")],
     )
     problem(response, 400, "X-Tenant-Id")
+    twice = await client.get(
+        "/schedules",
+        headers=[("Authorization", h["Authorization"]), ("Authorization", "Bearer junk"), ("X-Tenant-Id", tenant)],
+    )
+    problem(twice, 401)
 
 
 def test_dev_stack_connections_cannot_reset_to_a_superuser(settings):
