@@ -17,6 +17,9 @@ import jwt
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
 from loguru import logger
 from psycopg import sql
@@ -516,3 +519,52 @@ def test_an_unreachable_identity_provider_is_a_503_not_a_401(dev_dir):
     token = jwt.encode(_claims(aud="scheduler"), dev_private_key(dev_dir), algorithm="ES256", headers={"kid": "k"})
     with pytest.raises(Unavailable):
         verifier.verify(token)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _maybe(valid: Any) -> st.SearchStrategy[Any]:
+    """The valid value, a random JSON value, or absent (None is dropped from the claims)."""
+    return st.one_of(st.just(valid), JSON, st.just(None))
+
+
+@hypothesis_settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(
+    alg=st.one_of(st.sampled_from(["ES256", "RS256", "PS256", "EdDSA", "HS256", "none", "ES384"]), JSON),
+    kid=st.one_of(st.just(DEV_KID), JSON),
+    extra=st.dictionaries(st.sampled_from(["crit", "b64", "jku", "x5u", "typ", "cty", "zip"]), JSON, max_size=2),
+    exp=_maybe(int(time.time()) + 600),
+    iat=_maybe(int(time.time())),
+    nbf=_maybe(int(time.time())),
+    sub=_maybe("someone"),
+    iss=_maybe(DEV_ISSUER),
+    tenants=_maybe(["t1"]),
+    roles=_maybe([EDITOR]),
+)
+def test_fuzzed_token_headers_and_claims_are_401_or_valid(dev_dir, alg, kid, extra, **claims):
+    """Correctly signed by the dev key, so every check after the signature is reached too."""
+    from jwt.algorithms import ECAlgorithm
+
+    from shared.errors import Unauthenticated
+
+    header = {"alg": alg, "kid": kid, **extra}
+    body = {k: v for k, v in claims.items() if v is not None}
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(body).encode())}".encode()
+    signature = ECAlgorithm(ECAlgorithm.SHA256).sign(signing_input, dev_private_key(dev_dir))
+    token = f"{signing_input.decode()}.{_b64(signature)}"
+    verifier = TokenVerifier(Settings(auth_mode="dev", dev_data_dir=str(dev_dir)))
+    try:
+        principal = verifier.verify(token)
+    except Unauthenticated:
+        return
+    # Accepted: then it was a well-formed token in every respect that matters.
+    assert alg == "ES256" and kid == DEV_KID
+    assert isinstance(body["sub"], str) and principal.subject == body["sub"]
+    for name in ("tenants", "roles"):
+        value = body.get(name, [])
+        assert isinstance(value, list) and all(isinstance(v, str) for v in value)
