@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import uvicorn
 
 from api.app import create_app
+from api.evaluation import SWITCH_INTERVAL_SEC
+from api.serving import bounded_headers_protocol
 from shared.logs import setup_logging
 from shared.settings import Settings
 from shared.tracing import setup_tracing
@@ -18,6 +21,7 @@ def main() -> None:
         raise SystemExit("POSTGRES_URL is not set")
     setup_logging(settings.log_level, settings.log_format)
     app = create_app(settings, tracing=setup_tracing("scheduler-api", os.environ))
+    sys.setswitchinterval(SWITCH_INTERVAL_SEC)  # see api/evaluation.py
     uvicorn.run(
         app,
         host=settings.host,
@@ -26,6 +30,7 @@ def main() -> None:
         access_log=False,
         proxy_headers=True,
         server_header=False,
+        http=bounded_headers_protocol(settings.max_header_bytes),
     )
 
 

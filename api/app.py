@@ -15,6 +15,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
 from api.auth import PUBLIC_PATHS, BearerAuth, TokenVerifier, dev_jwks
+from api.evaluation import Evaluator
 from api.observability import metrics_route, request_metrics
 from api.problems import EXCEPTION_HANDLERS
 from api.routes.health import dev_jwks_route, health, live, ready
@@ -22,6 +23,7 @@ from api.routes.runs import RunController
 from api.routes.schedules import ScheduleController
 from api.routes.triggers import preview_trigger
 from api.service import Clock, ScheduleService
+from api.serving import security_headers
 from shared.db.pool import make_pool
 from shared.db.repository import Repository
 from shared.messaging.streams import QueueProvisioner, namespace_of, stream_limits
@@ -49,7 +51,8 @@ def create_app(settings: Settings, clock: Clock = system_clock, tracing: bool = 
     if settings.auth_mode == "dev":
         allowed += LOOPBACK  # local receivers in development
     queues = QueueProvisioner(settings.nats_url, namespace_of(settings), stream_limits(settings)[1])
-    service = ScheduleService(repo, settings, clock, key_ring(settings), allowed, queues)
+    evaluator = Evaluator(settings.trigger_eval_threads, settings.trigger_eval_queue, settings.trigger_eval_budget_ms)
+    service = ScheduleService(repo, settings, clock, key_ring(settings), allowed, queues, evaluator)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -57,12 +60,13 @@ def create_app(settings: Settings, clock: Clock = system_clock, tracing: bool = 
         try:
             yield
         finally:
+            evaluator.close()
             await queues.close()
             await pool.close()
 
     dev = settings.auth_mode == "dev"
     public = [*PUBLIC_PATHS, *(["/dev/jwks.json"] if dev else [])]
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             ScheduleController,
             RunController,
@@ -79,12 +83,13 @@ def create_app(settings: Settings, clock: Clock = system_clock, tracing: bool = 
                 "repo": repo,
                 "verifier": TokenVerifier(settings),
                 "settings": settings,
-                "rate_limits": TokenBuckets(settings.tenant_rate_limit_rps, settings.tenant_rate_limit_burst),
+                "rate_limits": TokenBuckets(
+                    settings.tenant_rate_limit_rps, settings.tenant_rate_limit_burst, settings.rate_limit_max_keys
+                ),
                 "dev_jwks": dev_jwks(settings.dev_dir) if dev else None,
             }
         ),
         middleware=[
-            request_metrics,
             DefineMiddleware(BearerAuth, exclude=[*(f"^{p}$" for p in public), "^/schema"]),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -105,3 +110,7 @@ def create_app(settings: Settings, clock: Clock = system_clock, tracing: bool = 
         debug=False,
         logging_config=None,  # shared/logs.py routes stdlib logging through loguru
     )
+    # Around Litestar's own exception handling and routing, so that every answer (a 401 from authentication, a 404
+    # for an unknown path, a 431) is logged and counted with the status the client got.
+    app.asgi_handler = request_metrics(security_headers(app.asgi_handler, settings.max_header_bytes))
+    return app

@@ -7,6 +7,7 @@ kept under ``DEV_DATA_DIR`` that ``make token`` signs with. Both go through the 
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from loguru import logger
 
-from shared.errors import Forbidden, InvalidInput, TooManyRequests, Unauthenticated
+from shared.errors import Forbidden, InvalidInput, TooManyRequests, Unauthenticated, Unavailable
+from shared.ratelimit import TokenBuckets
 from shared.settings import Settings
 from shared.validation import check_tenant_id
 
@@ -33,6 +35,13 @@ DEV_ISSUER = "scheduler-dev"
 DEV_KEY_FILE = "dev-signing-key.pem"
 DEV_KID = "dev"
 PUBLIC_PATHS = {"/health", "/ready", "/live", "/metrics"}
+LEEWAY_SEC = 30
+# Where tenant_in_scope leaves the validated, granted tenant for the request log line (api/observability.py).
+TENANT_STATE_KEY = "scheduler_tenant_id"
+# Far beyond any real token (a few KiB with many groups); bounds the work a junk header can cause.
+MAX_TOKEN_CHARS = 16 * 1024
+# JWS algorithm family (its first two letters) -> the JWK key type it needs.
+_KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +64,27 @@ def _claim(claims: dict[str, Any], path: str) -> Any:
     return value
 
 
-def _as_set(value: Any) -> frozenset[str]:
-    if isinstance(value, str):
-        return frozenset(value.replace(",", " ").split())
-    if isinstance(value, list):
-        return frozenset(str(v) for v in value)
-    return frozenset()
+def _string_list(claims: dict[str, Any], path: str) -> frozenset[str]:
+    """A claim that must be a JSON list of non-empty strings; absent means none.
+
+    A string is refused rather than split: ``"t1,*"`` would otherwise grant every tenant, and identity providers
+    that emit space- or comma-separated strings differ in how they quote, so no reading of one is safe.
+    """
+    value = _claim(claims, path)
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v and len(v) <= 256 for v in value):
+        raise Unauthenticated(f"claim {path!r} must be a list of strings")
+    return frozenset(value)
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number usable as NumericDate: not a bool, finite, and not a huge integer (10**400 parses)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) < 2**53
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def dev_private_key(data_dir: Path) -> ec.EllipticCurvePrivateKey:
@@ -122,32 +146,75 @@ class TokenVerifier:
             self.issuer = settings.jwt_issuer
         else:
             raise SystemExit("JWKS_URL is required unless AUTH_MODE=dev")
+        if settings.auth_mode != "dev" and not settings.jwt_audience:
+            # Without an audience check, any token the identity provider mints for any other service (billing,
+            # a mobile app) is accepted here.
+            if not settings.jwt_audience_not_required:
+                raise SystemExit(
+                    "JWT_AUDIENCE is required with AUTH_MODE=jwks (set JWT_AUDIENCE_NOT_REQUIRED=1 to accept "
+                    "tokens minted for any audience)"
+                )
+            logger.warning("JWT_AUDIENCE_NOT_REQUIRED=1: tokens for any audience of the identity provider are accepted")
 
     def verify(self, token: str) -> Principal:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise Unauthenticated("bearer token too long")
         try:
-            key = self.jwks.get_signing_key_from_jwt(token).key
+            signing_key = self.jwks.get_signing_key_from_jwt(token)
+            # The key decides the algorithm, not the token: a header saying RS256 on an EC key is refused here
+            # rather than reaching the crypto library with a key of the wrong type.
+            algorithm = jwt.get_unverified_header(token).get("alg")
+            if algorithm not in self.algorithms or _KEY_TYPES.get(str(algorithm)[:2]) != signing_key.key_type:
+                raise Unauthenticated(f"token algorithm {algorithm!r} does not match its {signing_key.key_type} key")
             claims = jwt.decode(
                 token,
-                key,
-                algorithms=self.algorithms,
+                signing_key.key,
+                algorithms=[algorithm],
                 issuer=self.issuer or None,
                 audience=self.settings.jwt_audience or None,
-                leeway=30,
-                options={"require": ["exp", "iat"], "verify_aud": bool(self.settings.jwt_audience)},
+                leeway=LEEWAY_SEC,
+                options={"require": ["exp", "iat", "sub"], "verify_aud": bool(self.settings.jwt_audience)},
             )
-        except (jwt.PyJWTError, ValueError) as exc:
-            raise Unauthenticated(f"invalid bearer token: {exc}") from exc
+        except Unauthenticated:
+            raise
+        except jwt.PyJWKClientConnectionError as exc:
+            # The identity provider is unreachable: not the token's fault, and not a reason to drop it.
+            logger.warning("cannot fetch the signing keys from JWKS_URL: {}", exc)
+            raise Unavailable("the identity provider's signing keys cannot be fetched; retry later") from exc
+        except Exception as exc:
+            # Whatever a malformed token makes PyJWT or the crypto library raise (TypeError, KeyError, binascii
+            # errors...), the answer is a 401, never a 500.
+            raise Unauthenticated(f"invalid bearer token: {type(exc).__name__}: {exc}") from exc
+        self._check_claims(claims)
         return Principal(
-            subject=str(claims.get("sub", "")),
-            tenants=_as_set(_claim(claims, self.settings.jwt_tenants_claim)),
-            roles=_as_set(_claim(claims, self.settings.jwt_roles_claim)),
+            subject=claims["sub"],
+            tenants=_string_list(claims, self.settings.jwt_tenants_claim),
+            roles=_string_list(claims, self.settings.jwt_roles_claim),
         )
+
+    def _check_claims(self, claims: Any) -> None:
+        if not isinstance(claims, dict):
+            raise Unauthenticated("token claims are not an object")
+        for name in ("exp", "iat", "nbf"):
+            if name in claims and not _is_number(claims[name]):
+                raise Unauthenticated(f"claim {name!r} must be a number")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub or len(sub) > 256:
+            raise Unauthenticated("claim 'sub' must be a non-empty string")
+        lifetime = claims["exp"] - claims["iat"]
+        if lifetime > self.settings.jwt_max_lifetime_sec:
+            raise Unauthenticated(
+                f"token lifetime {lifetime:.0f}s exceeds JWT_MAX_LIFETIME_SEC={self.settings.jwt_max_lifetime_sec}"
+            )
 
 
 class BearerAuth(AbstractAuthenticationMiddleware):
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
-        header = connection.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
+        values = connection.headers.getall("authorization", [])
+        if len(values) > 1:
+            # Which copy a proxy checked and which one we would verify need not be the same.
+            raise Unauthenticated("more than one Authorization header")
+        scheme, _, token = (values[0] if values else "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("an `Authorization: Bearer <token>` header is required")
         verifier: TokenVerifier = connection.app.state.verifier
@@ -167,14 +234,32 @@ def require(role: str):
 
 
 def tenant_in_scope(request: Request) -> str:
-    """The X-Tenant-Id of the request, which the caller's token must grant."""
-    raw = request.headers.get("x-tenant-id")
-    if not raw:
+    """The X-Tenant-Id of the request, which the caller's token must grant; the request counts against the
+    tenant's and the caller's rate limits."""
+    values = request.headers.getall("x-tenant-id", [])
+    if not values or not values[0].strip():
         raise InvalidInput.field("X-Tenant-Id", "header is required")
-    tenant_id = check_tenant_id(raw.strip())
-    if not request.user.may_access(tenant_id):
+    if len(values) > 1:
+        # Proxies and frameworks disagree on which of two copies wins; serving one and logging the other would
+        # make the records lie.
+        raise InvalidInput.field("X-Tenant-Id", "must be sent once")
+    tenant_id = check_tenant_id(values[0].strip())
+    principal: Principal = request.user
+    if not principal.may_access(tenant_id):
         raise Forbidden(f"token does not grant tenant {tenant_id}")
-    wait = request.app.state.rate_limits.take(tenant_id, time.monotonic())
+    request.scope["state"][TENANT_STATE_KEY] = tenant_id  # what the request log line names
+    wait = rate_limit(request.app.state.rate_limits, principal, tenant_id, time.monotonic())
     if wait:
         raise TooManyRequests(wait)
     return tenant_id
+
+
+def rate_limit(buckets: TokenBuckets, principal: Principal, tenant_id: str, now: float) -> float:
+    """Take from the tenant's bucket and the caller's (token subject's) bucket; 0 or the seconds to wait.
+
+    A token that grants ``*`` may name any tenant, so its requests never create a tenant's bucket (made-up names
+    would mint fresh ones without end); they count against the subject's bucket, and against a tenant's only
+    when that tenant is in use already.
+    """
+    explicit = tenant_id in principal.tenants
+    return buckets.take_all((f"tenant:{tenant_id}", f"sub:{principal.subject}"), now, create=(explicit, True))

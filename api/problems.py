@@ -16,9 +16,18 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from loguru import logger
 
-from shared.errors import Conflict, FieldProblem, InvalidInput, SchedulerError, TooManyRequests, Unauthenticated
+from shared.errors import (
+    Conflict,
+    FieldProblem,
+    InvalidInput,
+    Overloaded,
+    SchedulerError,
+    TooManyRequests,
+    Unauthenticated,
+)
 
 PROBLEM_JSON = "application/problem+json"
+TOO_DEEP = "JSON nested too deeply"
 T = TypeVar("T")
 _NAMED_FIELD = re.compile(r"(?P<what>unknown|missing required) field `(?P<field>[^`]+)`")
 _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?) - at `\$\.?(?P<path>[^`]*)`$", re.DOTALL)
@@ -59,6 +68,8 @@ def strict_body(raw: bytes, kind: type[T]) -> T:
         raise InvalidInput(field) from exc
     except msgspec.DecodeError as exc:
         raise InvalidInput.field("body", f"malformed JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidInput.field("body", TOO_DEEP) from exc
 
 
 def handle_scheduler_error(_: Request, exc: SchedulerError) -> Response[bytes]:
@@ -67,7 +78,7 @@ def handle_scheduler_error(_: Request, exc: SchedulerError) -> Response[bytes]:
         extra["errors"] = _errors(exc.problems)
     if isinstance(exc, Conflict) and exc.field:
         extra["errors"] = [{"field": exc.field, "reason": exc.detail}]
-    if isinstance(exc, TooManyRequests):
+    if isinstance(exc, TooManyRequests | Overloaded):
         response = problem(exc.status, exc.title, exc.detail)
         response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_sec)))
         return response
@@ -97,6 +108,12 @@ def handle_http(_: Request, exc: HTTPException) -> Response[bytes]:
     return response
 
 
+def handle_too_deep(_: Request, exc: RecursionError) -> Response[bytes]:
+    """msgspec gives up on JSON nested ~1000 deep with RecursionError, raised while Litestar decodes the body
+    before any handler runs; nothing else in a request recurses that deep."""
+    return problem(400, "Invalid request", f"body: {TOO_DEEP}", errors=[{"field": "body", "reason": TOO_DEEP}])
+
+
 def handle_unexpected(request: Request, exc: Exception) -> Response[bytes]:
     logger.opt(exception=exc).error("unhandled error on {} {}", request.method, request.url.path)
     return problem(500, "Internal error", "internal error")
@@ -106,5 +123,6 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     SchedulerError: handle_scheduler_error,
     ValidationException: handle_validation,
     HTTPException: handle_http,
+    RecursionError: handle_too_deep,
     Exception: handle_unexpected,
 }

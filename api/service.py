@@ -13,6 +13,7 @@ import msgspec
 from litestar.di import NamedDependency
 from msgspec import UnsetType
 
+from api.evaluation import Evaluator
 from shared.db.repository import ListFilter, Repository
 from shared.errors import InvalidInput
 from shared.messaging.streams import QueueProvisioner
@@ -34,9 +35,18 @@ from shared.netguard import Network, is_ip_literal, refusal
 from shared.schedules import apply_patch, new_schedule
 from shared.secrets import KeyRing, mask_target, new_webhook_secret, seal_target
 from shared.settings import Settings
+from shared.timing.budget import Budget
 from shared.timing.next_fire import anchor_trigger, fire_times, first_fire
 from shared.tracing import current_trace_context
-from shared.validation import check_instant, check_target, check_trigger, check_zone, raise_if
+from shared.validation import (
+    check_http_url,
+    check_instant,
+    check_target,
+    check_trigger,
+    check_zone,
+    parse_header_patterns,
+    raise_if,
+)
 
 Clock = Callable[[], datetime]
 # Workers poll at least this often anyway; a schedule due sooner is announced with NOTIFY.
@@ -62,6 +72,7 @@ class ScheduleService:
         keys: KeyRing,
         allowed_networks: tuple[Network, ...] = (),
         queues: QueueProvisioner | None = None,
+        evaluator: Evaluator | None = None,
     ) -> None:
         self.repo = repo
         self.settings = settings
@@ -69,10 +80,26 @@ class ScheduleService:
         self.keys = keys
         self.allowed_networks = allowed_networks
         self.queues = queues
+        self.evaluator = evaluator or Evaluator(
+            settings.trigger_eval_threads, settings.trigger_eval_queue, settings.trigger_eval_budget_ms
+        )
+        self.credential_headers = parse_header_patterns(settings.credential_header_patterns)
 
     async def create(self, tenant_id: str, body: ScheduleCreate) -> Schedule:
         now = self.clock()
-        schedule = new_schedule(body, tenant_id, str(uuid.uuid4()), now, self.settings.max_payload_bytes)
+        schedule_id = str(uuid.uuid4())
+        schedule = await self.evaluator.run(
+            lambda budget: new_schedule(
+                body,
+                tenant_id,
+                schedule_id,
+                now,
+                self.settings.max_payload_bytes,
+                budget=budget,
+                credential_headers=self.credential_headers,
+            ),
+            tenant_id,
+        )
         await self.check_reachable(schedule.target)
         await self.provision(tenant_id, schedule.target)
         schedule = msgspec.structs.replace(
@@ -111,13 +138,25 @@ class ScheduleService:
             tenant_id,
             schedule_id,
             now,
-            lambda current: self._patched(current, patch, if_match, now),
+            lambda current: self.evaluator.run(
+                lambda budget: self._patched(current, patch, if_match, now, budget), tenant_id
+            ),
             lambda updated: wakes_workers(updated, now),
         )
         return public(updated)
 
-    def _patched(self, current: Schedule, patch: ScheduleUpdate, if_match: int | None, now: datetime) -> Schedule:
-        updated = apply_patch(current, patch, if_match, now, self.settings.max_payload_bytes)
+    def _patched(
+        self, current: Schedule, patch: ScheduleUpdate, if_match: int | None, now: datetime, budget: Budget
+    ) -> Schedule:
+        updated = apply_patch(
+            current,
+            patch,
+            if_match,
+            now,
+            self.settings.max_payload_bytes,
+            budget=budget,
+            credential_headers=self.credential_headers,
+        )
         if isinstance(patch.target, UnsetType):
             return updated
         return msgspec.structs.replace(
@@ -135,8 +174,8 @@ class ScheduleService:
 
         A name that does not resolve from here is accepted: workers check every address again when they connect.
         """
-        if not isinstance(target, HttpTarget):
-            return
+        if not isinstance(target, HttpTarget) or check_http_url(target.http.url):
+            return  # not HTTP, or a URL validation refuses anyway (with a better message)
         parts = urlsplit(target.http.url)
         host = parts.hostname or ""
         if is_ip_literal(host):
@@ -144,7 +183,7 @@ class ScheduleService:
         else:
             try:
                 infos = await asyncio.wait_for(
-                    asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM), 2.0
+                    asyncio.get_running_loop().getaddrinfo(host, parts.port or 0, type=socket.SOCK_STREAM), 2.0
                 )
             except (OSError, TimeoutError, UnicodeError):
                 return
@@ -162,21 +201,33 @@ class ScheduleService:
     async def preview(self, tenant_id: str, schedule_id: str, count: int) -> FireTimes:
         s = await self.repo.schedule_get(tenant_id, schedule_id)
         now = self.clock()
+        return await self.evaluator.run(lambda budget: self._schedule_fire_times(s, now, count, budget), tenant_id)
+
+    @staticmethod
+    def _schedule_fire_times(s: Schedule, now: datetime, count: int, budget: Budget) -> FireTimes:
         # What is next from now: an overdue next_run_at fires at once (first), later ones follow the trigger;
         # a parked FIXED_DELAY has none until its run finishes.
-        start = s.next_run_at if s.enabled else first_fire(s.trigger, s.tz, now, s.last_run_at is not None)
+        start = (
+            s.next_run_at if s.enabled else first_fire(s.trigger, s.tz, now, s.last_run_at is not None, budget=budget)
+        )
         if start is None:
             return FireTimes([])
-        return FireTimes([start, *fire_times(s.trigger, s.tz, max(start, now), count - 1)])
+        return FireTimes([start, *fire_times(s.trigger, s.tz, max(start, now), count - 1, budget=budget)])
 
-    def preview_trigger(self, request: TriggerPreviewRequest) -> FireTimes:
+    async def preview_trigger(self, tenant_id: str, request: TriggerPreviewRequest) -> FireTimes:
         now = self.clock()
+        return await self.evaluator.run(lambda budget: self._trigger_fire_times(request, now, budget), tenant_id)
+
+    @staticmethod
+    def _trigger_fire_times(request: TriggerPreviewRequest, now: datetime, budget: Budget) -> FireTimes:
         after = request.after or now
         raise_if(
-            check_instant(after, "after") or check_zone(request.tz) or check_trigger(request.trigger, request.tz, after)
+            check_instant(after, "after")
+            or check_zone(request.tz)
+            or check_trigger(request.trigger, request.tz, after, budget=budget)
         )
         trigger = anchor_trigger(request.trigger, after)
-        return FireTimes(fire_times(trigger, request.tz, after, request.count))
+        return FireTimes(fire_times(trigger, request.tz, after, request.count, budget=budget))
 
     async def run_now(self, tenant_id: str, schedule_id: str) -> Run:
         # The request's trace continues in the worker that delivers this run.

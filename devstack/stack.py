@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg
 
 from devstack.processes import free_port
+from shared.db.logins import ensure_login_roles
 from shared.db.migrate import migrate
 from shared.secrets import dev_secrets_spec
 
@@ -34,6 +35,7 @@ class Stack:
     data_dir: Path = DATA_DIR
     postgres_url: str = ""
     nats_url: str = ""
+    service_urls: dict[str, str] = field(default_factory=dict)
     _stops: list = field(default_factory=list)
     # The process environment over `.env`: what every dev command and its children see.
     environ: dict[str, str] = field(default_factory=lambda: {**read_dotenv(Path(".env")), **os.environ})
@@ -52,6 +54,14 @@ class Stack:
                     conn.execute(f"CREATE DATABASE {DATABASE}")
             self.postgres_url = server.database_url(DATABASE)
         migrate(self.postgres_url)
+        try:
+            self.service_urls = ensure_login_roles(self.postgres_url)
+        except psycopg.errors.InsufficientPrivilege:
+            print(
+                "warning: POSTGRES_URL may not create roles; the API and workers use it as given (create their "
+                "logins as deploy/helm/scheduler/README.md shows)",
+                file=sys.stderr,
+            )
         return self.postgres_url
 
     def start_nats(self) -> str:
@@ -64,9 +74,11 @@ class Stack:
             self._stops.append(server.stop)
         return self.nats_url
 
-    def env(self) -> dict[str, str]:
+    def env(self, service: str | None = None) -> dict[str, str]:
+        """The environment of a child process; ``service`` ("api", "worker") connects with that service's login."""
         env = dict(self.environ)
-        env.update(POSTGRES_URL=self.postgres_url, NATS_URL=self.nats_url, DEV_DATA_DIR=str(self.data_dir))
+        database = self.service_urls.get(service or "", self.postgres_url)
+        env.update(POSTGRES_URL=database, NATS_URL=self.nats_url, DEV_DATA_DIR=str(self.data_dir))
         env.setdefault("AUTH_MODE", "dev")
         env.setdefault("LOG_FORMAT", "text")
         # The API seals webhook secrets and the workers open them: both need the same key.
@@ -103,7 +115,7 @@ def read_dotenv(path: Path) -> dict[str, str]:
 def _token(data_dir: Path, tenants: str, roles: str, ttl_sec: int = 86400) -> str:
     from devstack.tokens import mint_dev_token
 
-    tenant_claim: list[str] | str = "*" if tenants == "*" else [t for t in tenants.split(",") if t]
+    tenant_claim = [t for t in tenants.split(",") if t]  # a list, also for "*": the API refuses strings
     return mint_dev_token(data_dir, tenant_claim, [r for r in roles.split(",") if r], ttl_sec=ttl_sec)
 
 
@@ -167,12 +179,12 @@ def run(workers: int) -> int:
         stack.start_nats()
         env = stack.env()
         host, port = env.get("HOST", "127.0.0.1"), int(env.get("PORT", "3080"))
-        children.append(subprocess.Popen([sys.executable, "-m", "api"], env=env))
+        children.append(subprocess.Popen([sys.executable, "-m", "api"], env=stack.env("api")))
         base_port = int(env.get("WORKER_METRICS_PORT", "9464"))
         for i in range(workers):
             # One metrics/health port each, on this machine only.
             worker_env = {
-                **env,
+                **stack.env("worker"),
                 "WORKER_METRICS_PORT": str(base_port + i if base_port else 0),
                 "WORKER_METRICS_HOST": env.get("WORKER_METRICS_HOST", "127.0.0.1"),
             }
@@ -206,7 +218,7 @@ def exec_with_stack(module: str, nats: bool) -> None:
     stack.start_postgres()
     if nats:
         stack.start_nats()
-    env = stack.env()
+    env = stack.env(module)
     if module == "worker" and "WORKER_METRICS_PORT" not in stack.environ:
         # `make run`'s workers hold 9464, 9465, ...: an extra worker takes a free port instead of failing.
         env["WORKER_METRICS_PORT"] = str(free_port())

@@ -12,7 +12,7 @@ from api.auth import DEV_ISSUER, DEV_KID, dev_private_key
 
 
 def mint_dev_token(
-    data_dir: Path, tenants: list[str] | str, roles: list[str], ttl_sec: int = 86400, subject: str = "dev"
+    data_dir: Path, tenants: list[str], roles: list[str], ttl_sec: int = 86400, subject: str = "dev"
 ) -> str:
     now = int(time.time())
     claims = {

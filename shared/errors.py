@@ -121,3 +121,14 @@ class Unavailable(SchedulerError):
 
     status = 503
     title = "Service unavailable"
+
+
+class Overloaded(SchedulerError):
+    """This API process is at capacity for this kind of work; retry shortly."""
+
+    status = 503
+    title = "Service unavailable"
+
+    def __init__(self, detail: str, retry_after_sec: float = 1.0) -> None:
+        self.retry_after_sec = retry_after_sec
+        super().__init__(detail)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import traceback
 from typing import Any
@@ -49,11 +50,26 @@ def _with_trace(record: Any) -> None:
         record["extra"]["span_id"] = f"{context.span_id:016x}"
 
 
+# Line breaks, terminal escapes and other C0/C1 controls: from a request they could forge log lines or drive the
+# operator's terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _escaped_with_trace(record: Any) -> None:
+    _with_trace(record)
+    record["message"] = escape_controls(record["message"])
+
+
 def setup_logging(level: str = "info", fmt: str = "") -> None:
     """``fmt``: "json", "text", or "" for JSON unless stderr is a terminal."""
     as_json = fmt == "json" or (fmt == "" and not sys.stderr.isatty())
     logger.remove()
-    logger.configure(patcher=_with_trace)
+    # JSON escapes every control character itself; a text line must do so before it is written.
+    logger.configure(patcher=_with_trace if as_json else _escaped_with_trace)
     if as_json:
         logger.add(_json_sink, level=level.upper(), backtrace=False, diagnose=False)
     else:

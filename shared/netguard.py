@@ -29,11 +29,45 @@ def parse_networks(text: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))  # RFC 6052, RFC 8215
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # RFC 4291 §2.5.5.1, deprecated
+_ISATAP_IDS = (0x00005EFE, 0x02005EFE)  # RFC 5214: interface identifier 0000:5efe or 0200:5efe, then the IPv4
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries by a transition mechanism, which a host or relay on the way
+    may turn back into IPv4 traffic: IPv4-mapped, IPv4-compatible, 6to4, Teredo (server and client), NAT64 and
+    ISATAP."""
+    found: list[ipaddress.IPv4Address] = []
+    value = int(ip)
+    low32 = ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip in _IPV4_COMPATIBLE and value > 1:  # not :: or ::1, which are themselves refused
+        found.append(low32)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if any(ip in network for network in _NAT64):
+        found.append(low32)
+    if (value >> 32) & 0xFFFFFFFF in _ISATAP_IDS:
+        found.append(low32)
+    return found
+
+
 def refusal(address: str | Address, allowed: Iterable[Network] = ()) -> str | None:
     """Why ``address`` may not be called, or None when it may."""
     ip = ipaddress.ip_address(address) if isinstance(address, str) else address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    allowed = tuple(allowed)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+        else:
+            for inner in embedded_ipv4(ip):
+                reason = refusal(inner, allowed)
+                if reason:
+                    return f"{ip} embeds {inner}, which is refused: {reason}"
     if any(ip in network for network in allowed if network.version == ip.version):
         return None
     for reason, hit in (

@@ -9,9 +9,11 @@ from msgspec import UNSET
 
 from shared.errors import FieldProblem, InvalidInput, PreconditionFailed
 from shared.model import OneShotTrigger, Schedule, ScheduleCreate, ScheduleStatus, ScheduleUpdate
+from shared.timing.budget import Budget
 from shared.timing.next_fire import anchor_trigger, first_fire
 from shared.validation import (
     check_catch_up_limit,
+    check_credential_headers,
     check_description,
     check_labels,
     check_name,
@@ -24,7 +26,9 @@ from shared.validation import (
 )
 
 
-def check_schedule(s: Schedule, now: datetime, max_payload_bytes: int, with_target: bool = True) -> None:
+def check_schedule(
+    s: Schedule, now: datetime, max_payload_bytes: int, with_target: bool = True, budget: Budget | None = None
+) -> None:
     """Raise InvalidInput listing every problem of ``s``.
 
     ``with_target=False``: an update that leaves the target alone does not judge it again, so a schedule stored
@@ -34,7 +38,7 @@ def check_schedule(s: Schedule, now: datetime, max_payload_bytes: int, with_targ
         check_name(s.name)
         + check_description(s.description)
         + check_zone(s.tz)
-        + check_trigger(s.trigger, s.tz, now)
+        + check_trigger(s.trigger, s.tz, now, budget=budget)
         + (check_target(s.target) if with_target else [])
         + check_payload(s.payload, max_payload_bytes)
         + check_labels(s.labels)
@@ -48,7 +52,17 @@ def check_body_tenant(body_tenant: str | None, tenant_id: str) -> None:
         raise InvalidInput.field("tenantId", "differs from the X-Tenant-Id header")
 
 
-def new_schedule(body: ScheduleCreate, tenant_id: str, schedule_id: str, now: datetime, max_payload: int) -> Schedule:
+def new_schedule(
+    body: ScheduleCreate,
+    tenant_id: str,
+    schedule_id: str,
+    now: datetime,
+    max_payload: int,
+    budget: Budget | None = None,
+    credential_headers: tuple[str, ...] = (),
+) -> Schedule:
+    """``budget``: the CPU budget of evaluating the trigger; ``credential_headers``: header-name patterns refused in
+    the target's plain headers (see check_credential_headers)."""
     check_body_tenant(body.tenant_id, tenant_id)
     trigger = anchor_trigger(body.trigger, now)
     schedule = Schedule(
@@ -72,12 +86,19 @@ def new_schedule(body: ScheduleCreate, tenant_id: str, schedule_id: str, now: da
         updated_at=now,
         version=1,
     )
-    check_schedule(schedule, now, max_payload)
-    return msgspec.structs.replace(schedule, next_run_at=first_fire(trigger, body.tz, now))
+    raise_if(check_credential_headers(schedule.target, credential_headers))
+    check_schedule(schedule, now, max_payload, budget=budget)
+    return msgspec.structs.replace(schedule, next_run_at=first_fire(trigger, body.tz, now, budget=budget))
 
 
 def apply_patch(
-    current: Schedule, patch: ScheduleUpdate, expected_version: int | None, now: datetime, max_payload: int
+    current: Schedule,
+    patch: ScheduleUpdate,
+    expected_version: int | None,
+    now: datetime,
+    max_payload: int,
+    budget: Budget | None = None,
+    credential_headers: tuple[str, ...] = (),
 ) -> Schedule:
     """``current`` with ``patch`` applied; next_run_at recomputed when what decides it changed."""
     if patch.version is not UNSET and expected_version is not None and patch.version != expected_version:
@@ -96,7 +117,10 @@ def apply_patch(
     if "trigger" in changes:
         changes["trigger"] = anchor_trigger(changes["trigger"], now)
     updated = msgspec.structs.replace(current, **changes)
-    check_schedule(updated, now, max_payload, with_target="target" in changes)
+    if "target" in changes:
+        # Only a target being written is held to the rule: stored ones from before it keep working.
+        raise_if(check_credential_headers(updated.target, credential_headers))
+    check_schedule(updated, now, max_payload, with_target="target" in changes, budget=budget)
 
     timing_changed = "trigger" in changes or "tz" in changes
     re_enabled = updated.enabled and not current.enabled
@@ -106,6 +130,7 @@ def apply_patch(
         new_one_shot = "trigger" in changes and isinstance(updated.trigger, OneShotTrigger)
         fired_before = current.last_run_at is not None and not new_one_shot
         updated = msgspec.structs.replace(
-            updated, next_run_at=first_fire(updated.trigger, updated.tz, now, fired_before=fired_before)
+            updated,
+            next_run_at=first_fire(updated.trigger, updated.tz, now, fired_before=fired_before, budget=budget),
         )
     return updated

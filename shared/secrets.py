@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from shared.errors import InvalidInput
 from shared.model import SECRET_MASK, HttpTarget, Target
 from shared.settings import Settings
+from shared.validation import url_origin
 
 WEBHOOK_SECRET_PREFIX = "whsec_"
 
@@ -82,10 +83,23 @@ def new_webhook_secret() -> str:
 
 
 def seal_target(target: Target, keys: KeyRing, schedule_id: str, previous: Target | None) -> Target:
-    """``target`` as stored: secret header values sealed; a masked value keeps the ``previous`` sealed one."""
+    """``target`` as stored: secret header values sealed; a masked value keeps the ``previous`` sealed one.
+
+    A kept value stays bound to the origin (scheme, host, port) it was set for: an editor who may change the URL
+    but was never shown the secret must not be able to send it to a host of their choosing.
+    """
     if not isinstance(target, HttpTarget) or not target.http.secret_headers:
         return target
     kept = previous.http.secret_headers if isinstance(previous, HttpTarget) else {}
+    masked = [name for name, value in target.http.secret_headers.items() if value == SECRET_MASK]
+    if masked and isinstance(previous, HttpTarget):
+        was, now = url_origin(previous.http.url), url_origin(target.http.url)
+        if was != now:
+            raise InvalidInput.field(
+                "target.http.secretHeaders",
+                f"the URL's origin changed from {_show(was)} to {_show(now)}: send the values of "
+                f"{', '.join(sorted(masked))} again (a kept secret only goes to the origin it was set for)",
+            )
     sealed = {}
     for name, value in target.http.secret_headers.items():
         if value == SECRET_MASK:
@@ -142,3 +156,18 @@ def key_ring(settings: Settings, required: bool = True) -> KeyRing:
     if not required:
         return KeyRing({}, "")
     raise SystemExit("SECRETS_KEY is required unless AUTH_MODE=dev")
+
+
+def _show(origin: tuple[str, str, int]) -> str:
+    scheme, host, port = origin
+    return f"{scheme}://{host}:{port}"
+
+
+REDACTED = "[redacted]"
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """``text`` with every occurrence of each secret (longest first, so one inside another goes too) replaced."""
+    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text

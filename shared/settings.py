@@ -29,11 +29,11 @@ class Settings:
     jwt_issuer: str = ""
     """JWT_ISSUER: required `iss` claim when set."""
     jwt_audience: str = ""
-    """JWT_AUDIENCE: required `aud` claim when set."""
+    """JWT_AUDIENCE: required `aud` claim; AUTH_MODE=jwks refuses to start without it (JWT_AUDIENCE_NOT_REQUIRED)."""
     jwt_algorithms: str = "RS256,ES256,EdDSA"
     """JWT_ALGORITHMS: accepted signing algorithms (asymmetric only)."""
     jwt_tenants_claim: str = "tenants"
-    """JWT_TENANTS_CLAIM: claim holding the tenant list (or "*"); dotted paths allowed."""
+    """JWT_TENANTS_CLAIM: claim holding the tenant list (a JSON list of strings, ["*"] for all); dotted paths ok."""
     jwt_roles_claim: str = "roles"
     """JWT_ROLES_CLAIM: claim holding the role list; dotted paths allowed (`realm_access.roles`)."""
     dev_data_dir: str = ".data"
@@ -49,7 +49,8 @@ class Settings:
     tenant_max_schedules: int = 10_000
     """TENANT_MAX_SCHEDULES: most schedules one tenant may have (409 beyond)."""
     tenant_rate_limit_rps: float = 100.0
-    """TENANT_RATE_LIMIT_RPS: API requests per second per tenant and API process, on average (429 beyond)."""
+    """TENANT_RATE_LIMIT_RPS: API requests per second per tenant and API process, on average (429 beyond); each
+    token subject has a bucket of the same size across all its tenants."""
     tenant_rate_limit_burst: float = 200.0
     """TENANT_RATE_LIMIT_BURST: requests a tenant may send at once before the rate applies."""
     api_db_role: str = "scheduler_api"
@@ -109,6 +110,35 @@ class Settings:
     reserved per stream like NATS_EVENT_MAX_BYTES)."""
     nats_stream_replicas: int = 1
     """NATS_STREAM_REPLICAS: replicas of the streams the scheduler creates (3 in a clustered JetStream)."""
+
+    # --- isolation and hardening of the API (issue 8) ---
+    jwt_audience_not_required: int = 0
+    """JWT_AUDIENCE_NOT_REQUIRED: 1 lets AUTH_MODE=jwks start without JWT_AUDIENCE, accepting tokens minted for any
+    audience of the identity provider (logged as a warning at start-up). 0 (default): JWT_AUDIENCE is required."""
+    jwt_max_lifetime_sec: int = 86400
+    """JWT_MAX_LIFETIME_SEC: tokens whose `exp - iat` is longer are refused (401)."""
+    trigger_eval_budget_ms: int = 50
+    """TRIGGER_EVAL_BUDGET_MS: CPU time one request may spend evaluating triggers (create, update, previews);
+    beyond it the request is answered 422 naming this limit."""
+    trigger_eval_threads: int = 2
+    """TRIGGER_EVAL_THREADS: threads evaluating triggers off the API's event loop."""
+    trigger_eval_queue: int = 16
+    """TRIGGER_EVAL_QUEUE: evaluations running or waiting for a thread per API process; beyond, 503 with Retry-After."""
+    rate_limit_max_keys: int = 100_000
+    """RATE_LIMIT_MAX_KEYS: rate-limit buckets kept per API process (least recently used dropped beyond; a dropped
+    bucket was idle and full anyway unless the process is under a key-flooding attack)."""
+    credential_header_patterns: str = (
+        "authorization,proxy-authorization,cookie,x-api-key,"
+        "*token*,*secret*,*key*,*password*,*passwd*,*credential*,*session*,*signature*"
+    )
+    """CREDENTIAL_HEADER_PATTERNS: header names (case-insensitive, `*` wildcards) that carry credentials: refused in
+    a target's plain `headers` (400 pointing to `secretHeaders`)."""
+    run_response_excerpt_bytes: int = 1024
+    """RUN_RESPONSE_EXCERPT_BYTES: how much of an HTTP target's answer a run keeps in `delivery.response`, after
+    secret values are redacted (0: none)."""
+    max_header_bytes: int = 16 * 1024
+    """MAX_HEADER_BYTES: largest request header (name and value), and MAX_HEADER_BYTES x 4 for all headers
+    together; larger requests are answered 431."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
+import ipaddress
 import re
 from datetime import datetime
 from typing import Any
@@ -27,6 +30,7 @@ from shared.model import (
     Target,
     Trigger,
 )
+from shared.timing.budget import Budget
 from shared.timing.next_fire import anchor_trigger, compiled_cron, first_fire
 from shared.timing.rrule import validate_rrule
 
@@ -82,7 +86,9 @@ def check_instant(value: datetime | None, field: str) -> list[FieldProblem]:
     return []
 
 
-def check_trigger(trigger: Trigger, tz: str, now: datetime, field: str = "trigger") -> list[FieldProblem]:
+def check_trigger(
+    trigger: Trigger, tz: str, now: datetime, field: str = "trigger", budget: Budget | None = None
+) -> list[FieldProblem]:
     problems = check_instant(trigger.start_at, f"{field}.startAt") + check_instant(trigger.end_at, f"{field}.endAt")
     if problems:
         return problems
@@ -105,7 +111,8 @@ def check_trigger(trigger: Trigger, tz: str, now: datetime, field: str = "trigge
     if problems or check_zone(tz):
         return problems
     # An expression that never fires (`0 0 30 2 *`, an UNTIL in the past) is almost surely a mistake.
-    if isinstance(trigger, CronTrigger | RRuleTrigger) and first_fire(anchor_trigger(trigger, now), tz, now) is None:
+    anchored = anchor_trigger(trigger, now)
+    if isinstance(trigger, CronTrigger | RRuleTrigger) and first_fire(anchored, tz, now, budget=budget) is None:
         key = "cron" if isinstance(trigger, CronTrigger) else "rrule"
         problems.append(FieldProblem(f"{field}.{key}", "never fires (no occurrence after now within bounds)"))
     return problems
@@ -165,11 +172,9 @@ def _check_subject(subject: str, field: str) -> list[FieldProblem]:
 def _check_http(target: HttpTarget, field: str) -> list[FieldProblem]:
     spec = target.http
     problems = []
-    parts = urlsplit(spec.url)
-    if len(spec.url) > 2048 or parts.scheme not in ("http", "https") or not parts.hostname:
-        problems.append(FieldProblem(f"{field}.url", "must be an absolute http:// or https:// URL"))
-    elif CONTROL.search(spec.url) or " " in spec.url:
-        problems.append(FieldProblem(f"{field}.url", "must not contain spaces or control characters"))
+    url_problem = check_http_url(spec.url)
+    if url_problem:
+        problems.append(FieldProblem(f"{field}.url", url_problem))
     if len(spec.headers) + len(spec.secret_headers) > 50:
         problems.append(FieldProblem(f"{field}.headers", "at most 50 headers"))
     problems += _check_headers(spec.headers, f"{field}.headers", 8192)
@@ -209,6 +214,8 @@ def check_description(description: str | None) -> list[FieldProblem]:
 
 
 def check_json(value: Any, max_bytes: int, field: str) -> list[FieldProblem]:
+    if json_depth(value) > MAX_JSON_DEPTH:
+        return [FieldProblem(field, f"is nested more than {MAX_JSON_DEPTH} levels deep")]
     encoded = msgspec.json.encode(value)
     if len(encoded) > max_bytes:
         return [FieldProblem(field, f"is {len(encoded)} bytes encoded; the limit is {max_bytes}")]
@@ -258,3 +265,165 @@ def check_query_text(value: str | None, field: str) -> None:
 def raise_if(problems: list[FieldProblem]) -> None:
     if problems:
         raise InvalidInput(problems)
+
+
+# --- HTTP targets: URLs and credential headers (issue 8) -------------------------------------------------------
+# A URL the API stores must mean one thing to every parser on the way (ours, yarl in the worker, proxies): the
+# forms parsers disagree on (backslashes, userinfo, numeric or hex IPv4 shorthands, zone ids, odd ports) are
+# refused rather than normalised.
+
+MAX_URL = 2048
+MAX_JSON_DEPTH = 64
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_NUMERIC_LABEL = re.compile(r"^(0[xX][0-9A-Fa-f]*|[0-9]+)$")
+_DOTTED_QUAD = re.compile(
+    r"^(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}$"
+)
+_PORT = re.compile(r"^[0-9]{1,5}$")
+_WHITESPACE = re.compile(r"\s")
+
+DEFAULT_CREDENTIAL_HEADERS = (
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "*token*",
+    "*secret*",
+    "*key*",
+    "*password*",
+    "*passwd*",
+    "*credential*",
+    "*session*",
+    "*signature*",
+)
+
+
+def check_http_url(url: str) -> str | None:
+    """Why ``url`` is not an acceptable HTTP target URL, or None."""
+    if len(url) > MAX_URL:
+        return f"must be at most {MAX_URL} characters"
+    if CONTROL.search(url) or _WHITESPACE.search(url):
+        return "must not contain whitespace or control characters"
+    if "\\" in url:
+        return "must not contain backslashes"
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL" and the like
+        return f"is not a valid URL: {exc}"
+    if parts.scheme.lower() not in ("http", "https") or not url.lower().startswith(parts.scheme.lower() + "://"):
+        return "must be an absolute http:// or https:// URL"
+    netloc = parts.netloc
+    if "@" in netloc:
+        return "must not contain user info (user:password@); send credentials in secretHeaders"
+    host, port = _split_host_port(netloc)
+    if port is not None and (not _PORT.match(port) or not 1 <= int(port) <= 65535):
+        return f"port {port!r} is not a number between 1 and 65535"
+    if not host:
+        return "must name a host"
+    return _host_problem(host)
+
+
+def _split_host_port(netloc: str) -> tuple[str, str | None]:
+    if netloc.startswith("["):
+        end = netloc.find("]")
+        if end < 0:
+            return "", None
+        rest = netloc[end + 1 :]
+        if rest and not rest.startswith(":"):
+            return "", None
+        return netloc[: end + 1], rest[1:] if rest else None
+    host, sep, port = netloc.rpartition(":")
+    return (host, port) if sep else (netloc, None)
+
+
+def _host_problem(host: str) -> str | None:
+    if host.startswith("["):
+        literal = host[1:-1]
+        if "%" in literal:
+            return "must not carry an IPv6 zone id"
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            return f"{host} is not an IPv6 address"
+        return None
+    name = host[:-1] if host.endswith(".") else host
+    try:
+        ascii_name = name.encode("idna").decode("ascii") if not name.isascii() else name
+    except UnicodeError:
+        return f"host {host!r} is not a valid internationalised domain name"
+    labels = ascii_name.split(".")
+    if len(ascii_name) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
+        return f"host {host!r} is not a DNS name or an IP address"
+    for label in labels:
+        if label.lower().startswith("xn--"):
+            try:
+                label.encode("ascii").decode("idna")
+            except UnicodeError:
+                return f"host {host!r} has an invalid punycode label {label!r}"
+    # WHATWG URL parsers read a name whose last label is numeric as an IPv4 address (127.1, 0x7f.1, 2130706433):
+    # only the canonical dotted quad is accepted, so that every layer agrees on which address it is.
+    if _NUMERIC_LABEL.match(labels[-1]) and not _DOTTED_QUAD.match(ascii_name):
+        return f"host {host!r} is not a canonical IPv4 address (a.b.c.d)"
+    return None
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value (a scalar is 0), without recursion."""
+    depth, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth = max(depth, level)
+        if depth > MAX_JSON_DEPTH:
+            return depth
+        stack.extend((child, level + 1) for child in children)
+    return depth
+
+
+def parse_header_patterns(text: str) -> tuple[str, ...]:
+    return tuple(p.strip().lower() for p in text.split(",") if p.strip())
+
+
+def is_credential_header(name: str, patterns: tuple[str, ...]) -> bool:
+    lowered = name.lower()
+    return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in patterns)
+
+
+def check_credential_headers(target: Target, patterns: tuple[str, ...], field: str = "target") -> list[FieldProblem]:
+    """Plain headers are shown to every viewer: credential-bearing names belong in ``secretHeaders``."""
+    if not isinstance(target, HttpTarget):
+        return []
+    return [
+        FieldProblem(
+            f"{field}.http.headers.{name}",
+            f"carries a credential and would be readable by every viewer: move it to {field}.http.secretHeaders "
+            "(write-only, sealed at rest)",
+        )
+        for name in target.http.headers
+        if is_credential_header(name, patterns)
+    ]
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def url_origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) as RFC 6454 compares them: lower case, IDN hosts in punycode, default ports filled in."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return "", url, -1  # never equal to a valid URL's origin
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    with contextlib.suppress(UnicodeError):
+        host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+    except ValueError:
+        port = -1
+    return scheme, host.lower(), port

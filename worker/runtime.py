@@ -83,7 +83,9 @@ async def open_worker(settings: Settings, clock: Callable[[], datetime] = system
     progress = ProgressWriter(pool)
     deliverer = Deliverer(
         publisher=NatsPublisher.from_settings(nc, clock, settings),
-        http=HttpSender(session, settings.worker_concurrency, keys, allowed),
+        http=HttpSender(
+            session, settings.worker_concurrency, keys, allowed, excerpt_bytes=settings.run_response_excerpt_bytes
+        ),
         record=progress.record,
         record_published=progress.record_published,
         clock=clock,

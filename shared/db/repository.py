@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -184,10 +184,11 @@ class Repository:
         tenant_id: str,
         schedule_id: str,
         now: datetime,
-        change: Callable[[Schedule], Schedule],
+        change: Callable[[Schedule], Awaitable[Schedule]],
         wake_workers: Callable[[Schedule], bool],
     ) -> Schedule:
-        """Lock the row, apply the pure ``change`` and store its result, in one transaction.
+        """Lock the row, apply ``change`` (pure, but awaited: the API evaluates it off the event loop) and store
+        its result, in one transaction.
 
         Holding the row lock means a worker cannot claim this schedule between our read and our write, so a
         schedule disabled here fires no run after this returns.
@@ -199,7 +200,7 @@ class Repository:
             row = await cur.fetchone()
             if row is None:
                 raise NotFound(f"schedule {schedule_id} not found")
-            updated = change(schedule_from_row(row))
+            updated = await change(schedule_from_row(row))
             cur = await conn.execute(sql("schedule_update"), {**schedule_params(updated), **key, "now": now})
             stored = await cur.fetchone()
             if wake_workers(updated):

@@ -53,7 +53,8 @@ def headers(dev_dir: Path, tenant: str) -> Headers:
 
     def make(role: str = EDITOR, tenant_id: str | None = None, tenants: list[str] | None = None) -> dict[str, str]:
         tid = tenant_id or tenant
-        token = mint_dev_token(dev_dir, tenants if tenants is not None else [tid], [role])
+        # One subject per tenant: requests count against the tenant's and the subject's rate limits.
+        token = mint_dev_token(dev_dir, tenants if tenants is not None else [tid], [role], subject=f"user-{tid}")
         return {"Authorization": f"Bearer {token}", "X-Tenant-Id": tid}
 
     return make

@@ -130,7 +130,7 @@ async def test_every_trigger_and_target_kind_round_trips(client, headers):
             "http": {
                 "url": "https://api.example.com/hook",
                 "method": "POST",
-                "headers": {"Authorization": "Bearer x"},
+                "headers": {"X-Team": "billing"},
                 "timeoutSec": 5,
             },
         },

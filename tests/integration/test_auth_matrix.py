@@ -21,8 +21,8 @@ from shared.secrets import KeyRing
 from shared.settings import Settings
 
 PUBLIC = {"/health", "/ready", "/live", "/metrics", "/dev/jwks.json"}  # the last only in dev mode
-# Routes whose handlers do not take X-Tenant-Id (they touch no tenant's data).
-TENANTLESS = {"/triggers/preview"}
+# Routes whose handlers do not take X-Tenant-Id: none (even previews spend a tenant's rate limit).
+TENANTLESS: set[str] = set()
 
 
 def route_table(settings: Settings) -> list[tuple[str, str, str]]:
@@ -158,7 +158,11 @@ async def test_public_routes_need_no_token(client):
 def test_dev_mode_serves_no_key_set_in_production(settings: Settings):
     production = create_app(
         dataclasses.replace(
-            settings, auth_mode="jwks", jwks_url="https://idp.example/jwks", secrets_key=KeyRing.new_key_spec("k1")
+            settings,
+            auth_mode="jwks",
+            jwks_url="https://idp.example/jwks",
+            jwt_audience="scheduler",
+            secrets_key=KeyRing.new_key_spec("k1"),
         )
     )
     assert "/dev/jwks.json" not in {route.path for route in production.routes}
@@ -180,16 +184,15 @@ def test_claims_can_live_at_dotted_paths(dev_dir: Path):
         jwt_tenants_claim="ext.tenants",
     )
     principal = TokenVerifier(keycloak_like).verify(
-        token(dev_dir, roles=None, tenants=None, realm_access={"roles": [VIEWER]}, ext={"tenants": "*"})
+        token(dev_dir, roles=None, tenants=None, realm_access={"roles": [VIEWER]}, ext={"tenants": ["*"]})
     )
     assert principal.has_role(VIEWER) and not principal.has_role(EDITOR)
     assert principal.may_access("any-tenant")
 
 
 def test_symmetric_and_none_algorithms_are_never_accepted(dev_dir: Path):
+    idp = {"auth_mode": "jwks", "jwks_url": "https://idp.example/jwks", "jwt_audience": "scheduler"}
     with pytest.raises(SystemExit):
-        TokenVerifier(Settings(auth_mode="jwks", jwks_url="https://idp.example/jwks", jwt_algorithms="HS256,none"))
-    verifier = TokenVerifier(
-        Settings(auth_mode="jwks", jwks_url="https://idp.example/jwks", jwt_algorithms="RS256,HS256,none")
-    )
+        TokenVerifier(Settings(**idp, jwt_algorithms="HS256,none"))
+    verifier = TokenVerifier(Settings(**idp, jwt_algorithms="RS256,HS256,none"))
     assert verifier.algorithms == ["RS256"]

@@ -232,7 +232,7 @@ async def test_http_400_is_not_retried_and_is_dead_lettered(client, headers, wor
     created = await create(
         client,
         headers,
-        {"kind": "HTTP", "http": {"url": f"{receiver.url}/bad", "headers": {"Authorization": "secret"}}},
+        {"kind": "HTTP", "http": {"url": f"{receiver.url}/bad", "secretHeaders": {"Authorization": "secret"}}},
     )
     [run] = await settled_runs(client, headers, created["id"])
     assert run["status"] == "FAILED" and run["attempt"] == 1 and run["httpStatus"] == 400

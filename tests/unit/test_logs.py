@@ -1,5 +1,7 @@
+import contextlib
 import json
 import logging
+import sys
 
 from loguru import logger
 from opentelemetry.sdk.trace import TracerProvider
@@ -21,4 +23,20 @@ def test_json_lines_carry_trace_and_run_fields(capsys):
         assert ours["trace_id"] == f"{span.get_span_context().trace_id:032x}" and ours["span_id"]
         assert stdlib["logger"] == "psycopg" and stdlib["level"] == "warning"
     finally:
+        _restore_logging()
+
+
+def _restore_logging() -> None:
+    """Back to text lines on the real stderr: a sink left on capsys' stream fails once that stream is closed."""
+    with contextlib.redirect_stderr(sys.__stderr__):
         setup_logging("info", "text")
+
+
+def test_text_lines_escape_control_characters(capsys):
+    setup_logging("info", "text")
+    try:
+        logger.info("GET {} done", "/x\n12:00:00.000 INFO    forged: admin logged in\x1b[2J")
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "\\n12:00:00" in err and "\\x1b[2J" in err
+    finally:
+        _restore_logging()

@@ -47,3 +47,30 @@ def test_an_allow_list_opens_exactly_its_networks():
 
 def test_ip_literals():
     assert is_ip_literal("127.0.0.1") and is_ip_literal("[::1]") and not is_ip_literal("example.com")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "2002:7f00:1::",  # 6to4 of 127.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254 (cloud metadata)
+        "2002:c0a8:101::",  # 6to4 of 192.168.1.1
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo whose client is 10.0.0.1 (stored inverted)
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "64:ff9b:1::a00:1",  # local-use NAT64 of 10.0.0.1
+        "::127.0.0.1",  # IPv4-compatible
+        "::10.0.0.1",
+        "::ffff:169.254.169.254",  # IPv4-mapped
+        "2600::5efe:a00:1",  # ISATAP interface id carrying 10.0.0.1
+    ],
+)
+def test_ipv6_forms_embedding_an_internal_ipv4_are_refused(address):
+    reason = refusal(address)
+    assert reason is not None, address
+
+
+def test_ipv6_embedding_a_public_ipv4_is_judged_by_that_address():
+    assert refusal("2002:808:808::1") is None  # 6to4 of 8.8.8.8
+    # Opening the embedded network opens its transition forms too, and nothing else.
+    assert refusal("2002:a00:1::", parse_networks("10.0.0.0/8")) is None
+    assert refusal("2002:a00:1::", parse_networks("192.168.0.0/16")) is not None

@@ -151,7 +151,12 @@ def test_compose_services():
     assert "healthcheck" in services["postgres"]
     assert services["nats"]["image"] == "nats:2"
     assert "-js" in services["nats"]["command"]
-    assert services["migrate"]["command"] == ["shared.db.migrate"]
+    migrate = " ".join(services["migrate"]["entrypoint"] + services["migrate"]["command"])
+    assert "python -m shared.db.migrate && python -m shared.db.logins" in migrate
+    # The API and the workers log in as their own roles, never the owner (RESET ROLE must reach nothing).
+    assert "scheduler_api_login" in services["api"]["environment"]["POSTGRES_URL"]
+    assert "scheduler_worker_login" in services["worker"]["environment"]["POSTGRES_URL"]
+    assert "scheduler_api_login" in migrate and "scheduler_worker_login" in migrate
     assert services["migrate"]["restart"] == "no"
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["api"]["command"] == ["api"]

@@ -19,8 +19,9 @@ import yarl
 
 from shared.model import HttpSpec, HttpTarget
 from shared.netguard import Network, is_ip_literal, refusal
-from shared.secrets import WEBHOOK_SECRET_PREFIX, KeyRing, SecretsError, open_target
+from shared.secrets import WEBHOOK_SECRET_PREFIX, KeyRing, SecretsError, open_target, redact
 from shared.tracing import inject
+from shared.validation import DEFAULT_CREDENTIAL_HEADERS, is_credential_header, url_origin
 from worker.fire import Delivered, DeliveryFailed, Fire, clean_text, utc_iso
 
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -29,6 +30,25 @@ REDIRECTS = {301, 302, 303, 307, 308}
 CONNECT_TIMEOUT_SEC = 10.0
 RETRYABLE_STATUS = {408, 429}
 USER_AGENT = "scheduler/0.1"
+SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
+class _Prepared:
+    """A delivery's headers, and what of them is secret: never sent to another origin, never stored."""
+
+    __slots__ = ("headers", "secret_names", "secret_values")
+
+    def __init__(self, headers: dict[str, str], secret_names: set[str], secret_values: list[str]) -> None:
+        self.headers = headers
+        self.secret_names = secret_names
+        self.secret_values = secret_values
+
+    def for_origin(self, same_origin: bool) -> dict[str, str]:
+        if same_origin:
+            return self.headers
+        # As browsers and HTTP clients do on a cross-origin redirect, and more: secret headers, the webhook
+        # signature and plain headers named like a credential stay with the origin the schedule names.
+        return {name: value for name, value in self.headers.items() if name.lower() not in self.secret_names}
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -66,6 +86,14 @@ def webhook_signature(secret: str, message_id: str, timestamp: int, body: bytes)
     return "v1," + base64.b64encode(digest).decode()
 
 
+def _cut(text: str, limit: int) -> str:
+    """At most ``limit`` bytes of UTF-8, on a character boundary."""
+    if limit <= 0:
+        return ""
+    encoded = text.encode()
+    return text if len(encoded) <= limit else encoded[:limit].decode("utf-8", "ignore")
+
+
 class RefusedAddress(OSError):
     """The SSRF guard refused every address of a host."""
 
@@ -91,10 +119,19 @@ class GuardedResolver(aiohttp.abc.AbstractResolver):
 
 
 class HttpSender:
-    def __init__(self, session: aiohttp.ClientSession, limit: int, keys: KeyRing, allowed: tuple[Network, ...]) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        limit: int,
+        keys: KeyRing,
+        allowed: tuple[Network, ...],
+        excerpt_bytes: int = 1024,
+    ) -> None:
         self.session = session
         self.keys = keys
         self.allowed = allowed
+        # How much of a response a run keeps (RUN_RESPONSE_EXCERPT_BYTES), after redaction.
+        self.excerpt_bytes = excerpt_bytes
         # Requests beyond the pool's size wait here, before their timeout starts: a request must not time
         # out (and use up an attempt) while it was only queued behind others.
         self._slots = asyncio.Semaphore(limit)
@@ -106,9 +143,13 @@ class HttpSender:
         )
         return aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT}, auto_decompress=True)
 
-    def _headers(self, fire: Fire, spec: HttpSpec, body: bytes | None, content_type: str | None) -> dict[str, str]:
+    def _headers(self, fire: Fire, spec: HttpSpec, body: bytes | None, content_type: str | None) -> _Prepared:
         opened = open_target(fire.target, self.keys, fire.schedule_id)
         assert isinstance(opened, HttpTarget)
+        secret_names = {name.lower() for name in opened.http.secret_headers} | set(SIGNATURE_HEADERS)
+        # Stored before credential names were refused in plain headers (or allowed by CREDENTIAL_HEADER_PATTERNS).
+        secret_names |= {n.lower() for n in spec.headers if is_credential_header(n, DEFAULT_CREDENTIAL_HEADERS)}
+        secret_values = list(opened.http.secret_headers.values())
         headers = {
             **spec.headers,
             **opened.http.secret_headers,
@@ -126,7 +167,9 @@ class HttpSender:
             headers["webhook-id"] = fire.key
             headers["webhook-timestamp"] = str(timestamp)
             headers["webhook-signature"] = webhook_signature(secret, fire.key, timestamp, body or b"")
-        return headers
+            raw_key = secret.removeprefix(WEBHOOK_SECRET_PREFIX)
+            secret_values += [secret, raw_key, headers["webhook-signature"].removeprefix("v1,")]
+        return _Prepared(headers, secret_names, secret_values)
 
     async def send(self, fire: Fire) -> Delivered:
         target = fire.target
@@ -134,13 +177,13 @@ class HttpSender:
         spec = target.http
         body, content_type = request_body(target, fire.payload)
         try:
-            headers = self._headers(fire, spec, body, content_type)
+            prepared = self._headers(fire, spec, body, content_type)
         except SecretsError as exc:
             raise DeliveryFailed(f"cannot open the schedule's secrets: {exc}", retryable=False) from exc
         timeout = aiohttp.ClientTimeout(total=spec.timeout_sec, sock_connect=min(CONNECT_TIMEOUT_SEC, spec.timeout_sec))
         try:
             async with self._slots, asyncio.timeout(spec.timeout_sec):
-                status, excerpt, retry_after = await self._exchange(spec, headers, body, timeout)
+                status, excerpt, retry_after = await self._exchange(spec, prepared, body, timeout)
         except TimeoutError as exc:
             raise DeliveryFailed(f"timed out after {spec.timeout_sec:g}s", retryable=True) from exc
         except aiohttp.ClientConnectorError as exc:
@@ -149,7 +192,10 @@ class HttpSender:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True) from exc
         except aiohttp.ClientError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True) from exc
-        text = clean_text(excerpt.decode("utf-8", "replace"))
+        # Redacted before it is cut, so that no secret survives half in the excerpt; a target echoing our request
+        # headers must not hand them to every viewer of the run.
+        text = clean_text(redact(excerpt.decode("utf-8", "replace"), prepared.secret_values))
+        text = _cut(text, self.excerpt_bytes)
         detail: dict[str, Any] = {"status": status, "response": text}
         if 200 <= status < 300:
             return Delivered(detail, http_status=status)
@@ -162,12 +208,15 @@ class HttpSender:
         )
 
     async def _exchange(
-        self, spec: HttpSpec, headers: dict[str, str], body: bytes | None, timeout: aiohttp.ClientTimeout
+        self, spec: HttpSpec, prepared: _Prepared, body: bytes | None, timeout: aiohttp.ClientTimeout
     ) -> tuple[int, bytes, float | None]:
-        """One request, following redirects only when the target asks for it, checking every hop."""
+        """One request, following redirects only when the target asks for it, checking every hop; secrets go
+        only to the schedule's own origin."""
         method, url = spec.method, spec.url
+        home = url_origin(spec.url)
         for _ in range(MAX_REDIRECTS + 1):
             self._check_literal(url)
+            headers = prepared.for_origin(url_origin(url) == home)
             async with self.session.request(
                 method, url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             ) as response:
