@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -20,6 +20,7 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.params import HeaderParameter
 from loguru import logger
 
 from shared.errors import Forbidden, InvalidInput, TooManyRequests, Unauthenticated
@@ -182,9 +183,16 @@ def require(role: str):
     return guard
 
 
-def tenant_in_scope(request: Request) -> str:
+TENANT_HEADER = HeaderParameter(
+    name="X-Tenant-Id",
+    required=True,  # documented as required; checked below so that its absence is a problem naming the header
+    description="The tenant the request acts on; the bearer token must grant it.",
+)
+
+
+def tenant_in_scope(request: Request, x_tenant_id: Annotated[str | None, TENANT_HEADER] = None) -> str:
     """The X-Tenant-Id of the request, which the caller's token must grant."""
-    raw = request.headers.get("x-tenant-id")
+    raw = x_tenant_id
     if not raw:
         raise InvalidInput.field("X-Tenant-Id", "header is required")
     tenant_id = check_tenant_id(raw.strip())
