@@ -4,8 +4,10 @@ real API, Postgres, NATS and a worker process. Only loopback resolves in the bro
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -22,7 +24,10 @@ from shared.settings import Settings
 from tests.integration.live import chromium, serve, skip_or_fail_without_browser, with_csp, worker_process
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = Path(os.environ.get("CONSOLE_SCREENSHOTS", ROOT / "docs" / "screenshots"))
+# `make screenshots` points this at docs/screenshots; otherwise they go to a scratch folder.
+SHOTS = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tempfile.gettempdir()) / (
+    "" if os.environ.get("CONSOLE_SCREENSHOTS") else "scheduler-console-screenshots"
+)
 TIMEOUT = 20
 
 
@@ -76,9 +81,13 @@ def type_into(element: Any, text: str) -> None:
     element.send_keys(text)
 
 
-def shot(driver: Any, name: str) -> None:
+def shot(driver: Any, name: str, max_height: int = 1800) -> None:
+    """The whole page (up to ``max_height`` CSS pixels), not only the window."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], max_height), "scale": 1}
+    png = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+    (SHOTS / f"{name}.png").write_bytes(base64.b64decode(png["data"]))
 
 
 def console_problems(driver: Any) -> list[str]:

@@ -71,6 +71,7 @@ function route() {
   const [path, query = ""] = location.hash.replace(/^#/, "").split("?");
   const params = new URLSearchParams(query);
   const parts = path.split("/").filter(Boolean);
+  if (parts[0] === "login") signOut(); // signing in again starts from no session
   header();
   if (!session() || parts[0] === "login") {
     loginView(main, {

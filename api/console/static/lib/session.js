@@ -72,10 +72,10 @@ export function signOut() {
 }
 
 export function session() {
-  if (current) return current;
   const token = sessionStorage.getItem(TOKEN_KEY);
   const tenant = sessionStorage.getItem(TENANT_KEY);
-  if (!token || !tenant) return null;
+  if (!token || !tenant) return (current = null);
+  if (current && current.token === token && current.tenant === tenant) return current;
   try {
     current = { token, tenant, ...describe(token) };
   } catch {

@@ -210,7 +210,7 @@ export function detailView(root, { id, navigate }) {
     );
     const row = (term, ...value) => [h("dt", {}, term), h("dd", {}, ...value)];
     meta.replaceChildren(
-      s.description ? h("p", {}, s.description) : null,
+      h("p", { hidden: !s.description }, s.description || ""),
       h(
         "dl",
         { class: "meta" },
