@@ -29,7 +29,7 @@ DEV_TOKEN_TTL_SEC = 8 * 3600
 def console_config(state: State) -> Response[dict[str, object]]:
     """Where the console finds tenants and roles in a token (for display only: the API enforces them)."""
     settings: Settings = state.settings
-    body = {
+    body: dict[str, object] = {
         "tenantsClaim": settings.jwt_tenants_claim,
         "rolesClaim": settings.jwt_roles_claim,
         "devToken": DEV_TOKEN_PATH if settings.auth_mode == "dev" else None,

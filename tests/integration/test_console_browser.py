@@ -59,7 +59,9 @@ def by(driver: Any, testid: str) -> Any:
 
     return wait_for(
         driver,
-        lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"]') if e.is_displayed()), None),
+        lambda d: next(
+            (e for e in d.find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"]') if e.is_displayed()), None
+        ),
         what=f"[data-testid={testid}] to show",
     )
 
@@ -86,7 +88,9 @@ def shot(driver: Any, name: str, max_height: int = 1800) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
     clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], max_height), "scale": 1}
-    png = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+    png = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    )
     (SHOTS / f"{name}.png").write_bytes(base64.b64decode(png["data"]))
 
 
@@ -212,7 +216,11 @@ def test_edit_shows_the_apis_field_errors_and_delete_asks_first(browser, stack, 
         "/schedules",
         token,
         tenant,
-        {"name": "to-edit", "trigger": {"type": "CRON", "cron": "*/5 * * * *"}, "target": {"kind": "EVENT", "eventTopic": "x.y"}},
+        {
+            "name": "to-edit",
+            "trigger": {"type": "CRON", "cron": "*/5 * * * *"},
+            "target": {"kind": "EVENT", "eventTopic": "x.y"},
+        },
     )
     sign_in(browser, stack, token, tenant)
     browser.get(f"{stack}/console/#/schedules/{created['id']}/edit")
@@ -252,7 +260,11 @@ def test_viewer_sees_no_write_controls(browser, stack, dev_dir, tenant):
         "/schedules",
         editor,
         tenant,
-        {"name": "read-me", "trigger": {"type": "CRON", "cron": "0 * * * *"}, "target": {"kind": "EVENT", "eventTopic": "a.b"}},
+        {
+            "name": "read-me",
+            "trigger": {"type": "CRON", "cron": "0 * * * *"},
+            "target": {"kind": "EVENT", "eventTopic": "a.b"},
+        },
     )
     sign_in(browser, stack, mint_dev_token(dev_dir, [tenant], [VIEWER]), tenant)
     assert by(browser, "role").text == "viewer"
@@ -308,7 +320,14 @@ def test_swagger_ui_renders_every_operation_offline(browser, stack):
     browser.get(f"{stack}/schema/swagger")
     wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) >= 11, what="Swagger UI's operations")
     text = browser.find_element(By.CSS_SELECTOR, "#swagger-ui").text
-    for operation_id in ("createSchedule", "listSchedules", "updateSchedule", "runSchedule", "listRuns", "previewTrigger"):
+    for operation_id in (
+        "createSchedule",
+        "listSchedules",
+        "updateSchedule",
+        "runSchedule",
+        "listRuns",
+        "previewTrigger",
+    ):
         assert operation_id in text
     resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert resources and all(r.startswith((stack, "data:")) for r in resources), resources
