@@ -89,6 +89,7 @@ def _banner(stack: Stack, host: str, port: int, workers: int) -> str:
     return f"""
   Scheduler is running ({workers} worker(s)); Ctrl-C stops everything.
 
+  Console      {base}/console/            (dev mode: signed in with an admin token for {DEMO_TENANT})
   API docs     {base}/schema/swagger      (OpenAPI JSON: {base}/schema/openapi.json)
   Postgres     {stack.postgres_url}
   NATS         {stack.nats_url}
