@@ -335,3 +335,42 @@ def test_swagger_ui_renders_every_operation_offline(browser, stack):
     # Swagger UI's stylesheet draws a few icons (select arrows) from data: URLs, which `default-src 'self'`
     # blocks; they are cosmetic (a policy for /schema may add `img-src 'self' data:`). Nothing else may fail.
     assert [p for p in console_problems(browser) if "Loading the image 'data:" not in p] == []
+
+
+def test_time_zone_arithmetic_of_the_console(browser, stack):
+    """The console's pure time functions, run in the browser's own Intl (its tz data is what users see)."""
+    browser.get(f"{stack}/console/")
+    result = browser.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        import("/console/lib/time.js").then((t) => {
+          const at = (iso) => new Date(iso);
+          const changes = (times, tz) => t.dstTransitions(times.map(at), tz).map((c) => ({
+            index: c.index, from: c.from, to: c.to, at: c.at.toISOString() }));
+          done({
+            berlin: changes(["2027-03-27T08:00:00Z", "2027-03-28T07:00:00Z", "2027-10-30T07:00:00Z",
+                             "2027-10-31T08:00:00Z"], "Europe/Berlin"),
+            sydney: changes(["2027-04-03T10:00:00Z", "2027-04-04T10:00:00Z"], "Australia/Sydney"),
+            lordHowe: changes(["2027-04-03T10:00:00Z", "2027-04-04T10:00:00Z"], "Australia/Lord_Howe"),
+            kolkata: changes(["2027-01-01T00:00:00Z", "2027-07-01T00:00:00Z"], "Asia/Kolkata"),
+            gap: t.fromWall("2027-03-28T02:30", "Europe/Berlin").toISOString(),
+            overlap: t.fromWall("2027-10-31T02:30", "Europe/Berlin").toISOString(),
+            plain: t.fromWall("2027-01-15T09:00", "America/New_York").toISOString(),
+            wall: t.toWall(at("2027-07-01T07:00:00Z"), "Europe/Berlin"),
+            label: t.offsetLabel(-210),
+          });
+        }, (err) => done({ error: String(err) }));
+        """
+    )
+    assert result["berlin"] == [
+        {"index": 1, "from": 60, "to": 120, "at": "2027-03-28T01:00:00.000Z"},
+        {"index": 3, "from": 120, "to": 60, "at": "2027-10-31T01:00:00.000Z"},
+    ]
+    assert result["sydney"] == [{"index": 1, "from": 660, "to": 600, "at": "2027-04-03T16:00:00.000Z"}]
+    assert result["lordHowe"] == [{"index": 1, "from": 660, "to": 630, "at": "2027-04-03T15:00:00.000Z"}]
+    assert result["kolkata"] == []
+    assert result["gap"] == "2027-03-28T01:30:00.000Z"  # 02:30 does not exist that night: 03:30 CEST
+    assert result["overlap"] == "2027-10-31T00:30:00.000Z"  # 02:30 happens twice: the first (CEST) one
+    assert result["plain"] == "2027-01-15T14:00:00.000Z"
+    assert result["wall"] == "2027-07-01T09:00"
+    assert result["label"] == "UTC-03:30"

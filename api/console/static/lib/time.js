@@ -34,16 +34,16 @@ export function offsetLabel(minutes) {
   return `UTC${sign}${String(Math.floor(abs / 60)).padStart(2, "0")}:${String(abs % 60).padStart(2, "0")}`;
 }
 
-/** The first instant in (lo, hi] whose offset differs from ``fromOffset`` (to the minute). */
+/** The first whole minute in (lo, hi] whose offset differs from ``fromOffset`` (zones change on minutes). */
 function transitionBetween(lo, hi, tz, fromOffset) {
-  let a = lo.getTime();
-  let b = hi.getTime();
-  while (b - a > 60_000) {
+  let a = Math.floor(lo.getTime() / 60_000);
+  let b = Math.ceil(hi.getTime() / 60_000);
+  while (b - a > 1) {
     const mid = a + Math.floor((b - a) / 2);
-    if (offsetMinutes(new Date(mid), tz) === fromOffset) a = mid;
+    if (offsetMinutes(new Date(mid * 60_000), tz) === fromOffset) a = mid;
     else b = mid;
   }
-  return new Date(b);
+  return new Date(b * 60_000);
 }
 
 /**
