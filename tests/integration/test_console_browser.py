@@ -83,9 +83,13 @@ def type_into(element: Any, text: str) -> None:
     element.send_keys(text)
 
 
-def shot(driver: Any, name: str, max_height: int = 1800) -> None:
-    """The whole page (up to ``max_height`` CSS pixels), not only the window."""
+def shot(driver: Any, name: str, max_height: int = 1800, full_page: bool = True) -> None:
+    """The whole page (up to ``max_height`` CSS pixels), or only the window (a modal dialog's backdrop covers
+    only the window)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
+    if not full_page:
+        driver.save_screenshot(str(SHOTS / f"{name}.png"))
+        return
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
     clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], max_height), "scale": 1}
     png = driver.execute_cdp_cmd(
@@ -239,7 +243,7 @@ def test_edit_shows_the_apis_field_errors_and_delete_asks_first(browser, stack, 
 
     by(browser, "delete").click()
     by(browser, "confirm-delete")
-    shot(browser, "console-delete")
+    shot(browser, "console-delete", full_page=False)
     by(browser, "cancel-delete").click()
     assert by(browser, "schedule-name")
     by(browser, "delete").click()

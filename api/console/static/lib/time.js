@@ -74,8 +74,12 @@ export function formatLocal(date, tz, { seconds = false, weekday = true } = {}) 
   }).format(date);
 }
 
-export function formatShortDate(date, tz) {
-  return new Intl.DateTimeFormat("en-GB", { timeZone: tz, month: "short", day: "numeric" }).format(date);
+export function formatShortDate(date, tz, { year = false } = {}) {
+  return new Intl.DateTimeFormat("en-GB", { timeZone: tz, year: year ? "numeric" : undefined, month: "short", day: "numeric" }).format(date);
+}
+
+export function formatTime(date, tz) {
+  return new Intl.DateTimeFormat("en-GB", { timeZone: tz, hour: "2-digit", minute: "2-digit", hourCycle: "h23" }).format(date);
 }
 
 export function formatDuration(ms) {

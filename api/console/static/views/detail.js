@@ -234,7 +234,6 @@ export function detailView(root, { id, navigate }) {
       {},
       head,
       meta,
-      h("div", { class: "card" }, h("div", { class: "card-head" }, h("h2", {}, "Next fire times"), countSelect), preview),
       h(
         "div",
         { class: "card" },
@@ -246,6 +245,7 @@ export function detailView(root, { id, navigate }) {
         ),
         runs,
       ),
+      h("div", { class: "card" }, h("div", { class: "card-head" }, h("h2", {}, "Next fire times"), countSelect), preview),
       dialog,
     ),
   );

@@ -1,7 +1,7 @@
 // The next fire times of a schedule on a time axis, with the zone's DST changes marked between them.
 
 import { h, s } from "../lib/dom.js";
-import { dstTransitions, formatLocal, formatShortDate, offsetLabel, offsetMinutes } from "../lib/time.js";
+import { dstTransitions, formatLocal, formatShortDate, formatTime, offsetLabel, offsetMinutes } from "../lib/time.js";
 
 const WIDTH = 1000;
 const HEIGHT = 96;
@@ -17,6 +17,8 @@ function changeWords(from, to) {
 function axis(times, transitions, tz) {
   const t0 = times[0].getTime();
   const t1 = times[times.length - 1].getTime();
+  const short = t1 - t0 < 36 * 3600 * 1000; // within a day and a half the ends are told apart by the time
+  const endLabel = (date) => (short ? formatTime(date, tz) : formatShortDate(date, tz, { year: true }));
   const x = (t) => (t1 === t0 ? WIDTH / 2 : PAD + ((t - t0) / (t1 - t0)) * (WIDTH - 2 * PAD));
   const svg = s(
     "svg",
@@ -50,11 +52,11 @@ function axis(times, transitions, tz) {
     );
   });
   svg.append(
-    s("text", { x: PAD / 2, y: HEIGHT - 4, class: "axis-label", "text-anchor": "start" }, formatShortDate(times[0], tz)),
+    s("text", { x: PAD / 2, y: HEIGHT - 4, class: "axis-label", "text-anchor": "start" }, endLabel(times[0])),
     s(
       "text",
       { x: WIDTH - PAD / 2, y: HEIGHT - 4, class: "axis-label", "text-anchor": "end" },
-      formatShortDate(times[times.length - 1], tz),
+      endLabel(times[times.length - 1]),
     ),
   );
   return svg;
@@ -90,7 +92,7 @@ export function timeline(fireTimes, tz, { emptyText = "No upcoming fire times." 
         h("td", { class: "num" }, String(i + 1)),
         h("td", {}, formatLocal(time, tz)),
         h("td", { class: "muted" }, offsetLabel(offsetMinutes(time, tz))),
-        h("td", { class: "muted mono" }, time.toISOString().replace(".000Z", "Z")),
+        h("td", { class: "muted mono utc" }, time.toISOString().replace(".000Z", "Z")),
       ),
     );
   });
@@ -108,7 +110,7 @@ export function timeline(fireTimes, tz, { emptyText = "No upcoming fire times." 
     h(
       "table",
       { class: "table compact" },
-      h("thead", {}, h("tr", {}, h("th", {}, "#"), h("th", {}, `Local time (${tz})`), h("th", {}, "Offset"), h("th", {}, "UTC"))),
+      h("thead", {}, h("tr", {}, h("th", {}, "#"), h("th", {}, `Local time (${tz})`), h("th", {}, "Offset"), h("th", { class: "utc" }, "UTC"))),
       h("tbody", {}, rows),
     ),
   );
