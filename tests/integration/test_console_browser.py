@@ -378,3 +378,18 @@ def test_time_zone_arithmetic_of_the_console(browser, stack):
     assert result["plain"] == "2027-01-15T14:00:00.000Z"
     assert result["wall"] == "2027-07-01T09:00"
     assert result["label"] == "UTC-03:30"
+
+
+def test_a_token_the_api_stops_accepting_ends_the_session(browser, stack, dev_dir, tenant):
+    token = mint_dev_token(dev_dir, [tenant], [EDITOR])
+    sign_in(browser, stack, token, tenant)
+    by(browser, "empty")
+    requested = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert requested and not any(token in url or token[-20:] in url for url in requested), "the token is never in a URL"
+    assert browser.execute_script("return Object.keys(localStorage).length") == 0
+    # Same claims, broken signature: the console cannot tell, the API can.
+    browser.execute_script("sessionStorage.setItem('scheduler.console.token', arguments[0])", token[:-6] + "AAAAAA")
+    browser.refresh()
+    assert "Sign in again" in by(browser, "login-reason").text
+    assert browser.execute_script("return sessionStorage.getItem('scheduler.console.token')") is None
+    assert not all_by(browser, "sign-out")
