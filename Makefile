@@ -8,7 +8,7 @@ ROLES  ?= scheduler.editor
 SUBJECT ?= >
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint migrate api worker token sub bench docker helm-lint stop clean
+.PHONY: help venv browser run test screenshots lint migrate api worker token sub bench docker helm-lint stop clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,8 +24,29 @@ venv: $(STAMP) ## create .venv and install the project with its dev tools
 run: $(STAMP) ## start Postgres + NATS (embedded unless POSTGRES_URL/NATS_URL), migrations, the API and 2 workers
 	$(BIN)/python -m devstack run
 
-test: $(STAMP) ## run the whole suite against throwaway real Postgres and NATS servers
+test: $(STAMP) browser ## run the whole suite against throwaway real Postgres and NATS servers (and Chromium)
 	$(BIN)/python -m pytest
+
+# The console and docs tests drive Debian's Chromium through chromedriver (nothing is downloaded at test time).
+# As root with apt-get they are installed here; elsewhere the tests skip, and this says why (in CI they must run).
+browser: ## install chromium + chromium-driver for the browser tests where the machine allows it
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "browser tests: installing chromium and chromium-driver (apt-get)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+			|| echo "*** browser tests: apt-get could not install chromium/chromium-driver; they will be SKIPPED (and FAIL under CI=true) ***"; \
+	else \
+		echo "*********************************************************************************************"; \
+		echo "*** browser tests will be SKIPPED: chromium and chromedriver are not installed, and this    ***"; \
+		echo "*** is not root with apt-get to install them. On Debian/Ubuntu run as root:                 ***"; \
+		echo "***     apt-get install chromium chromium-driver                                            ***"; \
+		echo "*** (elsewhere: any Chromium/Chrome plus its matching chromedriver on PATH)                 ***"; \
+		echo "*********************************************************************************************"; \
+	fi
+
+screenshots: $(STAMP) browser ## refresh the console and API docs screenshots in docs/screenshots/
+	CONSOLE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/integration/test_console_browser.py
 
 lint: $(STAMP) ## ruff, mypy and hadolint
 	$(BIN)/ruff check .

@@ -10,13 +10,14 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
-from api.auth import PUBLIC_PATHS, BearerAuth, TokenVerifier, dev_jwks
+from api.auth import PUBLIC_PATHS, BearerAuth, TokenVerifier
+from api.console import console_paths, console_routes
+from api.devmode import dev_jwks
 from api.evaluation import Evaluator
 from api.observability import metrics_route, request_metrics
+from api.openapi import openapi_config
 from api.problems import EXCEPTION_HANDLERS
 from api.routes.health import dev_jwks_route, health, live, ready
 from api.routes.runs import RunController
@@ -76,6 +77,7 @@ def create_app(settings: Settings, clock: Clock = system_clock, tracing: bool = 
             live,
             metrics_route,
             *([dev_jwks_route] if dev else []),
+            *console_routes(settings),
         ],
         dependencies={"service": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
         state=State(
@@ -90,22 +92,12 @@ def create_app(settings: Settings, clock: Clock = system_clock, tracing: bool = 
             }
         ),
         middleware=[
-            DefineMiddleware(BearerAuth, exclude=[*(f"^{p}$" for p in public), "^/schema"]),
+            DefineMiddleware(BearerAuth, exclude=[*(f"^{p}$" for p in public), "^/schema", *console_paths(settings)]),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(
-            title="Scheduler",
-            version="0.1.0",
-            description="Multi-tenant job scheduler. Authenticate with `Authorization: Bearer <JWT>` and name "
-            "the tenant in `X-Tenant-Id`.",
-            path="/schema",
-            components=Components(
-                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
-            ),
-            security=[{"bearer": []}],
-        ),
+        openapi_config=openapi_config(),
         plugins=[OpenTelemetryPlugin(OpenTelemetryConfig())] if tracing else [],
         debug=False,
         logging_config=None,  # shared/logs.py routes stdlib logging through loguru

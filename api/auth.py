@@ -6,23 +6,20 @@ kept under ``DEV_DATA_DIR`` that ``make token`` signs with. Both go through the 
 
 from __future__ import annotations
 
-import json
 import math
 import time
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.params import HeaderParameter
 from loguru import logger
 
+from api.devmode import DEV_ISSUER, dev_jwks
 from shared.errors import Forbidden, InvalidInput, TooManyRequests, Unauthenticated, Unavailable
 from shared.ratelimit import TokenBuckets
 from shared.settings import Settings
@@ -31,9 +28,6 @@ from shared.validation import check_tenant_id
 VIEWER, EDITOR, ADMIN = "scheduler.viewer", "scheduler.editor", "scheduler.admin"
 # Each role includes the ones before it.
 _RANK = {VIEWER: 1, EDITOR: 2, ADMIN: 3}
-DEV_ISSUER = "scheduler-dev"
-DEV_KEY_FILE = "dev-signing-key.pem"
-DEV_KID = "dev"
 PUBLIC_PATHS = {"/health", "/ready", "/live", "/metrics"}
 LEEWAY_SEC = 30
 # Where tenant_in_scope leaves the validated, granted tenant for the request log line (api/observability.py).
@@ -85,30 +79,6 @@ def _is_number(value: Any) -> bool:
     if isinstance(value, int):
         return abs(value) < 2**53
     return isinstance(value, float) and math.isfinite(value)
-
-
-def dev_private_key(data_dir: Path) -> ec.EllipticCurvePrivateKey:
-    """The dev signing key, created on first use (P-256, so tokens are ES256 like many real IdPs issue)."""
-    path = data_dir / DEV_KEY_FILE
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        key = ec.generate_private_key(ec.SECP256R1())
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(pem)
-        tmp.chmod(0o600)
-        tmp.replace(path)  # atomic: concurrent first uses agree on one key
-    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    assert isinstance(loaded, ec.EllipticCurvePrivateKey)
-    return loaded
-
-
-def dev_jwks(data_dir: Path) -> dict[str, Any]:
-    """The dev key's public half as a JWK Set, as an identity provider would publish it."""
-    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(dev_private_key(data_dir).public_key()))
-    return {"keys": [{**jwk, "kid": DEV_KID, "use": "sig", "alg": "ES256"}]}
 
 
 class LocalJWKClient(jwt.PyJWKClient):
@@ -233,9 +203,17 @@ def require(role: str):
     return guard
 
 
-def tenant_in_scope(request: Request) -> str:
+TENANT_HEADER = HeaderParameter(
+    name="X-Tenant-Id",
+    required=True,  # documented as required; checked below so that its absence is a problem naming the header
+    description="The tenant the request acts on; the bearer token must grant it.",
+)
+
+
+def tenant_in_scope(request: Request, x_tenant_id: Annotated[str | None, TENANT_HEADER] = None) -> str:
     """The X-Tenant-Id of the request, which the caller's token must grant; the request counts against the
-    tenant's and the caller's rate limits."""
+    tenant's and the caller's rate limits. (``x_tenant_id`` declares the header in the OpenAPI document; the
+    raw headers are read so that a duplicated one is refused.)"""
     values = request.headers.getall("x-tenant-id", [])
     if not values or not values[0].strip():
         raise InvalidInput.field("X-Tenant-Id", "header is required")

@@ -113,7 +113,7 @@ def read_dotenv(path: Path) -> dict[str, str]:
 
 
 def _token(data_dir: Path, tenants: str, roles: str, ttl_sec: int = 86400) -> str:
-    from devstack.tokens import mint_dev_token
+    from api.devmode import mint_dev_token
 
     tenant_claim = [t for t in tenants.split(",") if t]  # a list, also for "*": the API refuses strings
     return mint_dev_token(data_dir, tenant_claim, [r for r in roles.split(",") if r], ttl_sec=ttl_sec)
@@ -125,6 +125,7 @@ def _banner(stack: Stack, host: str, port: int, workers: int) -> str:
     return f"""
   Scheduler is running ({workers} worker(s)); Ctrl-C stops everything.
 
+  Console      {base}/console/            (dev mode: signed in with an admin token for {DEMO_TENANT})
   API docs     {base}/schema/swagger      (OpenAPI JSON: {base}/schema/openapi.json)
   Postgres     {stack.postgres_url}
   NATS         {stack.nats_url}

@@ -9,6 +9,7 @@ from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from api.auth import EDITOR, VIEWER, require, tenant_in_scope
+from api.openapi import TENANT_READ_ONE, TENANT_WRITE_ONE
 from api.routes.schedules import parse_uuid, schedule_uuid
 from api.service import Service, TenantId
 from shared.model import Run, RunPage, RunStatus
@@ -23,12 +24,20 @@ class RunController(Controller):
         guards=[require(EDITOR)],
         status_code=202,
         summary="Fire a schedule now, outside its sequence",
+        operation_id="runSchedule",
+        responses=TENANT_WRITE_ONE,
     )
     async def run_now(self, schedule_id: FromPath[str], tenant_id: TenantId, service: Service) -> Response[Run]:
         run = await service.run_now(tenant_id, schedule_uuid(schedule_id))
         return Response(run, status_code=202, headers={"Location": f"/runs/{run.id}"})
 
-    @get("/schedules/{schedule_id:str}/runs", guards=[require(VIEWER)], summary="A schedule's runs, newest first")
+    @get(
+        "/schedules/{schedule_id:str}/runs",
+        guards=[require(VIEWER)],
+        summary="A schedule's runs, newest first",
+        operation_id="listRuns",
+        responses=TENANT_READ_ONE,
+    )
     async def list_runs(
         self,
         schedule_id: FromPath[str],
@@ -40,6 +49,12 @@ class RunController(Controller):
     ) -> RunPage:
         return await service.runs(tenant_id, schedule_uuid(schedule_id), status, page, page_size)
 
-    @get("/runs/{run_id:str}", guards=[require(VIEWER)], summary="One run")
+    @get(
+        "/runs/{run_id:str}",
+        guards=[require(VIEWER)],
+        summary="One run",
+        operation_id="getRun",
+        responses=TENANT_READ_ONE,
+    )
     async def get_run(self, run_id: FromPath[str], tenant_id: TenantId, service: Service) -> Run:
         return await service.run(tenant_id, parse_uuid(run_id, "runId"))

@@ -11,6 +11,7 @@ from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from api.auth import EDITOR, VIEWER, require, tenant_in_scope
+from api.openapi import TENANT_CREATE, TENANT_PREVIEW_ONE, TENANT_READ, TENANT_READ_ONE, TENANT_UPDATE, TENANT_WRITE_ONE
 from api.problems import strict_body
 from api.service import Service, TenantId
 from shared.db.repository import ListFilter
@@ -66,14 +67,20 @@ class ScheduleController(Controller):
     tags = ["schedules"]
     dependencies = {"tenant_id": Provide(tenant_in_scope, sync_to_thread=False)}
 
-    @post("/", guards=[require(EDITOR)], summary="Create a schedule")
+    @post(
+        "/",
+        guards=[require(EDITOR)],
+        summary="Create a schedule",
+        operation_id="createSchedule",
+        responses=TENANT_CREATE,
+    )
     async def create(
         self, data: JSONBody[ScheduleCreate], request: Request, tenant_id: TenantId, service: Service
     ) -> Response[Schedule]:
         body = strict_body(await request.body(), ScheduleCreate)
         return with_etag(await service.create(tenant_id, body), status=201, location=True)
 
-    @get("/", guards=[require(VIEWER)], summary="List schedules")
+    @get("/", guards=[require(VIEWER)], summary="List schedules", operation_id="listSchedules", responses=TENANT_READ)
     async def list_schedules(
         self,
         tenant_id: TenantId,
@@ -92,13 +99,25 @@ class ScheduleController(Controller):
         where = ListFilter(enabled=enabled, name_prefix=name, labels=parse_labels(label))
         return await service.list(tenant_id, where, page, page_size)
 
-    @get("/{schedule_id:str}", guards=[require(VIEWER)], summary="Get a schedule")
+    @get(
+        "/{schedule_id:str}",
+        guards=[require(VIEWER)],
+        summary="Get a schedule",
+        operation_id="getSchedule",
+        responses=TENANT_READ_ONE,
+    )
     async def get_schedule(
         self, schedule_id: FromPath[str], tenant_id: TenantId, service: Service
     ) -> Response[Schedule]:
         return with_etag(await service.get(tenant_id, schedule_uuid(schedule_id)))
 
-    @patch("/{schedule_id:str}", guards=[require(EDITOR)], summary="Update a schedule (partial)")
+    @patch(
+        "/{schedule_id:str}",
+        guards=[require(EDITOR)],
+        summary="Update a schedule (partial)",
+        operation_id="updateSchedule",
+        responses=TENANT_UPDATE,
+    )
     async def update(
         self,
         schedule_id: FromPath[str],
@@ -112,7 +131,13 @@ class ScheduleController(Controller):
         updated = await service.update(tenant_id, schedule_uuid(schedule_id), body, parse_if_match(if_match))
         return with_etag(updated)
 
-    @delete("/{schedule_id:str}", guards=[require(EDITOR)], summary="Delete a schedule")
+    @delete(
+        "/{schedule_id:str}",
+        guards=[require(EDITOR)],
+        summary="Delete a schedule",
+        operation_id="deleteSchedule",
+        responses=TENANT_WRITE_ONE,
+    )
     async def remove(self, schedule_id: FromPath[str], tenant_id: TenantId, service: Service) -> None:
         await service.delete(tenant_id, schedule_uuid(schedule_id))
 
@@ -121,11 +146,19 @@ class ScheduleController(Controller):
         guards=[require(EDITOR)],
         status_code=200,
         summary="Replace the webhook signing secret; the new one is shown in this answer only",
+        operation_id="rotateScheduleSecret",
+        responses=TENANT_WRITE_ONE,
     )
     async def rotate_secret(self, schedule_id: FromPath[str], tenant_id: TenantId, service: Service) -> Schedule:
         return await service.rotate_secret(tenant_id, schedule_uuid(schedule_id))
 
-    @get("/{schedule_id:str}/preview", guards=[require(VIEWER)], summary="Next fire times of a schedule")
+    @get(
+        "/{schedule_id:str}/preview",
+        guards=[require(VIEWER)],
+        summary="Next fire times of a schedule",
+        operation_id="previewSchedule",
+        responses=TENANT_PREVIEW_ONE,
+    )
     async def preview(
         self,
         schedule_id: FromPath[str],

@@ -7,6 +7,7 @@ from litestar.di import Provide
 from litestar.params import JSONBody
 
 from api.auth import VIEWER, require, tenant_in_scope
+from api.openapi import TRIGGER_PREVIEW
 from api.problems import strict_body
 from api.service import Service, TenantId
 from shared.model import FireTimes, TriggerPreviewRequest
@@ -21,6 +22,8 @@ from shared.model import FireTimes, TriggerPreviewRequest
     status_code=200,
     tags=["triggers"],
     summary="Fire times of a trigger, strictly after `after` (default now)",
+    operation_id="previewTrigger",
+    responses=TRIGGER_PREVIEW,
 )
 async def preview_trigger(
     data: JSONBody[TriggerPreviewRequest], request: Request, tenant_id: TenantId, service: Service

@@ -9,7 +9,7 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from api.auth import ADMIN, EDITOR, VIEWER
-from devstack.tokens import mint_dev_token
+from api.devmode import mint_dev_token
 from shared.messaging.subjects import Namespace
 from shared.settings import Settings
 

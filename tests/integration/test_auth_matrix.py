@@ -16,11 +16,14 @@ from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from api.auth import DEV_ISSUER, DEV_KID, EDITOR, VIEWER, TokenVerifier, dev_private_key
+from api.auth import EDITOR, VIEWER, TokenVerifier
+from api.devmode import DEV_ISSUER, DEV_KID, dev_private_key
 from shared.secrets import KeyRing
 from shared.settings import Settings
 
-PUBLIC = {"/health", "/ready", "/live", "/metrics", "/dev/jwks.json"}  # the last only in dev mode
+PUBLIC = {"/health", "/ready", "/live", "/metrics", "/dev/jwks.json", "/dev/token"}  # /dev/*: dev mode only
+# Static files and the settings the console reads before anyone signs in (tests/unit/test_console_and_docs.py).
+PUBLIC_PREFIXES = ("/schema", "/console")
 # Routes whose handlers do not take X-Tenant-Id: none (even previews spend a tenant's rate limit).
 TENANTLESS: set[str] = set()
 
@@ -29,7 +32,7 @@ def route_table(settings: Settings) -> list[tuple[str, str, str]]:
     """(method, path with sample ids, minimal role) of every authenticated route."""
     table = []
     for route in create_app(settings).routes:
-        if not isinstance(route, HTTPRoute) or route.path.startswith("/schema"):
+        if not isinstance(route, HTTPRoute) or route.path.startswith(PUBLIC_PREFIXES):
             continue
         for handler in route.route_handlers:
             if handler.http_methods == {"OPTIONS"}:

@@ -22,7 +22,7 @@ import uvicorn
 
 from api.app import create_app
 from api.auth import EDITOR, VIEWER
-from devstack.tokens import mint_dev_token
+from api.devmode import mint_dev_token
 from shared.settings import Settings
 
 SCHEDCTL = str(Path(sysconfig.get_path("scripts")) / "schedctl")

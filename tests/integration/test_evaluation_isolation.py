@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from api.auth import EDITOR, VIEWER, mint_dev_token
+from api.auth import EDITOR, VIEWER
+from api.devmode import mint_dev_token
 from tests.integration.live_api import live_api
 
 WORST_PREVIEW = {"trigger": {"type": "RRULE", "rrule": "FREQ=SECONDLY;COUNT=1000"}, "count": 1000}

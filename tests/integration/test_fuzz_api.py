@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from api.app import create_app
 from api.auth import ADMIN
-from devstack.tokens import mint_dev_token
+from api.devmode import mint_dev_token
 from shared.settings import Settings
 
 EXAMPLES_PER_OPERATION = 30

@@ -25,7 +25,8 @@ from loguru import logger
 from psycopg import sql
 
 from api.app import create_app
-from api.auth import ADMIN, DEV_ISSUER, DEV_KID, EDITOR, VIEWER, TokenVerifier, dev_private_key, mint_dev_token
+from api.auth import ADMIN, EDITOR, VIEWER, TokenVerifier
+from api.devmode import DEV_ISSUER, DEV_KID, dev_private_key, mint_dev_token
 from shared.settings import Settings
 
 # A trigger whose preview costs seconds of CPU without a budget (measured: 2-3.6 s per request).
