@@ -1,6 +1,7 @@
 -- Every runtime SQL statement, each under a `-- name: <table>_<verb>` header and a one-line description.
 -- Parameters are psycopg named placeholders; arrays use %(x)b, binary, which skips psycopg's per-element
--- text escaping (a regex per element) on the worker's hot path. Only shared/db/repository.py uses these.
+-- text escaping (a regex per element) on the worker's hot path. Only shared/db/repository.py (the API) and
+-- worker/store.py (the workers) run these.
 
 -- name: schedule_insert
 -- Store a new schedule and return it.
