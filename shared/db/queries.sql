@@ -80,36 +80,41 @@ SELECT 1;
 
 -- name: schedule_claim_due
 -- Lock up to `limit` due schedules, fairly across tenants, skipping rows other workers (or an API PATCH) hold
--- and tenants over their fire rate (`throttled`). Candidates are the `limit` oldest due rows plus the `fresh`
--- most recently due ones (a quiet tenant's schedule that just came due behind another tenant's burst); each
--- tenant's candidates are ranked, and the batch takes every tenant's first turn before anyone's second. The
--- candidates left out are unlocked at commit and stay due. The id comes as text: the worker uses it as text,
--- and a UUID object per row costs more than the cast.
-WITH oldest AS (
-    SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit,
-           next_run_at, webhook_secret
+-- and tenants over their fire rate (`throttled`). Up to `fresh` slots of the batch go to recently due rows,
+-- picked among the 4 x `fresh` most recently due with every tenant's first turn before anyone's second: a quiet
+-- tenant's schedule that comes due behind another tenant's burst is in the next batch, not after the burst.
+-- The rest of the batch is the oldest due rows, as they come off the due index. The id comes as text: the
+-- worker uses it as text, and a UUID object per row costs more than the cast.
+WITH recent AS (
+    SELECT id, tenant_id, next_run_at
       FROM schedules
-     WHERE enabled AND next_run_at <= %(now)s AND tenant_id <> ALL(%(throttled)s::text[])
-     ORDER BY next_run_at
-     LIMIT %(limit)s
-       FOR UPDATE SKIP LOCKED),
-fresh AS (
-    SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit,
-           next_run_at, webhook_secret
-      FROM schedules
-     WHERE enabled AND next_run_at <= %(now)s AND tenant_id <> ALL(%(throttled)s::text[])
-       AND %(fresh)s > 0 AND id::text NOT IN (SELECT id FROM oldest)
+     WHERE enabled AND next_run_at <= %(now)s AND tenant_id <> ALL(%(throttled)s::text[]) AND %(fresh)s > 0
      ORDER BY next_run_at DESC
-     LIMIT %(fresh)s
+     LIMIT 4 * %(fresh)s),
+picked AS (
+    SELECT id
+      FROM (SELECT id, next_run_at, row_number() OVER (PARTITION BY tenant_id ORDER BY next_run_at DESC) AS turn
+              FROM recent) AS ranked
+     ORDER BY turn, next_run_at
+     LIMIT %(fresh)s),
+fresh AS (
+    SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
+           webhook_secret
+      FROM schedules
+     WHERE id IN (SELECT id FROM picked) AND enabled AND next_run_at <= %(now)s
        FOR UPDATE SKIP LOCKED),
-candidates AS (
-    SELECT *, row_number() OVER (PARTITION BY tenant_id ORDER BY next_run_at) AS turn
-      FROM (SELECT * FROM oldest UNION ALL SELECT * FROM fresh) AS c)
-SELECT id, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
-       webhook_secret
-  FROM candidates
- ORDER BY turn, next_run_at
- LIMIT %(limit)s;
+oldest AS (
+    SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
+           webhook_secret
+      FROM schedules
+     WHERE enabled AND next_run_at <= %(now)s AND tenant_id <> ALL(%(throttled)s::text[])
+       AND id NOT IN (SELECT id FROM picked)
+     ORDER BY next_run_at
+     LIMIT %(limit)s - (SELECT count(*) FROM fresh)
+       FOR UPDATE SKIP LOCKED)
+SELECT * FROM fresh
+UNION ALL
+SELECT * FROM oldest;
 
 -- name: schedule_next_due
 -- The earliest next_run_at of any enabled schedule: how long an idle worker may sleep.
