@@ -1,8 +1,10 @@
 """Sharing the fleet between tenants: how a claim is split, and the per-tenant fire-rate limit.
 
-Claiming is fair in the claim statement itself (``schedule_claim_due`` ranks each tenant's candidates and takes
-every tenant's first turn before anyone's second); this module says how many fresh candidates a claim looks at
-and keeps the optional per-tenant rate (TENANT_FIRE_RATE). Pure: the caller passes the time in.
+While the fleet keeps up, oldest-first claiming (``schedule_claim_due``) serves every tenant as soon as its
+schedules are due. Under a backlog (the last claim was full) a worker claims with ``schedule_claim_due_fair``
+every FAIR_EVERY_SEC, which gives a share of the batch to recently due rows, every tenant's first turn before
+anyone's second. This module holds those figures and the optional per-tenant rate (TENANT_FIRE_RATE). Pure:
+the caller passes the time in.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ from dataclasses import dataclass, field
 # for a quiet tenant's schedule behind another's burst to get into the next batch, little enough that the
 # extra candidates (locked, then released unchanged) cost next to nothing.
 FRESH_SHARE = 0.1
+
+
+# Under a backlog, a worker claims fairly (schedule_claim_due_fair) at most this often: that statement costs about
+# twice the plain one, and a quiet tenant's schedule then waits at most this long behind another's burst.
+FAIR_EVERY_SEC = 0.05
 
 
 def fresh_candidates(limit: int) -> int:

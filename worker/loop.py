@@ -37,7 +37,7 @@ from shared.timing.misfire import DuePlan, plan_due
 from shared.timing.uptime import FleetUptime
 from shared.tracing import tracer
 from worker.delivery import Deliverer
-from worker.fairness import FireRates, fresh_candidates
+from worker.fairness import FAIR_EVERY_SEC, FireRates, fresh_candidates
 from worker.fire import Fire, RunUpdate, idempotency_key, occurrence_run_id
 from worker.leases import Leases
 from worker.parking import parks
@@ -101,6 +101,8 @@ class Worker:
         # Until the first heartbeat: only this process is known to have been alive.
         self.uptime = FleetUptime.of([(self.started_at, _FOREVER)])
         self.rates = FireRates(config.tenant_fire_rate)
+        self._backlog = False  # the last claim was full: more is due than this worker took
+        self._last_fair = 0.0
         self.stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._rescue_requested = False  # a NOTIFY: maybe a manual run to deliver now
@@ -129,13 +131,14 @@ class Worker:
             return 0
         now = self.clock()
         budget = self.capacity()
+        tick = self.monotonic()
+        fresh = 0
+        if self._backlog and tick - self._last_fair >= FAIR_EVERY_SEC:
+            fresh, self._last_fair = fresh_candidates(limit), tick
         fires, taken, advanced = await self.store.claim(
-            now,
-            limit,
-            fresh_candidates(limit),
-            self.rates.throttled(self.monotonic()),
-            lambda rows: self._plan(rows, now, budget),
+            now, limit, fresh, self.rates.throttled(tick), lambda rows: self._plan(rows, now, budget)
         )
+        self._backlog = advanced >= limit
         if not advanced:
             return 0
         metrics.claim_batch.observe(advanced)

@@ -65,9 +65,10 @@ class WorkerStore:
             await conn.set_autocommit(True)
             try:
                 async with conn.pipeline():
+                    # fresh > 0: the fair claim (a share of the batch for recently due rows, across tenants).
+                    statement = sql("schedule_claim_due_fair") if fresh else sql("schedule_claim_due")
                     cur = await conn.execute(
-                        sql("schedule_claim_due"),
-                        {"now": now, "limit": limit, "fresh": fresh, "throttled": throttled},
+                        statement, {"now": now, "limit": limit, "fresh": fresh, "throttled": throttled}
                     )
                     rows = await cur.fetchall()
                     if not rows:

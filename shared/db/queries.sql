@@ -79,12 +79,23 @@ SELECT set_config('app.tenant_id', %(tenant_id)s, true);
 SELECT 1;
 
 -- name: schedule_claim_due
--- Lock up to `limit` due schedules, fairly across tenants, skipping rows other workers (or an API PATCH) hold
--- and tenants over their fire rate (`throttled`). Up to `fresh` slots of the batch go to recently due rows,
--- picked among the 4 x `fresh` most recently due with every tenant's first turn before anyone's second: a quiet
--- tenant's schedule that comes due behind another tenant's burst is in the next batch, not after the burst.
--- The rest of the batch is the oldest due rows, as they come off the due index. The id comes as text: the
--- worker uses it as text, and a UUID object per row costs more than the cast.
+-- Lock up to `limit` due schedules, oldest first, skipping rows other workers (or an API PATCH) hold and tenants
+-- over their fire rate (`throttled`). While the fleet keeps up this is fair to every tenant; under a backlog
+-- workers use schedule_claim_due_fair now and then. The id comes as text: the worker uses it as text, and a
+-- UUID object per row costs more than the cast.
+SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
+       webhook_secret
+  FROM schedules
+ WHERE enabled AND next_run_at <= %(now)s AND tenant_id <> ALL(%(throttled)s::text[])
+ ORDER BY next_run_at
+ LIMIT %(limit)s
+   FOR UPDATE SKIP LOCKED;
+
+-- name: schedule_claim_due_fair
+-- schedule_claim_due under a backlog, fair across tenants: up to `fresh` slots of the batch go to recently due
+-- rows, picked among the 4 x `fresh` most recently due with every tenant's first turn before anyone's second,
+-- so a quiet tenant's schedule that comes due behind another tenant's burst is in the next such batch, not
+-- after the burst; the rest of the batch is the oldest due rows, as they come off the due index.
 WITH recent AS (
     SELECT id, tenant_id, next_run_at
       FROM schedules

@@ -257,9 +257,11 @@ async def test_a_quiet_tenant_is_claimed_in_the_first_batch_behind_a_burst(make_
     seed_due(db_url, quiet, [t0 + timedelta(seconds=0.2)], EventTarget(event_topic=f"fair.{quiet}"))
     clock.advance(0.3)
     async with make_worker(worker_batch_size=100) as worker:
-        assert await worker.claim_once() == 100
+        assert await worker.claim_once() == 100  # oldest first: no backlog was known yet
+        assert len(run_rows(db_url, quiet)) == 0
+        assert await worker.claim_once() == 100  # a full batch came back: under a backlog, the fair claim
         assert len(run_rows(db_url, quiet)) == 1  # oldest-first claiming would reach it after 600 others
-        assert len(run_rows(db_url, burst)) == 99
+        assert len(run_rows(db_url, burst)) == 199
         while await worker.claim_once():
             pass
         await settle(worker)
