@@ -8,7 +8,7 @@ ROLES  ?= scheduler.editor
 SUBJECT ?= >
 
 .DEFAULT_GOAL := help
-.PHONY: help venv browser run test screenshots lint migrate api worker token sub bench docker helm-lint stop clean
+.PHONY: help venv browser run test screenshots lint migrate api worker token sub bench soak docker helm-lint stop clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -71,6 +71,10 @@ sub: $(STAMP) ## print messages on a NATS subject of the local stack: make sub S
 
 bench: $(STAMP) ## measure claim-fire-advance throughput and lag against the bare-SQL baseline
 	$(BIN)/python -m bench
+
+SOAK_MINUTES ?= 10
+soak: $(STAMP) ## fixed load (50% of measured capacity) for SOAK_MINUTES (10): lag, RSS and table sizes per minute
+	SOAK_MINUTES=$(SOAK_MINUTES) $(BIN)/python -m bench.soak
 
 docker: ## build the image (needs a Docker engine)
 	docker build -t scheduler:latest .

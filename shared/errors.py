@@ -2,7 +2,7 @@
 
 Every error the API can answer with is a subclass of :class:`SchedulerError`; ``api/problems.py`` is the one
 place that turns them into RFC 9457 problem responses. psycopg errors never leave ``shared/db/repository.py``
-untranslated.
+(the API) or ``worker/store.py`` (the workers) untranslated.
 """
 
 from __future__ import annotations

@@ -35,3 +35,8 @@ retries = Counter("scheduler_retries_total", "Delivery attempts that will be ret
 dead_letters = Counter("scheduler_dead_letters_total", "Runs that failed for good", ["target"])
 missed = Counter("scheduler_missed_occurrences_total", "Occurrences missed while no worker ran", ["policy", "fate"])
 http_status = Counter("scheduler_http_target_responses_total", "HTTP target answers by status", ["status"])
+
+# Worker fleet: fencing.
+leases_lost = Counter(
+    "scheduler_leases_lost_total", "Runs a worker dropped because another worker took them over while it was away"
+)

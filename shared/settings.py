@@ -76,8 +76,10 @@ class Settings:
     """WORKER_METRICS_PORT: each worker's HTTP port for /metrics, /live and /ready (0: none)."""
     worker_metrics_host: str = "0.0.0.0"
     """WORKER_METRICS_HOST: address of that port."""
-    run_lease_sec: float = 60.0
-    """RUN_LEASE_SEC: a run not finished this long after its lease started is rescued by another worker."""
+    run_lease_sec: float = 10.0
+    """RUN_LEASE_SEC: how long a worker holds a run it is delivering without renewing it; workers renew the
+    leases of runs still in flight by heartbeat (every quarter lease), so a crashed worker's runs are taken over
+    about this long after the crash, and a long HTTP call is never taken over while its worker is alive."""
     secrets_key: str = ""
     """SECRETS_KEY: `kid:base64(32 bytes)[,older…]` sealing webhook secrets and secret headers at rest (AES-GCM);
     the first key encrypts, all decrypt. Required by the API and workers (dev mode keeps one under DEV_DATA_DIR)."""
@@ -139,6 +141,20 @@ class Settings:
     max_header_bytes: int = 16 * 1024
     """MAX_HEADER_BYTES: largest request header (name and value), and MAX_HEADER_BYTES x 4 for all headers
     together; larger requests are answered 431."""
+
+    # --- worker fleet: frozen workers, fencing, fairness -------------------------------------------------
+    worker_db_timeout_sec: float = 3.0
+    """WORKER_DB_TIMEOUT_SEC: Postgres ends a worker's transaction (and statement) older than this
+    (`transaction_timeout` on PostgreSQL 17+, `idle_in_transaction_session_timeout` and `statement_timeout`),
+    so a frozen worker (SIGSTOP, a stalled VM) holds the row locks of the schedules it claimed for seconds, not
+    for as long as it is frozen. Worker transactions take milliseconds. 0: off."""
+    worker_db_keepalive_sec: int = 5
+    """WORKER_DB_KEEPALIVE_SEC: TCP keepalive idle time on worker connections (client and server side); a peer
+    that stops answering is dropped after about three times this. 0: the operating system's defaults."""
+    tenant_fire_rate: float = 0.0
+    """TENANT_FIRE_RATE: most fires per second one tenant's schedules get from one worker process, on average
+    (bursts of one second's worth); beyond it that tenant's due schedules wait while other tenants' fire. 0: no
+    limit (claiming is fair across tenants either way)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -2,6 +2,10 @@
 
 Where an HTTP 429 becomes a retry: ``targets/http.py`` marks the failure retryable (with Retry-After) and
 ``deliver`` below waits ``backoff_delay`` and tries again until the schedule's retry policy is used up.
+
+Before each attempt, and before acting on a failed one, the worker makes sure it still holds the run
+(``Leases.hold``): a worker resumed after a freeze drops what another worker took over. Every success, one run
+or a batch of core NATS publishes, ends in ``_succeeded``: the same metrics and the same record.
 """
 
 from __future__ import annotations
@@ -12,14 +16,15 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-import msgspec
 from loguru import logger
 from opentelemetry.trace import SpanKind
 
 from shared import metrics
+from shared.errors import Unavailable
 from shared.model import EventTarget, HttpTarget, QueueTarget, RetryPolicy
 from shared.tracing import stored_context, tracer
 from worker.fire import Delivered, DeliveryFailed, Fire, RunUpdate, clean_text, utc_iso
+from worker.leases import Leases
 from worker.targets import Sender
 from worker.targets.cloudevents import envelope
 from worker.targets.nats import NatsPublisher, is_at_most_once
@@ -50,21 +55,28 @@ def run_timeout_sec(fire: Fire) -> float:
     return fire.target.http.timeout_sec if isinstance(fire.target, HttpTarget) else 5.0
 
 
+# A success as the progress writer records it: a batch of core NATS publishes shares one start, finish and
+# duration and is written with half the arrays (``subjects``); any other run carries its target's answer.
+Success = Callable[[list[Fire], datetime, datetime, int, "Delivered | None", "list[str] | None"], None]
+
+
 class Deliverer:
     def __init__(
         self,
         publisher: NatsPublisher,
         http: Sender,
         record: Callable[[RunUpdate], None],
-        record_published: Callable[[list[Fire], list[str], datetime, datetime, int], None],
+        record_success: Success,
         clock: Callable[[], datetime],
         lease_sec: float,
         committed: Callable[[str], Awaitable[None]],
+        leases: Leases,
     ) -> None:
         self.publisher = publisher
         self.http = http
         self.record = record
-        self.record_published = record_published
+        self.record_success = record_success
+        self.leases = leases
         self.clock = clock
         self.lease_sec = lease_sec
         # Resolves once the run's last recorded status is committed: notices announce only what GET /runs shows.
@@ -91,14 +103,28 @@ class Deliverer:
         ):
             await self._deliver(fire)
 
+    async def _held(self, fire: Fire) -> bool:
+        """Whether this worker still holds ``fire`` (confirming, or extending, its lease when needed)."""
+        while True:
+            try:
+                return bool(await self.leases.hold([fire]))
+            except Unavailable as exc:
+                # Nobody can take the run over while the database is away either: wait for it.
+                logger.warning("run {} cannot confirm its lease: {}", fire.run_id, exc)
+                await asyncio.sleep(OUTAGE_RETRY_SEC)
+
     async def _deliver(self, fire: Fire) -> None:
         sender = self._sender(fire)
-        while True:
+        while await self._held(fire):
             started = self.clock()
             t0 = time.perf_counter()
             try:
                 result = await sender.send(fire)
             except DeliveryFailed as failure:
+                # A call that "timed out" while this process was frozen may have been delivered, and another
+                # worker may have delivered the run since: act on the failure only if the run is still ours.
+                if not await self._held(fire):
+                    return
                 if failure.outage:
                     await self._wait_out_outage(fire, failure)
                     continue
@@ -109,12 +135,19 @@ class Deliverer:
                 await self._fail(fire, failure, started, t0)
                 return
             fire.attempt += 1
-            self._succeed(fire, result, started, t0)
+            elapsed = time.perf_counter() - t0
+            self._succeeded([fire], started, elapsed, result)
             return
 
     async def deliver_events(self, fires: list[Fire]) -> None:
         """EVENTs, together: the durable ones published as one pipelined batch (acks awaited together), the
-        AT_MOST_ONCE ones as core publishes sharing one flush."""
+        AT_MOST_ONCE ones as core publishes sharing one flush. The batch's leases are confirmed once, first."""
+        try:
+            fires = await self.leases.hold(fires)
+        except Unavailable:
+            # Each waits for the database on its own (``deliver`` confirms its lease before the attempt).
+            await asyncio.gather(*(self.deliver(fire) for fire in fires))
+            return
         quick = [fire for fire in fires if is_at_most_once(fire)]
         durable = [fire for fire in fires if not is_at_most_once(fire)]
         jobs = []
@@ -134,7 +167,7 @@ class Deliverer:
         for fire, outcome in zip(fires, outcomes, strict=True):
             if isinstance(outcome, Delivered):
                 fire.attempt += 1
-                self._succeed(fire, outcome, started, t0)
+                self._succeeded([fire], started, time.perf_counter() - t0, outcome)
             else:
                 again.append(fire)
         if again:
@@ -156,20 +189,30 @@ class Deliverer:
         elapsed = time.perf_counter() - t0
         for fire in fires:
             fire.attempt += 1
-        self._observe_published(fires, started, elapsed)
-        # One record for the batch (same start, finish and duration), not a RunUpdate per fire.
-        self.record_published(fires, subjects, started, started + timedelta(seconds=elapsed), int(elapsed * 1000))
+        self._succeeded(fires, started, elapsed, None, subjects)
 
-    def _observe_published(self, fires: list[Fire], started: datetime, elapsed: float) -> None:
-        """What ``_finished`` observes per run, for a published batch: the same figures, labels looked up once."""
-        kind = target_kind(fires[0])  # a core batch holds EVENTs only
+    def _succeeded(
+        self,
+        fires: list[Fire],
+        started: datetime,
+        elapsed: float,
+        result: Delivered | None,
+        subjects: list[str] | None = None,
+    ) -> None:
+        """The one way a delivery succeeds: ``fires`` (one run, or a core batch of one kind sharing ``started``
+        and ``elapsed``) are observed and recorded SUCCEEDED."""
+        kind = target_kind(fires[0])
         latency = metrics.delivery_latency.labels(kind)
         lag = metrics.scheduling_lag.labels(kind)
         for fire in fires:
             latency.observe(elapsed)
             if fire.attempt == 1 and not fire.manual:
                 lag.observe(max(0.0, (started - fire.scheduled_for).total_seconds()))
+        if result is not None and result.http_status is not None:
+            metrics.http_status.labels(str(result.http_status)).inc(len(fires))
         metrics.runs.labels(kind, "succeeded").inc(len(fires))
+        finished = started + timedelta(seconds=elapsed)
+        self.record_success(fires, started, finished, int(elapsed * 1000), result, subjects)
 
     def _observe(self, fire: Fire, started: datetime, t0: float, http_status: int | None) -> None:
         kind = target_kind(fire)
@@ -195,18 +238,6 @@ class Deliverer:
         # FIXED_DELAY counts from when the run finished, so slow targets never overlap.
         update.rearm = fire.rearm
         return update
-
-    def _succeed(self, fire: Fire, result: Delivered, started: datetime, t0: float) -> None:
-        self.record(
-            self._finished(
-                fire,
-                "SUCCEEDED",
-                started,
-                t0,
-                http_status=result.http_status,
-                delivery=msgspec.json.encode(result.detail).decode(),
-            )
-        )
 
     async def _retry_later(self, fire: Fire, failure: DeliveryFailed, started: datetime, t0: float) -> None:
         self._observe(fire, started, t0, failure.http_status)

@@ -71,6 +71,9 @@ class Fire:
     webhook_secret: str | None = None  # sealed; the HTTP target opens it to sign the request
     # FIXED_DELAY: the schedule is parked behind this run and is re-armed when it finishes.
     rearm: bool = False
+    # This worker's lease on the run ends then (its own clock); renewed by heartbeat (worker/leases.py).
+    lease_until: datetime | None = None
+    lost: bool = False  # another worker took the run over: deliver and record nothing more of it
 
 
 @dataclass(slots=True)

@@ -1,51 +1,51 @@
 """The worker: claim due schedules, record their runs, advance them (one transaction per batch), deliver.
 
 Any number of these run side by side with no leader: ``FOR UPDATE SKIP LOCKED`` hands each due schedule to
-exactly one of them, and the runs table is the outbox, so a run is recorded in the same transaction that
-advances its schedule and is delivered after the commit. Runs whose worker died are rescued after their lease.
+exactly one of them (fairly across tenants), and the runs table is the outbox, so a run is recorded in the same
+transaction that advances its schedule and is delivered after the commit. Leases are short and renewed by
+heartbeat while a delivery is in flight (``leases.py``); runs whose worker died or froze are rescued after their
+lease. All SQL goes through ``store.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-import psycopg
-import psycopg_pool
 from loguru import logger
-from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row
 
 from shared import metrics
-from shared.db.pool import CONNECTION_ERRORS
-from shared.db.queries import sql
+from shared.errors import SchedulerError, Unavailable
 from shared.model import (
     EventTarget,
-    FixedDelayTrigger,
     MisfirePolicy,
     decode_retry,
     decode_target,
     decode_trigger,
 )
 from shared.timing.misfire import DuePlan, plan_due
+from shared.timing.uptime import FleetUptime
 from shared.tracing import tracer
-from worker.delivery import Deliverer, run_timeout_sec
+from worker.delivery import Deliverer
+from worker.fairness import FAIR_EVERY_SEC, FireRates, fresh_candidates
 from worker.fire import Fire, RunUpdate, idempotency_key, occurrence_run_id
+from worker.leases import Leases
+from worker.parking import parks
 from worker.progress import ProgressWriter
+from worker.store import WorkerStore
 
 RESCUE_INTERVAL_SEC = 1.0
 MIN_IDLE_SLEEP_SEC = 0.02
-WAKEUP_CHANNEL = "scheduler_wakeup"
 
 # MisfirePolicy(text) goes through Enum's metaclass call: a dict lookup per claimed row is ten times cheaper.
 _POLICIES = {policy.value: policy for policy in MisfirePolicy}
@@ -53,6 +53,11 @@ _POLICIES = {policy.value: policy for policy in MisfirePolicy}
 # A schedule whose row cannot be planned (a bug, a zone missing after a tzdata change) is set aside this long
 # instead of blocking every worker behind it.
 POISON_BACKOFF = timedelta(minutes=5)
+
+# How far back the fleet remembers its uptime: an occurrence older than this is treated as missed when it is
+# finally claimed (a fleet busy for a whole day is down in all but name).
+UPTIME_HISTORY = timedelta(days=1)
+_FOREVER = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,7 @@ class WorkerConfig:
     lease_sec: float
     misfire_grace: timedelta
     shutdown_grace_sec: float = 20.0
+    tenant_fire_rate: float = 0.0
 
 
 def worker_id() -> str:
@@ -70,32 +76,47 @@ def worker_id() -> str:
 
 
 class Worker:
+    """One worker process's loops. Each decision is one awaitable step (``claim_once``, ``rescue_once``,
+    ``heartbeat_once``) taking the time from ``clock``, so tests drive them with a manual clock."""
+
     def __init__(
         self,
         config: WorkerConfig,
-        pool: psycopg_pool.AsyncConnectionPool,
+        store: WorkerStore,
         deliverer: Deliverer,
         progress: ProgressWriter,
+        leases: Leases,
         clock: Callable[[], datetime],
-        postgres_url: str,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self.pool = pool
+        self.store = store
         self.deliverer = deliverer
         self.progress = progress
+        self.leases = leases
         self.clock = clock
-        self.postgres_url = postgres_url
-        self.id = worker_id()
+        self.monotonic = monotonic
+        self.id = store.worker_id
+        self.started_at = clock()
+        # Until the first heartbeat: only this process is known to have been alive.
+        self.uptime = FleetUptime.of([(self.started_at, _FOREVER)])
+        self.rates = FireRates(config.tenant_fire_rate)
+        self._backlog = False  # the last claim was full: more is due than this worker took
+        self._last_fair = 0.0
         self.stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._rescue_requested = False  # a NOTIFY: maybe a manual run to deliver now
-        self._deliveries: dict[str, asyncio.Task[None]] = {}
+        self._deliveries: dict[str, tuple[Fire, asyncio.Task[None]]] = {}
+        self._task_fires: dict[asyncio.Task[None], list[Fire]] = {}
         self.last_tick = time.monotonic()  # /ready: the claim loop went round recently
 
     # --- one batch ----------------------------------------------------------------------------------
 
     def capacity(self) -> int:
         return max(0, self.config.concurrency - len(self._deliveries))
+
+    def in_flight(self) -> list[Fire]:
+        return [fire for fire, _ in self._deliveries.values()]
 
     async def claim_once(self) -> int:
         """Claim up to a batch of due schedules, record and advance them, start their deliveries."""
@@ -109,43 +130,32 @@ class Worker:
         if limit == 0:
             return 0
         now = self.clock()
-        async with self.pool.connection() as conn:
-            # One transaction in two round trips: the claim, then advance + record + commit. In pipeline mode the
-            # statements up to the next Sync form one implicit transaction: fetching the claimed rows only asks
-            # for a flush (the row locks stay held), and leaving the pipeline sends the Sync, which commits it, or
-            # rolls it back if a statement failed. All writes are ONE statement, so whatever happens in between
-            # (an exception, a cancellation) nothing can commit half of them. (psycopg's transaction() in
-            # pipeline mode syncs after BEGIN, before and after COMMIT and on leaving: five round trips.)
-            await conn.set_autocommit(True)
-            try:
-                async with conn.pipeline():
-                    cur = await conn.execute(sql("schedule_claim_due"), {"now": now, "limit": limit})
-                    rows = await cur.fetchall()
-                    if not rows:
-                        return 0
-                    metrics.claim_batch.observe(len(rows))
-                    fires, advance = self._plan(rows, now, budget=self.capacity())
-                    params = advance | self._run_rows(fires, now)
-                    await cur.execute(sql("schedule_advance_and_record"), params)
-            finally:
-                if conn.info.transaction_status == TransactionStatus.IDLE:
-                    await conn.set_autocommit(False)  # as the pool's other users expect it
-                else:  # broken, or interrupted before the Sync came back: the pool replaces a closed connection
-                    await conn.close()
-            # Committed: from here on the runs are recorded and may be delivered.
-            if cur.rowcount != len(fires):
-                # Some occurrence was already recorded (ON CONFLICT): that run is not ours to deliver; a schedule
-                # parked behind it would wait for ever, so it is re-armed as if that run had just finished.
-                recorded = {r[0] for r in await cur.fetchall()}
-                for fire in fires:
-                    if fire.run_id not in recorded and fire.rearm:
-                        self.progress.rearm(fire.run_id, now)
-                fires = [f for f in fires if f.run_id in recorded]
+        budget = self.capacity()
+        tick = self.monotonic()
+        fresh = 0
+        if self._backlog and tick - self._last_fair >= FAIR_EVERY_SEC:
+            fresh, self._last_fair = fresh_candidates(limit), tick
+        fires, taken, advanced = await self.store.claim(
+            now, limit, fresh, self.rates.throttled(tick), lambda rows: self._plan(rows, now, budget)
+        )
+        self._backlog = advanced >= limit
+        if not advanced:
+            return 0
+        metrics.claim_batch.observe(advanced)
+        # Committed: from here on the runs are recorded and may be delivered.
+        for fire in taken:
+            # Already recorded (ON CONFLICT): that run is not ours to deliver; a schedule parked behind it would
+            # wait for ever, so it is re-armed as if that run had just finished.
+            if fire.rearm:
+                self.progress.rearm(fire.run_id, now)
+        if self.rates.rate > 0:
+            self.rates.spend(Counter(f.tenant_id for f in fires), self.monotonic())
         self._start(fires)
-        return len(advance["ids"])
+        return advanced
 
-    def _plan(self, rows: list[tuple[Any, ...]], now: datetime, budget: int) -> tuple[list[Fire], dict[str, list[Any]]]:
-        """The runs the claimed rows owe and each row's new next_run_at.
+    def _plan(self, rows: list[tuple[Any, ...]], now: datetime, budget: int) -> tuple[list[Fire], dict[str, Any]]:
+        """The runs the claimed rows owe and each row's new next_run_at, as the parameters of
+        ``schedule_advance_and_record``.
 
         Rows beyond ``budget`` runs (CATCH_UP can make hundreds from one row) are left untouched: their lock ends
         with the transaction and they stay due for the next claim.
@@ -170,7 +180,18 @@ class Worker:
             advance["next_run_at"].append(plan.next_run_at)
             advance["last_run_at"].append(plan.fire_at[-1] if plan.fire_at else None)
             advance["parked_run_id"].append(row_fires[-1].run_id if plan.parked and row_fires else None)
-        return fires, advance
+        lease_until = self.leases.until(now)
+        for fire in fires:
+            fire.lease_until = lease_until
+        return fires, advance | {
+            "now": now,
+            "lease_until": lease_until,
+            "run_ids": [f.run_id for f in fires],
+            "schedule_ids": [f.schedule_id for f in fires],
+            "tenant_ids": [f.tenant_id for f in fires],
+            "scheduled_for": [f.scheduled_for for f in fires],
+            "keys": [f.key for f in fires],
+        }
 
     def _plan_row(self, row: tuple[Any, ...], now: datetime) -> tuple[list[Fire], DuePlan]:
         # The columns of schedule_claim_due, in order (tuple rows: a dict per row costs more than its use).
@@ -195,6 +216,7 @@ class Worker:
             _POLICIES[misfire_policy],
             catch_up_limit,
             self.config.misfire_grace,
+            self.uptime,
         )
         if plan.missed:
             metrics.missed.labels(misfire_policy, "skipped").inc(plan.skipped)
@@ -228,42 +250,17 @@ class Worker:
             )
         return fires, plan
 
-    def _run_rows(self, fires: list[Fire], now: datetime) -> dict[str, Any]:
-        leases: dict[float, datetime] = {}  # one lease end per target timeout, not one timedelta per fire
-        lease_until = []
-        for f in fires:
-            timeout = run_timeout_sec(f)
-            if (until := leases.get(timeout)) is None:
-                until = leases[timeout] = now + timedelta(seconds=self.config.lease_sec + timeout)
-            lease_until.append(until)
-        return {
-            "worker": self.id,
-            "now": now,
-            "run_ids": [f.run_id for f in fires],
-            "schedule_ids": [f.schedule_id for f in fires],
-            "tenant_ids": [f.tenant_id for f in fires],
-            "scheduled_for": [f.scheduled_for for f in fires],
-            "keys": [f.key for f in fires],
-            "lease_until": lease_until,
-        }
-
     async def rescue_once(self) -> int:
-        """Deliver open runs whose lease expired: a dead worker's, or manual runs queued by the API."""
+        """Deliver open runs whose lease expired: a dead or frozen worker's, or manual runs queued by the API."""
         limit = min(self.config.batch_size, self.capacity())
         if limit == 0:
             return 0
         now = self.clock()
-        async with self.pool.connection() as conn, conn.transaction():
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(
-                sql("run_lease_expired"),
-                {"now": now, "limit": limit, "lease_sec": self.config.lease_sec, "worker": self.id},
-            )
-            runs = [r for r in await cur.fetchall() if str(r["id"]) not in self._deliveries]
-            if not runs:
-                return 0
-            await cur.execute(sql("schedule_targets_many"), {"ids": list({r["schedule_id"] for r in runs})})
-            schedules = {str(s["id"]): s for s in await cur.fetchall()}
+        lease_until = self.leases.until(now)
+        runs, schedules = await self.store.rescue(now, limit, lease_until)
+        runs = [r for r in runs if str(r["id"]) not in self._deliveries]
+        if not runs:
+            return 0
         fires = []
         for run in runs:
             schedule = schedules.get(str(run["schedule_id"]))
@@ -279,8 +276,7 @@ class Worker:
                     )
                 )
                 continue
-            trigger = decode_trigger(schedule["trigger"])
-            parked = isinstance(trigger, FixedDelayTrigger) and not run["manual"]
+            parked = parks(decode_trigger(schedule["trigger"]), run["manual"])
             fires.append(
                 Fire(
                     run_id=str(run["id"]),
@@ -296,6 +292,7 @@ class Worker:
                     trace_context=run["trace_context"],
                     webhook_secret=schedule["webhook_secret"],
                     rearm=parked,
+                    lease_until=lease_until,
                 )
             )
         rescued = sum(not f.manual for f in fires)
@@ -303,6 +300,20 @@ class Worker:
             logger.info("took over {} run(s) whose worker's lease expired", rescued)
         self._start(fires)
         return len(runs)
+
+    async def heartbeat_once(self) -> int:
+        """Tell the fleet this worker is alive (and learn the fleet's uptime), renew the leases of runs still
+        in flight, and stop deliveries of runs another worker took over. Returns how many were lost."""
+        now = self.clock()
+        slack = timedelta(seconds=3 * self.leases.heartbeat_sec)
+        beats = await self.store.beat(self.started_at, now, now - UPTIME_HISTORY)
+        self.uptime = FleetUptime.of([(start, beat + slack) for start, beat in beats] + [(self.started_at, _FOREVER)])
+        lost = await self.leases.renew(self.in_flight())
+        for fire in lost:
+            entry = self._deliveries.get(fire.run_id)
+            if entry is not None and len(self._task_fires.get(entry[1], ())) == 1:
+                entry[1].cancel()  # its own task: another worker delivers this run now
+        return len(lost)
 
     def _start(self, fires: Iterable[Fire]) -> None:
         """One task for the EVENTs (those bound for core NATS share a flush and a record), one per other run."""
@@ -317,25 +328,31 @@ class Worker:
             self._track(events, asyncio.create_task(self.deliverer.deliver_events(events)))
 
     def _track(self, fires: list[Fire], task: asyncio.Task[None]) -> None:
-        run_ids = [f.run_id for f in fires]
-        for run_id in run_ids:
-            self._deliveries[run_id] = task
-        task.add_done_callback(functools.partial(self._delivered, run_ids))
+        for fire in fires:
+            self._deliveries[fire.run_id] = (fire, task)
+        self._task_fires[task] = fires
+        task.add_done_callback(self._delivered)
 
-    def _delivered(self, run_ids: list[str], task: asyncio.Task[None]) -> None:
+    def _delivered(self, task: asyncio.Task[None]) -> None:
         starved = self.capacity() < self.config.batch_size  # the last claim may have been cut short
-        for run_id in run_ids:
-            self._deliveries.pop(run_id, None)
+        fires = self._task_fires.pop(task, [])
+        for fire in fires:
+            self._deliveries.pop(fire.run_id, None)
         error = None if task.cancelled() else task.exception()
         if error is not None:
             # A bug, not the target: record it, or the run would be rescued and crash again after every lease.
-            logger.opt(exception=error).error("delivery of run(s) {} crashed", run_ids[:5])
-            for run_id in run_ids:
-                self.progress.record(
-                    RunUpdate(
-                        run_id, "FAILED", 1, finished_at=self.clock(), error=f"internal error: {type(error).__name__}"
+            logger.opt(exception=error).error("delivery of run(s) {} crashed", [f.run_id for f in fires[:5]])
+            for fire in fires:
+                if not fire.lost:
+                    self.progress.record(
+                        RunUpdate(
+                            fire.run_id,
+                            "FAILED",
+                            max(1, fire.attempt),
+                            finished_at=self.clock(),
+                            error=f"internal error: {type(error).__name__}",
+                        )
                     )
-                )
         if starved:
             # Capacity came back. Only then: a wake-up after every delivery would end the claim loop's sleep
             # until the next due time each time, and under a steady load claim a few rows at a time.
@@ -344,10 +361,7 @@ class Worker:
     # --- the loops ----------------------------------------------------------------------------------
 
     async def next_due_in(self) -> float:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(sql("schedule_next_due"))
-            row = await cur.fetchone()
-        next_due = row[0] if row else None
+        next_due = await self.store.next_due()
         if next_due is None:
             metrics.backlog_age.set(0)
             return self.config.poll_max_sec
@@ -376,7 +390,7 @@ class Worker:
                 if claimed >= self.config.batch_size:
                     continue  # more is due: claim again at once
                 sleep = await self.next_due_in() if self.capacity() else self.config.poll_max_sec
-            except CONNECTION_ERRORS as exc:
+            except Unavailable as exc:
                 failures += 1
                 sleep = min(10.0, 0.2 * 2**failures)
                 logger.warning("database unavailable ({}); retrying in {:.1f}s", exc, sleep)
@@ -393,15 +407,26 @@ class Worker:
         """Wake the claim loop when the API announces a schedule due soon or a manual run."""
         while not self.stop.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(self.postgres_url, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {WAKEUP_CHANNEL}")
-                    async for _ in conn.notifies():
-                        self._rescue_requested = True
-                        self._wake.set()
-            except CONNECTION_ERRORS as exc:
+                async for _ in self.store.notifications():
+                    self._rescue_requested = True
+                    self._wake.set()
+            except Unavailable as exc:
                 logger.debug("LISTEN connection lost: {}", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), 1.0)
+
+    async def heartbeat_loop(self, stop: asyncio.Event) -> None:
+        """``heartbeat_once`` four times a lease, whatever the claim loop is doing, until ``stop`` (set once the
+        in-flight runs are drained: they are renewed while they finish)."""
+        while not stop.is_set():
+            try:
+                await self.heartbeat_once()
+            except Unavailable as exc:
+                logger.debug("heartbeat not written: {}", exc)
+            except Exception:
+                logger.exception("heartbeat error")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.leases.heartbeat_sec)
 
     def request_stop(self) -> None:
         self.stop.set()
@@ -415,17 +440,23 @@ class Worker:
         # Without its writer a worker would deliver and record nothing: stop rather than go on silently.
         writer.add_done_callback(lambda _: None if writer_stop.is_set() else self._writer_died(writer))
         listener = asyncio.create_task(self.listen_loop(), name="listen")
+        with contextlib.suppress(SchedulerError):
+            await self.heartbeat_once()  # learn the fleet's uptime before the first claim judges misfires
+        heartbeat_stop = asyncio.Event()
+        heartbeat = asyncio.create_task(self.heartbeat_loop(heartbeat_stop), name="heartbeat")
         try:
             await self.claim_loop()
         finally:
             listener.cancel()
             ends = time.monotonic() + self.config.shutdown_grace_sec
             await self._drain()
+            heartbeat_stop.set()
             self.progress.deadline = max(ends, time.monotonic() + 5.0)
             writer_stop.set()
             await writer
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+            await heartbeat
 
     def _writer_died(self, writer: asyncio.Task[None]) -> None:
         error = None if writer.cancelled() else writer.exception()
@@ -435,9 +466,9 @@ class Worker:
     async def _drain(self) -> None:
         if self._deliveries:
             logger.info("finishing {} in-flight run(s)", len(self._deliveries))
-            tasks = set(self._deliveries.values())
+            tasks = {task for _, task in self._deliveries.values()}
             _, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_grace_sec)
-            unfinished = [run_id for run_id, task in self._deliveries.items() if task in pending]
+            unfinished = [run_id for run_id, (_, task) in self._deliveries.items() if task in pending]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -448,8 +479,7 @@ class Worker:
         """Hand unfinished runs to other workers now rather than after their lease."""
         try:
             await self.progress.flush()
-            async with self.pool.connection() as conn:
-                await conn.execute(sql("run_release_many"), {"ids": run_ids, "now": self.clock()})
+            await self.store.release(run_ids, self.clock())
             logger.info("released {} unfinished run(s) to other workers", len(run_ids))
-        except psycopg.Error as exc:
+        except SchedulerError as exc:
             logger.warning("could not release {} run(s); they are rescued after their lease: {}", len(run_ids), exc)

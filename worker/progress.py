@@ -2,7 +2,9 @@
 
 Updates that cannot be written (the database is away) are kept and retried; a worker that dies with updates
 unwritten leaves those runs open, and after their lease another worker delivers them again with the same
-idempotency key. A FIXED_DELAY schedule parked behind a finished run is re-armed in the same transaction.
+idempotency key. A FIXED_DELAY schedule parked behind a finished run is re-armed in the same transaction
+(``parking.py``). Writes go through the worker's store and are fenced: an outcome of a run another worker took
+over is not written.
 """
 
 from __future__ import annotations
@@ -14,15 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
+import msgspec
 from loguru import logger
-from psycopg.rows import dict_row
 
-from shared.db.pool import CONNECTION_ERRORS
-from shared.db.queries import sql
-from shared.model import decode_trigger
-from shared.timing.next_fire import next_fire
-from worker.fire import Fire, RunUpdate
+from shared.errors import SchedulerError, Unavailable
+from worker.fire import Delivered, Fire, RunUpdate
+from worker.parking import Rearms, rearm_at
+from worker.store import WorkerStore
 
 FLUSH_INTERVAL_SEC = 0.05
 FLUSH_SIZE = 500
@@ -41,12 +41,12 @@ class Published:
 
 
 class ProgressWriter:
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
+    def __init__(self, store: WorkerStore) -> None:
+        self.store = store
         self._pending: dict[str, RunUpdate] = {}
         # Published batches: a few lists per batch instead of a RunUpdate per run, written with half the arrays.
         self._published: list[Published] = []
-        self._rearms: dict[str, datetime] = {}  # parked run id -> when it finished
+        self._rearms = Rearms()
         self._wake = asyncio.Event()
         self._committed: dict[str, list[asyncio.Future[None]]] = {}  # run id -> waiting for its write
         self.deadline = float("inf")  # time.monotonic() after which a stopping writer gives up
@@ -57,24 +57,45 @@ class ProgressWriter:
             update.started_at = previous.started_at
         self._pending[update.run_id] = update  # the latest state of a run is all that needs writing
         if update.rearm and update.finished_at is not None:
-            self._rearms[update.run_id] = update.finished_at
+            self._rearms.add(update.run_id, update.finished_at)
         if self.backlog() >= FLUSH_SIZE:
             self._wake.set()
 
-    def record_published(
-        self, fires: list[Fire], subjects: list[str], started: datetime, finished: datetime, duration_ms: int
+    def succeeded(
+        self,
+        fires: list[Fire],
+        started: datetime,
+        finished: datetime,
+        duration_ms: int,
+        result: Delivered | None,
+        subjects: list[str] | None,
     ) -> None:
-        """``fires`` were published (``fire.attempt`` counts this attempt): record them SUCCEEDED."""
+        """``fires`` were delivered (``fire.attempt`` counts this attempt): record them SUCCEEDED. A core NATS
+        batch (``subjects``) is kept as a few lists, written with half the arrays; any other run as its update."""
+        if subjects is None:
+            for fire in fires:
+                update = RunUpdate(
+                    run_id=fire.run_id,
+                    status="SUCCEEDED",
+                    attempt=fire.attempt,
+                    started_at=started,
+                    finished_at=finished,
+                    duration_ms=duration_ms,
+                    http_status=result.http_status if result else None,
+                    delivery=msgspec.json.encode(result.detail).decode() if result else None,
+                    rearm=fire.rearm,
+                )
+                self.record(update)
+            return
         ids = [f.run_id for f in fires]
         for run_id in ids:
             # Their final state: an older update of one of them (none is expected) must not be written after it.
             self._pending.pop(run_id, None)
-        self._published.append(
-            Published(ids, [f.attempt for f in fires], list(subjects), started, finished, duration_ms)
-        )
+        attempts = [f.attempt for f in fires]
+        self._published.append(Published(ids, attempts, list(subjects), started, finished, duration_ms))
         for fire in fires:
-            if fire.rearm:  # FIXED_DELAY counts from when the run finished, so slow targets never overlap
-                self._rearms[fire.run_id] = finished
+            if fire.rearm:
+                self._rearms.add(fire.run_id, finished)
         if self.backlog() >= FLUSH_SIZE:
             self._wake.set()
 
@@ -100,7 +121,7 @@ class ProgressWriter:
 
     def rearm(self, run_id: str, finished_at: datetime) -> None:
         """Re-arm the FIXED_DELAY schedule parked behind ``run_id`` as if that run finished at ``finished_at``."""
-        self._rearms[run_id] = finished_at
+        self._rearms.add(run_id, finished_at)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush until ``stop`` is set and nothing is left (or, once stopping, until ``self.deadline``)."""
@@ -118,7 +139,7 @@ class ProgressWriter:
             try:
                 await self.flush()
                 failures = 0
-            except CONNECTION_ERRORS as exc:
+            except Unavailable as exc:
                 failures += 1
                 delay = min(5.0, 0.1 * 2**failures)
                 logger.warning(
@@ -134,28 +155,28 @@ class ProgressWriter:
             return 0
         batch = list(self._pending.values())
         published = list(self._published)
-        rearms = dict(self._rearms)
+        rearms = self._rearms.snapshot()
         try:
             await self._write(batch, published, rearms)
-        except CONNECTION_ERRORS:
+        except Unavailable:
             raise
-        except psycopg.Error as exc:
+        except SchedulerError as exc:
             # A value Postgres refuses (it should have been cleaned before) must not block every other update:
             # write one by one and drop what still fails.
             logger.error("batch of {} run update(s) refused ({}); writing them one by one", len(batch), exc)
             for update in batch:
                 try:
                     await self._write([update], [], {})
-                except CONNECTION_ERRORS:
+                except Unavailable:
                     raise
-                except psycopg.Error as one:
+                except SchedulerError as one:
                     logger.error("dropping the update of run {}: {}", update.run_id, one)
             for group in published:
                 try:
                     await self._write([], [group], {})
-                except CONNECTION_ERRORS:
+                except Unavailable:
                     raise
-                except psycopg.Error as one:
+                except SchedulerError as one:
                     logger.error("dropping the update of published runs {}: {}", group.ids[:5], one)
             await self._write([], [], rearms)
         for update in batch:
@@ -164,33 +185,18 @@ class ProgressWriter:
         self._release_waiters(batch)
         written = {id(group) for group in published}  # by identity: a concurrent flush (shutdown) may run
         self._published = [group for group in self._published if id(group) not in written]
-        for run_id, finished in rearms.items():
-            if self._rearms.get(run_id) == finished:
-                del self._rearms[run_id]
+        self._rearms.written(rearms)
         return len(batch) + sum(len(group.ids) for group in published)
 
     async def _write(self, batch: list[RunUpdate], published: list[Published], rearms: dict[str, datetime]) -> None:
-        async with self.pool.connection() as conn, conn.transaction():
-            if batch:
-                await conn.execute(sql("run_update_many"), _columns(batch))
-            if published:
-                # One statement for every batch published since the last flush (under a steady load there are
-                # many small ones: a statement each would cost more than their rows).
-                await conn.execute(sql("run_published_many"), _published_columns(published))
-            if rearms:
-                await self._rearm(conn, rearms)
-
-    async def _rearm(self, conn: psycopg.AsyncConnection[Any], rearms: dict[str, datetime]) -> None:
-        """FIXED_DELAY counts from when the run finished; the trigger is read now, so an edit made while the
-        run was in flight (a new delaySec) applies."""
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(sql("schedule_get_parked_many"), {"run_ids": list(rearms)})
-        ids, next_runs = [], []
-        for row in await cur.fetchall():
-            ids.append(row["id"])
-            next_runs.append(next_fire(decode_trigger(row["trigger"]), row["tz"], rearms[str(row["parked_run_id"])]))
-        if ids:
-            await conn.execute(sql("schedule_rearm_many"), {"ids": ids, "next_run_at": next_runs})
+        # One statement for every batch published since the last flush (under a steady load there are many
+        # small ones: a statement each would cost more than their rows).
+        await self.store.write_progress(
+            _columns(batch) if batch else None,
+            _published_columns(published) if published else None,
+            rearms,
+            rearm_at,
+        )
 
 
 def _published_columns(published: list[Published]) -> dict[str, Any]:

@@ -11,15 +11,16 @@ import nats
 from aiohttp import web
 from loguru import logger
 
-from shared.db.pool import make_pool
-from shared.db.queries import sql
+from shared.db.pool import guarded_session, make_pool
 from shared.netguard import LOOPBACK, parse_networks
 from shared.secrets import key_ring
 from shared.settings import Settings
 from worker.delivery import Deliverer
 from worker.health import health_app, serve_health
-from worker.loop import Worker, WorkerConfig
+from worker.leases import Leases
+from worker.loop import Worker, WorkerConfig, worker_id
 from worker.progress import ProgressWriter
+from worker.store import WorkerStore
 from worker.targets.http import HttpSender
 from worker.targets.nats import NatsPublisher
 
@@ -32,12 +33,9 @@ async def _start_health(settings: Settings, worker: Worker, nc: nats.NATS) -> we
     if not settings.worker_metrics_port:
         return None
 
-    async def ping() -> None:
-        async with worker.pool.connection() as conn:
-            await conn.execute(sql("database_ping"))
-
     # The loop goes round at least every poll interval; allow for a slow claim on a loaded database.
-    app = health_app(ping, lambda: nc.is_connected, lambda: worker.last_tick, settings.worker_poll_max_sec + 30)
+    patience = settings.worker_poll_max_sec + 30
+    app = health_app(worker.store.ping, lambda: nc.is_connected, lambda: worker.last_tick, patience)
     try:
         return await serve_health(app, settings.worker_metrics_host, settings.worker_metrics_port)
     except OSError as exc:
@@ -53,13 +51,24 @@ def worker_config(settings: Settings) -> WorkerConfig:
         lease_sec=settings.run_lease_sec,
         misfire_grace=timedelta(seconds=settings.misfire_grace_sec),
         shutdown_grace_sec=settings.worker_shutdown_grace_sec,
+        tenant_fire_rate=settings.tenant_fire_rate,
     )
 
 
 @contextlib.asynccontextmanager
 async def open_worker(settings: Settings, clock: Callable[[], datetime] = system_clock) -> AsyncIterator[Worker]:
     """A ready worker; its connections close when the block ends (after ``worker.run()`` returned)."""
-    pool = make_pool(settings.postgres_url, min_size=2, max_size=4, name="worker", role=settings.worker_db_role)
+    # A frozen worker must not keep its claim's row locks, nor a dead peer its connection (issue: frozen workers).
+    session, connect = guarded_session(settings.worker_db_timeout_sec, settings.worker_db_keepalive_sec)
+    pool = make_pool(
+        settings.postgres_url,
+        min_size=2,
+        max_size=4,
+        name="worker",
+        role=settings.worker_db_role,
+        session=session,
+        connect=connect,
+    )
     await pool.open(wait=False)
 
     async def on_nats_error(exc: Exception) -> None:
@@ -79,27 +88,30 @@ async def open_worker(settings: Settings, clock: Callable[[], datetime] = system
     allowed = parse_networks(settings.http_target_allow_cidrs)
     if settings.auth_mode == "dev":
         allowed += LOOPBACK  # local receivers in development
-    session = HttpSender.new_session(settings.worker_concurrency, allowed)
-    progress = ProgressWriter(pool)
+    http_session = HttpSender.new_session(settings.worker_concurrency, allowed)
+    store = WorkerStore(pool, settings.postgres_url, worker_id())
+    leases = Leases(store, clock, settings.run_lease_sec)
+    progress = ProgressWriter(store)
     deliverer = Deliverer(
         publisher=NatsPublisher.from_settings(nc, clock, settings),
         http=HttpSender(
-            session, settings.worker_concurrency, keys, allowed, excerpt_bytes=settings.run_response_excerpt_bytes
+            http_session, settings.worker_concurrency, keys, allowed, excerpt_bytes=settings.run_response_excerpt_bytes
         ),
         record=progress.record,
-        record_published=progress.record_published,
+        record_success=progress.succeeded,
         clock=clock,
         lease_sec=settings.run_lease_sec,
         committed=progress.committed,
+        leases=leases,
     )
-    worker = Worker(worker_config(settings), pool, deliverer, progress, clock, settings.postgres_url)
+    worker = Worker(worker_config(settings), store, deliverer, progress, leases, clock)
     health = await _start_health(settings, worker, nc)
     try:
         yield worker
     finally:
         if health is not None:
             await health.cleanup()
-        await session.close()
+        await http_session.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.drain(), 5)
         await pool.close()

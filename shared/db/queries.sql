@@ -1,6 +1,7 @@
 -- Every runtime SQL statement, each under a `-- name: <table>_<verb>` header and a one-line description.
 -- Parameters are psycopg named placeholders; arrays use %(x)b, binary, which skips psycopg's per-element
--- text escaping (a regex per element) on the worker's hot path. Only shared/db/repository.py uses these.
+-- text escaping (a regex per element) on the worker's hot path. Only shared/db/repository.py (the API) and
+-- worker/store.py (the workers) run these.
 
 -- name: schedule_insert
 -- Store a new schedule and return it.
@@ -78,15 +79,53 @@ SELECT set_config('app.tenant_id', %(tenant_id)s, true);
 SELECT 1;
 
 -- name: schedule_claim_due
--- Lock up to `limit` due schedules, oldest first, skipping rows other workers (or an API PATCH) hold.
--- The id comes as text: the worker uses it as text, and a UUID object per row costs more than the cast.
+-- Lock up to `limit` due schedules, oldest first, skipping rows other workers (or an API PATCH) hold and tenants
+-- over their fire rate (`throttled`). While the fleet keeps up this is fair to every tenant; under a backlog
+-- workers use schedule_claim_due_fair now and then. The id comes as text: the worker uses it as text, and a
+-- UUID object per row costs more than the cast.
 SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
        webhook_secret
   FROM schedules
- WHERE enabled AND next_run_at <= %(now)s
+ WHERE enabled AND next_run_at <= %(now)s AND tenant_id <> ALL(%(throttled)s::text[])
  ORDER BY next_run_at
  LIMIT %(limit)s
    FOR UPDATE SKIP LOCKED;
+
+-- name: schedule_claim_due_fair
+-- schedule_claim_due under a backlog, fair across tenants: up to `fresh` slots of the batch go to recently due
+-- rows, picked among the 4 x `fresh` most recently due with every tenant's first turn before anyone's second,
+-- so a quiet tenant's schedule that comes due behind another tenant's burst is in the next such batch, not
+-- after the burst; the rest of the batch is the oldest due rows, as they come off the due index.
+WITH recent AS (
+    SELECT id, tenant_id, next_run_at
+      FROM schedules
+     WHERE enabled AND next_run_at <= %(now)s AND tenant_id <> ALL(%(throttled)s::text[]) AND %(fresh)s > 0
+     ORDER BY next_run_at DESC
+     LIMIT 4 * %(fresh)s),
+picked AS (
+    SELECT id
+      FROM (SELECT id, next_run_at, row_number() OVER (PARTITION BY tenant_id ORDER BY next_run_at DESC) AS turn
+              FROM recent) AS ranked
+     ORDER BY turn, next_run_at
+     LIMIT %(fresh)s),
+fresh AS (
+    SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
+           webhook_secret
+      FROM schedules
+     WHERE id IN (SELECT id FROM picked) AND enabled AND next_run_at <= %(now)s
+       FOR UPDATE SKIP LOCKED),
+oldest AS (
+    SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
+           webhook_secret
+      FROM schedules
+     WHERE enabled AND next_run_at <= %(now)s AND tenant_id <> ALL(%(throttled)s::text[])
+       AND id NOT IN (SELECT id FROM picked)
+     ORDER BY next_run_at
+     LIMIT %(limit)s - (SELECT count(*) FROM fresh)
+       FOR UPDATE SKIP LOCKED)
+SELECT * FROM fresh
+UNION ALL
+SELECT * FROM oldest;
 
 -- name: schedule_next_due
 -- The earliest next_run_at of any enabled schedule: how long an idle worker may sleep.
@@ -118,11 +157,11 @@ WITH advanced AS (
      WHERE s.id = v.id)
 INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, idempotency_key, status, lease_until, leased_by,
                   created_at)
-SELECT r.id, r.schedule_id, r.tenant_id, r.scheduled_for, r.idempotency_key, 'PENDING', r.lease_until,
+SELECT r.id, r.schedule_id, r.tenant_id, r.scheduled_for, r.idempotency_key, 'PENDING', %(lease_until)s,
        %(worker)s, %(now)s
   FROM unnest(%(run_ids)b::uuid[], %(schedule_ids)b::uuid[], %(tenant_ids)b::text[],
-              %(scheduled_for)b::timestamptz[], %(keys)b::text[], %(lease_until)b::timestamptz[])
-       AS r(id, schedule_id, tenant_id, scheduled_for, idempotency_key, lease_until)
+              %(scheduled_for)b::timestamptz[], %(keys)b::text[])
+       AS r(id, schedule_id, tenant_id, scheduled_for, idempotency_key)
     ON CONFLICT (id) DO NOTHING
 RETURNING id::text;
 
@@ -137,18 +176,15 @@ SELECT %(id)s, s.id, s.tenant_id, %(now)s, true, %(key)s, 'PENDING', %(now)s, %(
 RETURNING *;
 
 -- name: run_lease_expired
--- Take over open runs whose lease ran out (their worker died, or nobody picked up a manual run yet); the new
--- lease covers the target's own timeout, so a slow live attempt is not taken over again.
+-- Take over open runs whose lease ran out (their worker died or froze, or nobody picked up a manual run yet);
+-- the new holder renews the lease by heartbeat while its attempt is in flight.
 UPDATE runs AS r
-   SET lease_until = %(now)s::timestamptz + make_interval(
-           secs => %(lease_sec)s::float8 + COALESCE((s.target -> 'http' ->> 'timeoutSec')::float8, 5)),
-       leased_by = %(worker)s
-  FROM (SELECT id, schedule_id FROM runs
+   SET lease_until = %(lease_until)s, leased_by = %(worker)s
+  FROM (SELECT id FROM runs
          WHERE status IN ('PENDING', 'RETRYING') AND lease_until <= %(now)s
          ORDER BY lease_until
          LIMIT %(limit)s
            FOR UPDATE SKIP LOCKED) AS due
-  LEFT JOIN schedules AS s ON s.id = due.schedule_id
  WHERE r.id = due.id
 RETURNING r.id, r.schedule_id, r.tenant_id, r.scheduled_for, r.manual, r.idempotency_key, r.attempt,
           r.trace_context;
@@ -164,7 +200,8 @@ UPDATE runs AS r
               %(duration_ms)b::int[], %(http_status)b::int[], %(error)b::text[], %(delivery)b::jsonb[])
        AS v(id, status, attempt, started_at, finished_at, next_attempt_at, lease_until, duration_ms,
             http_status, error, delivery)
- WHERE r.id = v.id AND r.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED');
+ WHERE r.id = v.id AND r.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
+   AND r.leased_by IS NOT DISTINCT FROM %(worker)s;
 
 -- name: run_published_many
 -- Record runs published as core NATS events (SUCCEEDED, at most once: AT_MOST_ONCE EVENTs): half the arrays of
@@ -177,12 +214,13 @@ UPDATE runs AS r
   FROM unnest(%(ids)b::uuid[], %(attempt)b::int[], %(subject)b::text[], %(started_at)b::timestamptz[],
               %(finished_at)b::timestamptz[], %(duration_ms)b::int[])
        AS v(id, attempt, subject, started_at, finished_at, duration_ms)
- WHERE r.id = v.id AND r.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED');
+ WHERE r.id = v.id AND r.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
+   AND r.leased_by IS NOT DISTINCT FROM %(worker)s;
 
 -- name: run_release_many
 -- On shutdown: hand unfinished runs to other workers at once (a retry at its planned time), not after the lease.
 UPDATE runs SET lease_until = GREATEST(%(now)s, next_attempt_at), leased_by = NULL
- WHERE id = ANY(%(ids)b::uuid[]) AND status IN ('PENDING', 'RETRYING');
+ WHERE id = ANY(%(ids)b::uuid[]) AND status IN ('PENDING', 'RETRYING') AND leased_by = %(worker)s;
 
 -- name: run_get
 -- One run of a tenant.
@@ -210,3 +248,27 @@ SELECT id, tenant_id, tz, trigger, target, payload, retry, enabled, webhook_secr
 -- name: schedule_notify
 -- Wake idle workers: a schedule became due soon, or a manual run was queued.
 SELECT pg_notify('scheduler_wakeup', %(reason)s);
+
+-- Worker fleet: fencing, heartbeats, LISTEN (worker/store.py).
+
+-- name: run_lease_extend_many
+-- Fencing and heartbeat: extend this worker's leases of open runs it still holds (never shortening one); the
+-- ids returned are those it holds, any other was taken over by another worker while this one was away.
+UPDATE runs SET lease_until = GREATEST(lease_until, %(until)s)
+ WHERE id = ANY(%(ids)b::uuid[]) AND leased_by = %(worker)s AND status IN ('PENDING', 'RETRYING')
+RETURNING id::text;
+
+-- name: fleet_heartbeat_beat
+-- This worker is alive: record it, forget processes long gone, and read every process's uptime interval (the
+-- statement's snapshot: this worker's own beat is not in it, the caller knows its own interval).
+WITH beat AS (
+    INSERT INTO fleet_heartbeats (worker_id, started_at, beat_at)
+    VALUES (%(worker)s, %(started_at)s, %(now)s)
+        ON CONFLICT (worker_id) DO UPDATE SET beat_at = EXCLUDED.beat_at),
+forgotten AS (
+    DELETE FROM fleet_heartbeats WHERE beat_at < %(forget_before)s)
+SELECT started_at, beat_at FROM fleet_heartbeats;
+
+-- name: worker_listen
+-- Receive the wake-ups of schedule_notify on this (dedicated, autocommit) connection.
+LISTEN scheduler_wakeup;

@@ -391,22 +391,6 @@ async def test_editing_a_fixed_delay_schedule_while_its_run_is_in_flight(client,
     await client.patch(url, json={"enabled": False}, headers=headers())
 
 
-async def test_a_taken_over_run_keeps_its_lease_for_the_targets_timeout(client, headers, worker, receiver, db_url):
-    async def hang(n: int) -> web.Response:
-        await asyncio.sleep(5)
-        return web.Response(status=200)
-
-    receiver.behave["/hang"] = hang
-    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    target = {"kind": "HTTP", "http": {"url": f"{receiver.url}/hang", "timeoutSec": 120}}
-    created = await create(client, headers, target, {"type": "ONE_SHOT", "startAt": later})
-    run = (await client.post(f"/schedules/{created['id']}/run", headers=headers())).json()
-    await eventually(lambda: len(receiver.on("/hang")) == 1)
-    with psycopg.connect(db_url) as conn:
-        row = conn.execute("SELECT lease_until - now() FROM runs WHERE id = %s", (run["id"],)).fetchone()
-    assert row is not None and row[0] > timedelta(seconds=120)  # RUN_LEASE_SEC (60) + timeoutSec (120)
-
-
 async def test_a_schedule_that_cannot_be_planned_does_not_block_the_others(client, headers, worker, nc, db_url, tenant):
     sub = await nc.subscribe(event_subject(tenant, "it.after.poison"))
     broken = await create(

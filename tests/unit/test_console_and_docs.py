@@ -189,7 +189,10 @@ def test_dev_token_exists_only_in_dev_mode(http):
     assert dev.status_code == 200 and dev.json()["tenant"] == "demo" and dev.json()["token"].count(".") == 2
     assert dev.headers["cache-control"] == "no-store"
     production = make_app(
-        auth_mode="jwks", jwt_audience="scheduler", jwks_url="http://127.0.0.1:1/jwks.json", secrets_key=KeyRing.new_key_spec("k1")
+        auth_mode="jwks",
+        jwt_audience="scheduler",
+        jwks_url="http://127.0.0.1:1/jwks.json",
+        secrets_key=KeyRing.new_key_spec("k1"),
     )
     with TestClient(production) as client:
         assert client.get("/dev/token").status_code == 404

@@ -1,0 +1,288 @@
+"""The worker's decisions, one step at a time, with a manual clock against the real Postgres: no sleeping.
+
+As river's ``runOnce`` and db-scheduler's ``ManualScheduler`` tests do: the test sets the time, calls
+``claim_once`` / ``rescue_once`` / ``heartbeat_once`` and looks at what was recorded and delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import nats
+import psycopg
+import pytest
+from aiohttp import web
+
+from shared.model import EventTarget, HttpSpec, HttpTarget, MisfirePolicy, RetryPolicy
+from shared.settings import Settings
+from tests.integration.fleet_tools import run_rows, seed_due
+from tests.integration.receivers import HttpReceiver
+from worker.fairness import FireRates
+from worker.loop import Worker
+from worker.runtime import open_worker
+
+pytestmark = pytest.mark.asyncio
+
+
+class ManualClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    # Each test starts an hour after the last one's schedules: nothing left by another test is due by surprise.
+    return ManualClock(datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1))
+
+
+WorkerFactory = Callable[..., contextlib.AbstractAsyncContextManager[Worker]]
+
+
+@pytest.fixture
+def make_worker(settings: Settings, nats_url: str, clock: ManualClock) -> WorkerFactory:
+    def make(**overrides: object) -> contextlib.AbstractAsyncContextManager[Worker]:
+        config = dataclasses.replace(settings, nats_url=nats_url, run_lease_sec=10.0, **overrides)  # type: ignore[arg-type]
+        return open_worker(config, clock=clock)
+
+    return make
+
+
+async def settle(*workers: Worker) -> None:
+    """Let every delivery started so far finish, and write what they recorded."""
+    for worker in workers:
+        tasks = list(worker._task_fires)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await worker.progress.flush()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[HttpReceiver]:
+    r = HttpReceiver()
+    await r.start()
+    yield r
+    await r.stop()
+
+
+def keys_received(receiver: HttpReceiver, path: str) -> Counter[str]:
+    return Counter(r.headers["Idempotency-Key"] for r in receiver.on(path))
+
+
+async def test_claim_once_fires_what_the_clock_says_is_due(make_worker, clock, db_url, nats_url):
+    tenant = f"clk-{uuid.uuid4().hex[:6]}"
+    subject = f"loop.{tenant}"
+    nc = await nats.connect(nats_url)
+    got: list[str] = []
+
+    async def on_message(msg) -> None:  # type: ignore[no-untyped-def]
+        got.append(msgspec.json.decode(msg.data)["id"])
+
+    await nc.subscribe(subject, cb=on_message)
+    await nc.flush()
+    base = clock.now
+    seed_due(db_url, tenant, [base + timedelta(seconds=s) for s in (10, 20, 30)], EventTarget(event_topic=subject))
+    try:
+        async with make_worker() as worker:
+            assert await worker.claim_once() == 0  # nothing due yet
+            clock.advance(15)
+            assert await worker.claim_once() == 1
+            clock.advance(20)
+            assert await worker.claim_once() == 2
+            await settle(worker)
+            await nc.flush()
+            for _ in range(100):
+                if len(got) == 3:
+                    break
+                await asyncio.sleep(0.01)
+        rows = run_rows(db_url, tenant)
+        assert sorted(status for _, status, _ in rows) == ["SUCCEEDED"] * 3
+        assert sorted(got) == sorted(key for key, _, _ in rows)
+    finally:
+        await nc.close()
+
+
+async def test_a_resumed_worker_delivers_nothing_it_no_longer_holds(make_worker, clock, db_url, receiver):
+    """Worker A is "frozen" (its clock runs, it neither heartbeats nor proceeds) past the lease with calls in
+    flight; B takes the runs over and delivers them. A's calls then fail: A must not retry them, nor record."""
+    release = asyncio.Event()
+
+    async def first_hangs(n: int) -> web.Response:
+        if n <= 5:  # A's calls: answered 503 (retryable) once A "wakes up"
+            await release.wait()
+            return web.Response(status=503)
+        return web.Response(status=200)
+
+    receiver.behave["/fenced"] = first_hangs
+    tenant = f"fence-{uuid.uuid4().hex[:6]}"
+    target = HttpTarget(http=HttpSpec(url=f"{receiver.url}/fenced", timeout_sec=30))
+    retry = RetryPolicy(max_attempts=5, backoff_sec=0.01, max_backoff_sec=0.01)
+    seed_due(db_url, tenant, [clock.now] * 5, target, retry=retry)
+    async with make_worker() as a, make_worker() as b:
+        assert await a.claim_once() == 5
+        for _ in range(200):
+            if len(receiver.on("/fenced")) == 5:
+                break
+            await asyncio.sleep(0.01)
+        assert len(receiver.on("/fenced")) == 5
+        clock.advance(11)  # past A's lease; A did not renew it
+        assert await b.rescue_once() == 5
+        await settle(b)
+        release.set()  # A resumes: its calls come back as failures
+        await settle(a)
+    received = keys_received(receiver, "/fenced")
+    assert len(received) == 5 and set(received.values()) == {2}, received  # A's first call and B's; no third
+    assert {(status, attempt) for _, status, attempt in run_rows(db_url, tenant)} == {("SUCCEEDED", 1)}
+    with psycopg.connect(db_url) as conn:
+        holders = {r[0] for r in conn.execute("SELECT leased_by FROM runs WHERE tenant_id = %s", (tenant,))}
+    assert holders == {b.id}
+
+
+async def test_a_late_success_of_a_lost_run_is_not_recorded(make_worker, clock, db_url, receiver):
+    release = asyncio.Event()
+
+    async def slow_ok(n: int) -> web.Response:
+        if n == 1:
+            await release.wait()
+            return web.json_response({"from": "a"})
+        return web.json_response({"from": "b"})
+
+    receiver.behave["/late"] = slow_ok
+    tenant = f"late-{uuid.uuid4().hex[:6]}"
+    target = HttpTarget(http=HttpSpec(url=f"{receiver.url}/late", timeout_sec=30))
+    seed_due(db_url, tenant, [clock.now], target)
+    async with make_worker() as a, make_worker() as b:
+        assert await a.claim_once() == 1
+        for _ in range(200):
+            if receiver.on("/late"):
+                break
+            await asyncio.sleep(0.01)
+        clock.advance(11)
+        assert await b.rescue_once() == 1
+        await settle(b)
+        release.set()
+        await settle(a)
+    with psycopg.connect(db_url) as conn:
+        [(delivery, holder)] = conn.execute(
+            "SELECT delivery, leased_by FROM runs WHERE tenant_id = %s", (tenant,)
+        ).fetchall()
+    assert holder == b.id and '"b"' in delivery["response"]  # A's late answer did not overwrite B's record
+
+
+async def test_the_heartbeat_keeps_a_long_call_from_being_taken_over(make_worker, clock, db_url, receiver):
+    release = asyncio.Event()
+
+    async def long_call(n: int) -> web.Response:
+        await release.wait()
+        return web.Response(status=200)
+
+    receiver.behave["/long"] = long_call
+    tenant = f"hb-{uuid.uuid4().hex[:6]}"
+    target = HttpTarget(http=HttpSpec(url=f"{receiver.url}/long", timeout_sec=60))
+    seed_due(db_url, tenant, [clock.now], target)
+    async with make_worker() as a, make_worker() as b:
+        assert await a.claim_once() == 1
+        for _ in range(25):  # 25 x 8 s: a 200-second call, twenty leases long
+            clock.advance(8)
+            assert await a.heartbeat_once() == 0
+            assert await b.rescue_once() == 0  # never taken over while A is alive
+        release.set()
+        await settle(a)
+    assert len(receiver.on("/long")) == 1
+    assert [status for _, status, _ in run_rows(db_url, tenant)] == ["SUCCEEDED"]
+
+
+async def test_a_crashed_workers_runs_are_rescued_after_one_lease(make_worker, clock, db_url, receiver):
+    tenant = f"crash-{uuid.uuid4().hex[:6]}"
+    target = HttpTarget(http=HttpSpec(url=f"{receiver.url}/crash"))
+    seed_due(db_url, tenant, [clock.now] * 3, target)
+    async with make_worker() as a:
+        assert await a.claim_once() == 3
+        for task in list(a._task_fires):
+            task.cancel()  # the process died before delivering: its runs stay open, leased
+        await asyncio.gather(*a._task_fires, return_exceptions=True)
+    async with make_worker() as b:
+        clock.advance(9.9)
+        assert await b.rescue_once() == 0  # still leased
+        clock.advance(0.2)
+        assert await b.rescue_once() == 3  # RUN_LEASE_SEC after the claim, not a whole target timeout more
+        await settle(b)
+    assert len(receiver.on("/crash")) == 3
+    assert [s for _, s, _ in run_rows(db_url, tenant)] == ["SUCCEEDED"] * 3
+
+
+def insert_beat(db_url: str, worker: str, start: datetime, end: datetime) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "INSERT INTO fleet_heartbeats (worker_id, started_at, beat_at) VALUES (%s, %s, %s)", (worker, start, end)
+        )
+
+
+async def test_an_occurrence_is_missed_only_if_the_fleet_was_down_at_its_due_time(make_worker, clock, db_url):
+    tenant = f"miss-{uuid.uuid4().hex[:6]}"
+    now = clock.now
+    # Another worker was alive from an hour ago until 40 minutes ago, and again from 20 minutes ago.
+    insert_beat(db_url, f"old-{tenant}", now - timedelta(hours=1), now - timedelta(minutes=40))
+    insert_beat(db_url, f"busy-{tenant}", now - timedelta(minutes=20), now)
+    target = EventTarget(event_topic=f"miss.{tenant}")
+    [late] = seed_due(db_url, tenant, [now - timedelta(minutes=10)], target, policy=MisfirePolicy.SKIP)
+    [missed] = seed_due(db_url, tenant, [now - timedelta(minutes=30)], target, policy=MisfirePolicy.SKIP)
+    async with make_worker() as worker:
+        await worker.heartbeat_once()
+        await worker.claim_once()
+        await settle(worker)
+    with psycopg.connect(db_url) as conn:
+        fired = {str(r[0]) for r in conn.execute("SELECT schedule_id FROM runs WHERE tenant_id = %s", (tenant,))}
+        left = conn.execute("SELECT next_run_at FROM schedules WHERE id = %s", (missed,)).fetchone()
+    # Late (the fleet was busy, not down): fired. Due while no worker was alive: SKIP applies.
+    assert fired == {late}
+    assert left == (None,)
+
+
+async def test_a_quiet_tenant_is_claimed_in_the_first_batch_behind_a_burst(make_worker, clock, db_url):
+    burst, quiet = f"burst-{uuid.uuid4().hex[:6]}", f"quiet-{uuid.uuid4().hex[:6]}"
+    t0 = clock.now
+    seed_due(db_url, burst, [t0] * 600, EventTarget(event_topic=f"fair.{burst}"))
+    seed_due(db_url, quiet, [t0 + timedelta(seconds=0.2)], EventTarget(event_topic=f"fair.{quiet}"))
+    clock.advance(0.3)
+    async with make_worker(worker_batch_size=100) as worker:
+        assert await worker.claim_once() == 100  # oldest first: no backlog was known yet
+        assert len(run_rows(db_url, quiet)) == 0
+        assert await worker.claim_once() == 100  # a full batch came back: under a backlog, the fair claim
+        assert len(run_rows(db_url, quiet)) == 1  # oldest-first claiming would reach it after 600 others
+        assert len(run_rows(db_url, burst)) == 199
+        while await worker.claim_once():
+            pass
+        await settle(worker)
+    assert len(run_rows(db_url, burst)) == 600
+
+
+async def test_a_tenant_over_its_fire_rate_waits_while_others_fire(make_worker, clock, db_url):
+    heavy, light = f"heavy-{uuid.uuid4().hex[:6]}", f"light-{uuid.uuid4().hex[:6]}"
+    t0 = clock.now
+    seed_due(db_url, heavy, [t0] * 300, EventTarget(event_topic=f"rate.{heavy}"))
+    async with make_worker(worker_batch_size=100) as worker:
+        ticks = [1000.0]
+        worker.monotonic = lambda: ticks[0]
+        worker.rates = FireRates(50.0)
+        assert await worker.claim_once() == 100  # a claim may overdraw: 50 - 100 = -50
+        seed_due(db_url, light, [t0] * 5, EventTarget(event_topic=f"rate.{light}"))
+        assert await worker.claim_once() == 5  # the heavy tenant is left out, the light one fires
+        assert await worker.claim_once() == 0
+        ticks[0] += 0.5  # -50 + 25: still over
+        assert await worker.claim_once() == 0
+        ticks[0] += 0.6  # back above zero
+        assert await worker.claim_once() == 100
+        await settle(worker)
+    assert len(run_rows(db_url, heavy)) == 200 and len(run_rows(db_url, light)) == 5

@@ -1,0 +1,187 @@
+"""The worker's store: the only worker code that runs SQL, and its one error translation point.
+
+As the API has ``shared/db/repository.py``, the worker has this: every statement is a named one from
+``shared/db/queries.sql``; psycopg errors leave it as ``Unavailable`` (the database is unreachable: back off and
+retry) or ``SchedulerError`` (the database refused a statement: a bug or a value it cannot store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
+
+from shared.db.pool import CONNECTION_ERRORS
+from shared.db.queries import sql
+from shared.errors import SchedulerError, Unavailable
+
+# What a claim's planner returns: the runs to record (first), and the statement's parameters.
+Plan = Callable[[list[tuple[Any, ...]]], tuple[list[Any], dict[str, Any]]]
+
+
+@contextlib.asynccontextmanager
+async def translated_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except CONNECTION_ERRORS as exc:
+        raise Unavailable(f"the database is unavailable: {exc}") from exc
+    except psycopg.Error as exc:
+        raise SchedulerError(f"the database refused a worker statement: {exc}") from exc
+
+
+class WorkerStore:
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool, postgres_url: str, worker_id: str) -> None:
+        self.pool = pool
+        self.postgres_url = postgres_url
+        self.worker_id = worker_id
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with translated_errors(), self.pool.connection() as conn:
+            yield conn
+
+    # --- the claim --------------------------------------------------------------------------------------
+
+    async def claim(
+        self, now: datetime, limit: int, fresh: int, throttled: list[str], plan: Plan
+    ) -> tuple[list[Any], list[Any], int]:
+        """Claim up to ``limit`` due schedules, let ``plan`` decide their runs and new next_run_at, and commit
+        the runs (the outbox) with the advance, in one transaction. Returns the runs recorded, the planned runs
+        that were already recorded (not ours to deliver), and how many schedules were advanced."""
+        async with self._conn() as conn:
+            # One transaction in two round trips: the claim, then advance + record + commit. In pipeline mode the
+            # statements up to the next Sync form one implicit transaction: fetching the claimed rows only asks
+            # for a flush (the row locks stay held), and leaving the pipeline sends the Sync, which commits it, or
+            # rolls it back if a statement failed. All writes are ONE statement, so whatever happens in between
+            # (an exception, a cancellation) nothing can commit half of them. (psycopg's transaction() in
+            # pipeline mode syncs after BEGIN, before and after COMMIT and on leaving: five round trips.) If this
+            # process freezes in between, the server's transaction_timeout ends the transaction and its locks.
+            await conn.set_autocommit(True)
+            try:
+                async with conn.pipeline():
+                    # fresh > 0: the fair claim (a share of the batch for recently due rows, across tenants).
+                    statement = sql("schedule_claim_due_fair") if fresh else sql("schedule_claim_due")
+                    cur = await conn.execute(
+                        statement, {"now": now, "limit": limit, "fresh": fresh, "throttled": throttled}
+                    )
+                    rows = await cur.fetchall()
+                    if not rows:
+                        return [], [], 0
+                    fires, params = plan(rows)
+                    await cur.execute(sql("schedule_advance_and_record"), params | {"worker": self.worker_id})
+            finally:
+                if conn.info.transaction_status == TransactionStatus.IDLE:
+                    await conn.set_autocommit(False)  # as the pool's other users expect it
+                else:  # broken, or interrupted before the Sync came back: the pool replaces a closed connection
+                    await conn.close()
+            if cur.rowcount == len(fires):
+                return fires, [], len(params["ids"])
+            recorded = {r[0] for r in await cur.fetchall()}
+            return (
+                [f for f in fires if f.run_id in recorded],
+                [f for f in fires if f.run_id not in recorded],
+                len(params["ids"]),
+            )
+
+    async def next_due(self) -> datetime | None:
+        async with self._conn() as conn:
+            cur = await conn.execute(sql("schedule_next_due"))
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    # --- leases -----------------------------------------------------------------------------------------
+
+    async def rescue(
+        self, now: datetime, limit: int, lease_until: datetime
+    ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+        """Take over up to ``limit`` open runs whose lease ended; returns them and their schedules by id."""
+        async with self._conn() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                sql("run_lease_expired"),
+                {"now": now, "limit": limit, "lease_until": lease_until, "worker": self.worker_id},
+            )
+            runs = await cur.fetchall()
+            if not runs:
+                return [], {}
+            await cur.execute(sql("schedule_targets_many"), {"ids": list({r["schedule_id"] for r in runs})})
+            schedules = {str(s["id"]): s for s in await cur.fetchall()}
+        return runs, schedules
+
+    async def extend_leases(self, run_ids: list[str], until: datetime) -> set[str]:
+        """Fencing and heartbeat in one statement: extend this worker's leases of ``run_ids`` to ``until``; the
+        ids returned are the runs it still holds (any other was taken over, or finished by another worker)."""
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                sql("run_lease_extend_many"), {"ids": run_ids, "until": until, "worker": self.worker_id}
+            )
+            held = {r[0] for r in await cur.fetchall()}
+            await conn.commit()
+        return held
+
+    async def release(self, run_ids: list[str], now: datetime) -> None:
+        async with self._conn() as conn:
+            await conn.execute(sql("run_release_many"), {"ids": run_ids, "now": now, "worker": self.worker_id})
+            await conn.commit()
+
+    # --- progress ---------------------------------------------------------------------------------------
+
+    async def write_progress(
+        self,
+        updates: dict[str, Any] | None,
+        published: dict[str, Any] | None,
+        rearms: dict[str, datetime],
+        rearm_at: Callable[[str, str, datetime], datetime | None],
+    ) -> None:
+        """Record run outcomes (fenced: only runs this worker still holds) and re-arm the FIXED_DELAY schedules
+        parked behind finished runs (``rearm_at(trigger, tz, finished)``), in one transaction."""
+        async with self._conn() as conn, conn.transaction():
+            if updates:
+                await conn.execute(sql("run_update_many"), updates | {"worker": self.worker_id})
+            if published:
+                await conn.execute(sql("run_published_many"), published | {"worker": self.worker_id})
+            if rearms:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(sql("schedule_get_parked_many"), {"run_ids": list(rearms)})
+                ids, next_runs = [], []
+                for row in await cur.fetchall():
+                    ids.append(row["id"])
+                    next_runs.append(rearm_at(row["trigger"], row["tz"], rearms[str(row["parked_run_id"])]))
+                if ids:
+                    await conn.execute(sql("schedule_rearm_many"), {"ids": ids, "next_run_at": next_runs})
+
+    # --- the fleet --------------------------------------------------------------------------------------
+
+    async def beat(
+        self, started_at: datetime, now: datetime, forget_before: datetime
+    ) -> list[tuple[datetime, datetime]]:
+        """This worker is alive at ``now``; returns every known worker's [started_at, beat_at] (the fleet's
+        uptime) and forgets processes silent since ``forget_before``."""
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                sql("fleet_heartbeat_beat"),
+                {"worker": self.worker_id, "started_at": started_at, "now": now, "forget_before": forget_before},
+            )
+            rows = await cur.fetchall()
+            await conn.commit()
+        return [(r[0], r[1]) for r in rows]
+
+    async def ping(self) -> None:
+        async with self._conn() as conn:
+            await conn.execute(sql("database_ping"))
+
+    async def notifications(self) -> AsyncIterator[str]:
+        """Wake-up NOTIFY payloads, on a connection of its own (LISTEN needs one outside the pool)."""
+        async with (
+            translated_errors(),
+            await psycopg.AsyncConnection.connect(self.postgres_url, autocommit=True) as conn,
+        ):
+            await conn.execute(sql("worker_listen"))
+            async for notify in conn.notifies():
+                yield notify.payload
