@@ -30,7 +30,6 @@ import nats
 import psycopg
 import pytest
 from aiohttp import web
-from nats.js.api import StreamConfig
 
 from devstack.nats import EmbeddedNats
 from devstack.postgres import EmbeddedPostgres
@@ -39,6 +38,7 @@ from shared.db.migrate import migrate
 from shared.errors import SchedulerError
 from shared.model import EventTarget, HttpSpec, HttpTarget, RetryPolicy
 from shared.settings import Settings
+from tests.integration.conftest import event_subject
 from tests.integration.fleet_tools import duplicates, open_runs, run_rows, seed_due, spawn_worker, statuses
 from tests.integration.receivers import HttpReceiver, eventually
 from worker.runtime import open_worker
@@ -342,10 +342,7 @@ async def test_nats_restart_loses_no_durable_event(chaos_db, workers, chaos_root
     tenant = f"nats-{uuid.uuid4().hex[:6]}"
     subject = f"chaos.{tenant}"
     try:
-        nc = await nats.connect(server.url)
-        js = nc.jetstream()
-        await js.add_stream(StreamConfig(name=f"CHAOS_{tenant.replace('-', '_')}", subjects=[f"{subject}.>"]))
-        await nc.close()
+        # EVENTs are durable by default: the workers make the tenant's stream, which captures its namespace.
         due = 300
         seed_due(chaos_db, tenant, in_seconds(1.0, due, 4.0), EventTarget(event_topic=f"{subject}.tick"))
         workers.extend(spawn_worker(chaos_db, server.url) for _ in range(2))
@@ -356,7 +353,7 @@ async def test_nats_restart_loses_no_durable_event(chaos_db, workers, chaos_root
         await eventually(lambda: statuses(chaos_db, tenant)["SUCCEEDED"] == due, timeout=40, step=0.1)
         nc = await nats.connect(server.url)
         js = nc.jetstream()
-        sub = await js.subscribe(f"{subject}.>", ordered_consumer=True)
+        sub = await js.subscribe(event_subject(tenant, subject) + ".>", ordered_consumer=True)
         received: Counter[str] = Counter()
         with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
             while True:

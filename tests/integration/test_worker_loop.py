@@ -22,6 +22,7 @@ from aiohttp import web
 
 from shared.model import EventTarget, HttpSpec, HttpTarget, MisfirePolicy, RetryPolicy
 from shared.settings import Settings
+from tests.integration.conftest import event_subject
 from tests.integration.fleet_tools import run_rows, seed_due
 from tests.integration.receivers import HttpReceiver
 from worker.fairness import FireRates
@@ -89,7 +90,7 @@ async def test_claim_once_fires_what_the_clock_says_is_due(make_worker, clock, d
     async def on_message(msg) -> None:  # type: ignore[no-untyped-def]
         got.append(msgspec.json.decode(msg.data)["id"])
 
-    await nc.subscribe(subject, cb=on_message)
+    await nc.subscribe(event_subject(tenant, subject), cb=on_message)
     await nc.flush()
     base = clock.now
     seed_due(db_url, tenant, [base + timedelta(seconds=s) for s in (10, 20, 30)], EventTarget(event_topic=subject))
