@@ -14,6 +14,7 @@ from litestar.di import NamedDependency
 from msgspec import UnsetType
 
 from shared.db.repository import ListFilter, Repository
+from shared.db.run_ids import manual_run_id
 from shared.errors import InvalidInput
 from shared.model import (
     FireTimes,
@@ -167,8 +168,9 @@ class ScheduleService:
 
     async def run_now(self, tenant_id: str, schedule_id: str) -> Run:
         # The request's trace continues in the worker that delivers this run.
+        now = self.clock()
         return await self.repo.run_insert_manual(
-            tenant_id, schedule_id, str(uuid.uuid4()), self.clock(), current_trace_context()
+            tenant_id, schedule_id, manual_run_id(now), now, current_trace_context()
         )
 
     async def runs(

@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 from shared import metrics
 from shared.db.pool import CONNECTION_ERRORS
 from shared.db.queries import sql
+from shared.db.run_ids import id_span, occurrence_run_id
 from shared.model import (
     EventTarget,
     FixedDelayTrigger,
@@ -40,7 +41,7 @@ from shared.model import (
 from shared.timing.misfire import DuePlan, plan_due
 from shared.tracing import tracer
 from worker.delivery import Deliverer, run_timeout_sec
-from worker.fire import Fire, RunUpdate, idempotency_key, occurrence_run_id
+from worker.fire import Fire, RunUpdate, idempotency_key
 from worker.progress import ProgressWriter
 
 RESCUE_INTERVAL_SEC = 1.0
@@ -214,7 +215,7 @@ class Worker:
             key = idempotency_key(schedule_id, scheduled_for)
             fires.append(
                 Fire(
-                    run_id=occurrence_run_id(key),
+                    run_id=occurrence_run_id(key, scheduled_for),
                     schedule_id=schedule_id,
                     tenant_id=tenant_id,
                     scheduled_for=scheduled_for,
@@ -449,7 +450,8 @@ class Worker:
         try:
             await self.progress.flush()
             async with self.pool.connection() as conn:
-                await conn.execute(sql("run_release_many"), {"ids": run_ids, "now": self.clock()})
+                params = {"ids": run_ids, "now": self.clock(), **id_span(run_ids)}
+                await conn.execute(sql("run_release_many"), params)
             logger.info("released {} unfinished run(s) to other workers", len(run_ids))
         except psycopg.Error as exc:
             logger.warning("could not release {} run(s); they are rescued after their lease: {}", len(run_ids), exc)

@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 
 from shared.db.pool import CONNECTION_ERRORS
 from shared.db.queries import sql
+from shared.db.run_ids import id_span
 from shared.model import decode_trigger
 from shared.timing.next_fire import next_fire
 from worker.fire import Fire, RunUpdate
@@ -176,8 +177,10 @@ class ProgressWriter:
 
 
 def _published_columns(published: list[Published]) -> dict[str, Any]:
+    ids = [run_id for group in published for run_id in group.ids]
     return {
-        "ids": [run_id for group in published for run_id in group.ids],
+        **id_span(ids),
+        "ids": ids,
         "attempt": [attempt for group in published for attempt in group.attempts],
         "subject": [subject for group in published for subject in group.subjects],
         "started_at": [t for group in published for t in [group.started_at] * len(group.ids)],
@@ -187,8 +190,10 @@ def _published_columns(published: list[Published]) -> dict[str, Any]:
 
 
 def _columns(batch: list[RunUpdate]) -> dict[str, Any]:
+    ids = [u.run_id for u in batch]
     return {
-        "ids": [u.run_id for u in batch],
+        **id_span(ids),
+        "ids": ids,
         "status": [u.status for u in batch],
         "attempt": [u.attempt for u in batch],
         "started_at": [u.started_at for u in batch],

@@ -19,6 +19,7 @@ from shared.settings import Settings
 from worker.delivery import Deliverer
 from worker.health import health_app, serve_health
 from worker.loop import Worker, WorkerConfig
+from worker.maintenance import start_maintenance
 from worker.progress import ProgressWriter
 from worker.targets.http import HttpSender
 from worker.targets.nats import NatsPublisher
@@ -92,9 +93,12 @@ async def open_worker(settings: Settings, clock: Callable[[], datetime] = system
     )
     worker = Worker(worker_config(settings), pool, deliverer, progress, clock, settings.postgres_url)
     health = await _start_health(settings, worker, nc)
+    maintenance = start_maintenance(settings, pool, clock)
     try:
         yield worker
     finally:
+        if maintenance is not None:
+            await maintenance.close()
         if health is not None:
             await health.cleanup()
         await session.close()

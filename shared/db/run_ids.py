@@ -1,0 +1,77 @@
+"""Run ids that carry their partition key.
+
+``runs`` is partitioned by ``scheduled_for`` (sql/0040), and most lookups know only a run's id. So a run id
+is an RFC 9562 version-8 UUID whose first 48 bits are the millisecond of ``scheduled_for`` (Unix time, big
+endian, as in UUIDv7): ``run_id_scheduled_from(id)`` / ``run_id_scheduled_until(id)`` in SQL turn an id back
+into the millisecond to look in, and Postgres prunes the search to that one partition. The other 74 bits
+are a hash of the occurrence's idempotency key (a scheduled run: recording an occurrence twice is still a key
+conflict) or random (a manual run). Ids made before (uuid5, uuid4) have another version and are looked up
+across all partitions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+# Kept from the uuid5 ids this scheme replaces: the hash input of a key does not change.
+_NAMESPACE = bytes.fromhex("5c4ed01e00004000800000000000f14e")
+
+
+def _format(ms: int, tail: bytes) -> str:
+    raw = bytearray(ms.to_bytes(6, "big") + tail[:10])
+    raw[6] = (raw[6] & 0x0F) | 0x80  # version 8: a layout of our own
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 9562 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def epoch_ms(at: datetime) -> int:
+    """Milliseconds since the Unix epoch, rounded down (integer arithmetic: a float would round 09:00:00.000
+    into the millisecond before it)."""
+    return (at - _EPOCH) // _MS
+
+
+def occurrence_run_id(key: str, scheduled_for: datetime) -> str:
+    """The run id of the occurrence with idempotency key ``key``, due at ``scheduled_for``."""
+    digest = hashlib.sha1(_NAMESPACE + key.encode(), usedforsecurity=False).digest()
+    return _format(epoch_ms(scheduled_for), digest)
+
+
+def manual_run_id(scheduled_for: datetime) -> str:
+    """A fresh id for a run queued by hand for ``scheduled_for`` (the time it was asked for)."""
+    return _format(epoch_ms(scheduled_for), os.urandom(10))
+
+
+def run_id_ms(run_id: str) -> int | None:
+    """The millisecond a run id carries, or None for an id of the older layouts."""
+    if len(run_id) != 36 or run_id[14] != "8":
+        return None
+    try:
+        return int(run_id[:8] + run_id[9:13], 16)
+    except ValueError:
+        return None
+
+
+_EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+def id_span(run_ids: list[str]) -> dict[str, datetime]:
+    """The ``from``/``until`` parameters of a statement on these runs: the scheduled_for span their ids carry
+    (all time if one is of an older layout), so that Postgres plans only the partitions in it."""
+    lowest = highest = None
+    for run_id in run_ids:
+        ms = run_id_ms(run_id)
+        if ms is None:
+            return {"from": _EARLIEST, "until": _LATEST}
+        if lowest is None or ms < lowest:
+            lowest = ms
+        if highest is None or ms > highest:
+            highest = ms
+    if lowest is None or highest is None:
+        return {"from": _EARLIEST, "until": _EARLIEST}
+    return {"from": _EPOCH + lowest * _MS, "until": _EPOCH + (highest + 1) * _MS}
