@@ -79,17 +79,17 @@ class PartitionStore:
         # Creating comes first: the claim path needs the partitions ahead more than retention needs the drop.
         for p in plan.create:
             if await self._step(
-                conn, report, p.name, "run_partition_create", {"name": p.name, "starts": p.starts, "ends": p.ends}
+                conn, report, p.name, sql("run_partition_create"), {"name": p.name, "starts": p.starts, "ends": p.ends}
             ):
                 report.created.append(p.name)
         for name in plan.drop:
-            kept = await self._step(conn, report, name, "run_partition_drop", {"name": name})
+            kept = await self._step(conn, report, name, sql("run_partition_drop"), {"name": name})
             if kept is not None:
                 report.dropped.append(name)
                 report.kept += int(kept)
         if plan.expire_before is not None:
             params = {"before": plan.expire_before, "max_rows": DEFAULT_EXPIRE_BATCH}
-            expired = await self._step(conn, report, "runs_default", "run_default_expire", params)
+            expired = await self._step(conn, report, "runs_default", sql("run_default_expire"), params)
             report.expired = int(expired or 0)
         return report
 
@@ -104,7 +104,7 @@ class PartitionStore:
         try:
             async with conn.transaction():
                 await conn.execute(sql("run_maintenance_lock_timeout"), {"timeout": LOCK_TIMEOUT})
-                cur = await conn.execute(sql(statement), params)
+                cur = await conn.execute(statement, params)
                 row = await cur.fetchone()
             return row[0] if row else None
         except (
@@ -114,6 +114,6 @@ class PartitionStore:
             psycopg.errors.DuplicateTable,
         ) as exc:
             # Busy, or rows arrived in the default partition for the range being attached: next round.
-            logger.warning("run history: {} {} not done this round: {}", statement, name, exc)
+            logger.warning("run history: partition {} not changed this round: {}", name, exc)
             report.failed.append(name)
             return None
