@@ -61,17 +61,23 @@ class PartitionStore:
         worker holds the lock."""
         async with self.pool.connection() as conn:
             await conn.set_autocommit(True)
+            locked = False
             try:
                 cur = await conn.execute(sql("run_maintenance_try_lock"))
                 row = await cur.fetchone()
-                if not (row and row[0]):
+                locked = bool(row and row[0])
+                if not locked:
                     return None
-                try:
-                    return await self._execute(conn, plan_for(await self.partitions(conn)))
-                finally:
-                    await conn.execute(sql("run_maintenance_unlock"))
+                report = await self._execute(conn, plan_for(await self.partitions(conn)))
+                await conn.execute(sql("run_maintenance_unlock"))
+                locked = False
+                return report
             finally:
-                if not conn.closed:
+                if locked:
+                    # Interrupted (cancelled, a bug): a session lock must not go back to the pool with the
+                    # connection, or no worker would maintain again until it closed.
+                    await conn.close()
+                elif not conn.closed:
                     await conn.set_autocommit(False)  # as the pool's other users expect it
 
     async def _execute(self, conn: psycopg.AsyncConnection[Any], plan: PartitionPlan) -> MaintenanceReport:

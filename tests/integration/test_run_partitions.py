@@ -3,6 +3,8 @@ id pruned to one partition, one maintainer at a time, and only the workers' role
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -13,7 +15,9 @@ import pytest
 from shared.db.partitions import PartitionStore
 from shared.db.pool import make_pool
 from shared.db.run_ids import manual_run_id, occurrence_run_id
+from tests.integration.receivers import eventually
 from worker.maintenance import Maintenance, PartitionConfig, partition_name, slot_start
+from worker.runtime import open_worker
 
 pytestmark = pytest.mark.asyncio
 
@@ -191,3 +195,48 @@ async def test_a_manual_run_id_names_the_partition_of_its_time(pool, db_url, ten
     scheduled = datetime.fromisoformat(run.json()["scheduledFor"].replace("Z", "+00:00"))
     assert home(db_url, run_id) == partition_name(slot_start(scheduled, MINUTE))
     assert manual_run_id(scheduled)[:13] == run_id[:13]  # the same millisecond
+
+
+async def test_running_workers_keep_partitions_ahead_and_record_runs_in_them(
+    settings, nats_url, db_url, client, headers
+):
+    config = dataclasses.replace(
+        settings,
+        nats_url=nats_url,
+        worker_poll_max_sec=0.2,
+        runs_partition_sec=60,
+        runs_partitions_ahead=3,
+        runs_maintenance_interval_sec=0.5,
+    )
+    # Two workers: the advisory lock makes them take turns, neither fails.
+    async with open_worker(config) as a, open_worker(config) as b:
+        tasks = [asyncio.create_task(w.run()) for w in (a, b)]
+        try:
+            current = slot_start(datetime.now(UTC), MINUTE)
+            wanted = {partition_name(current + k * MINUTE) for k in range(4)}
+            await eventually(lambda: wanted <= set(partitions(db_url)), timeout=15)
+
+            soon = (datetime.now(UTC) + timedelta(seconds=0.2)).isoformat()
+            body = {
+                "name": "partitioned",
+                "trigger": {"type": "FIXED_DELAY", "delaySec": 1, "startAt": soon},
+                "target": {"kind": "EVENT", "eventTopic": "partitions.fire"},
+            }
+            created = await client.post("/schedules", json=body, headers=headers())
+            assert created.status_code == 201, created.text
+            runs_url = f"/schedules/{created.json()['id']}/runs"
+
+            async def three_succeeded() -> bool:
+                items = (await client.get(runs_url, headers=headers())).json()["items"]
+                return sum(r["status"] == "SUCCEEDED" for r in items) >= 3
+
+            # FIXED_DELAY re-arms only after its run's SUCCEEDED was written: updates by id find their rows.
+            await eventually(three_succeeded, timeout=20)
+            for run in (await client.get(runs_url, headers=headers())).json()["items"]:
+                assert home(db_url, run["id"]).startswith("runs_p")  # type: ignore[union-attr]
+                one = await client.get(f"/runs/{run['id']}", headers=headers())
+                assert one.status_code == 200 and one.json()["id"] == run["id"]
+        finally:
+            for w in (a, b):
+                w.request_stop()
+            await asyncio.wait_for(asyncio.gather(*tasks), 30)
