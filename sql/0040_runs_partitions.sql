@@ -133,11 +133,11 @@ CREATE FUNCTION runs_partition_create(name text, starts timestamptz, ends timest
     LANGUAGE plpgsql SECURITY DEFINER
 AS $$
 BEGIN
-    IF to_regclass(quote_ident(name)) IS NOT NULL THEN
-        RETURN false;
-    END IF;
     IF name !~ '^runs_p[0-9_]+$' THEN
         RAISE EXCEPTION 'not a runs partition name: %', name;
+    END IF;
+    IF to_regclass(quote_ident(name)) IS NOT NULL THEN
+        RETURN false;
     END IF;
     EXECUTE format('CREATE TABLE %I (LIKE runs INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)', name);
     EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', name);

@@ -118,8 +118,10 @@ class PartitionStore:
             psycopg.errors.ObjectNotInPrerequisiteState,
             psycopg.errors.CheckViolation,
             psycopg.errors.DuplicateTable,
+            psycopg.errors.InvalidObjectDefinition,
         ) as exc:
-            # Busy, or rows arrived in the default partition for the range being attached: next round.
+            # Busy, rows arrived in the default partition for the range being attached, or a partition made by
+            # hand overlaps: this change waits for the next round, the others go ahead.
             logger.warning("run history: partition {} not changed this round: {}", name, exc)
             report.failed.append(name)
             return None

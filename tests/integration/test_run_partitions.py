@@ -240,3 +240,21 @@ async def test_running_workers_keep_partitions_ahead_and_record_runs_in_them(
             for w in (a, b):
                 w.request_stop()
             await asyncio.wait_for(asyncio.gather(*tasks), 30)
+
+
+async def test_a_drop_that_would_wait_on_a_busy_table_gives_up_and_is_done_next_round(pool, db_url, tenant):
+    now = datetime.now(UTC)
+    old = slot_start(now, MINUTE) - 30 * MINUTE
+    with psycopg.connect(db_url) as conn:
+        conn.execute("SELECT runs_partition_create(%s, %s, %s)", (partition_name(old), old, old + MINUTE))
+    with psycopg.connect(db_url) as reader:
+        reader.execute("SELECT count(*) FROM runs")  # a long transaction holding a lock on runs
+        started = asyncio.get_running_loop().time()
+        report = await maintenance(pool, now).run_once()
+        assert report is not None and partition_name(old) in report.failed
+        assert partition_name(old) not in report.dropped
+        # Claims would queue behind the detach for as long as it waits: that is at most the lock timeout.
+        assert asyncio.get_running_loop().time() - started < 10
+        reader.rollback()
+    report = await maintenance(pool, now).run_once()
+    assert report is not None and partition_name(old) in report.dropped
