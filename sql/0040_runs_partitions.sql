@@ -141,6 +141,9 @@ BEGIN
     END IF;
     EXECUTE format('CREATE TABLE %I (LIKE runs INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)', name);
     EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', name);
+    -- No run may enter the default partition between the move and the attach (which checks that none of the
+    -- range is left there): writes to it wait until this commits; reads go on.
+    LOCK TABLE runs_default IN EXCLUSIVE MODE;
     EXECUTE format('WITH moved AS (DELETE FROM runs_default WHERE scheduled_for >= $1 AND scheduled_for < $2 '
                    'RETURNING *) INSERT INTO %I SELECT * FROM moved', name) USING starts, ends;
     -- ATTACH, not CREATE … PARTITION OF: it takes only a SHARE UPDATE EXCLUSIVE lock on runs, so claims and

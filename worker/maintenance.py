@@ -116,19 +116,29 @@ class Maintenance:
             )
         return report
 
+    async def run_logged(self) -> None:
+        try:
+            await self.run_once()
+        except psycopg.Error as exc:
+            # A lock not granted in time or the database away: the next round tries again, and partitions are
+            # made ahead so that a missed round costs nothing.
+            logger.warning("run history maintenance failed: {}", exc)
+        except Exception:
+            logger.exception("run history maintenance crashed; retrying next round")
+
     async def run(self) -> None:
         while True:
-            try:
-                await self.run_once()
-            except psycopg.Error as exc:
-                # A lock not granted in time or the database away: the next round tries again, and partitions
-                # are made ahead so that a missed round costs nothing.
-                logger.warning("run history maintenance failed: {}", exc)
-            except Exception:
-                logger.exception("run history maintenance crashed; retrying next round")
             await asyncio.sleep(self.interval_sec)
+            await self.run_logged()
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """A first round now, then one every interval in the background.
+
+        The first round comes before the worker claims anything: on a new database (or after maintenance was
+        off) the current slot's partition then exists before runs are recorded, instead of runs going to the
+        default partition and being moved out of it while claims keep adding more.
+        """
+        await self.run_logged()
         self._task = asyncio.create_task(self.run(), name="runs-maintenance")
 
     async def close(self) -> None:
@@ -138,12 +148,13 @@ class Maintenance:
                 await self._task
 
 
-def start_maintenance(settings: Settings, pool: object, clock: Callable[[], datetime]) -> Maintenance | None:
-    """The worker's partition maintenance, running (None when RUNS_MAINTENANCE_INTERVAL_SEC is 0)."""
+async def start_maintenance(settings: Settings, pool: object, clock: Callable[[], datetime]) -> Maintenance | None:
+    """The worker's partition maintenance, one round done and the rest running (None when
+    RUNS_MAINTENANCE_INTERVAL_SEC is 0)."""
     if settings.runs_maintenance_interval_sec <= 0:
         return None
     maintenance = Maintenance(
         PartitionStore(pool), PartitionConfig.from_settings(settings), clock, settings.runs_maintenance_interval_sec
     )
-    maintenance.start()
+    await maintenance.start()
     return maintenance

@@ -93,7 +93,7 @@ async def open_worker(settings: Settings, clock: Callable[[], datetime] = system
     )
     worker = Worker(worker_config(settings), pool, deliverer, progress, clock, settings.postgres_url)
     health = await _start_health(settings, worker, nc)
-    maintenance = start_maintenance(settings, pool, clock)
+    maintenance = await start_maintenance(settings, pool, clock)
     try:
         yield worker
     finally:

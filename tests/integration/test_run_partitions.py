@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -258,3 +259,50 @@ async def test_a_drop_that_would_wait_on_a_busy_table_gives_up_and_is_done_next_
         reader.rollback()
     report = await maintenance(pool, now).run_once()
     assert report is not None and partition_name(old) in report.dropped
+
+
+async def test_a_partition_is_created_while_runs_of_its_range_keep_arriving(pool, db_url, tenant):
+    # A new database whose fleet records runs before any partition exists: they go to the default partition,
+    # and creating the slot must still succeed with more of them arriving all the while.
+    starts = slot_start(datetime.now(UTC), MINUTE) + 40 * MINUTE
+    stop = threading.Event()
+    inserted = refused = 0
+
+    def record_runs() -> None:
+        nonlocal inserted, refused
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            while not stop.is_set():
+                try:
+                    insert_into(conn, tenant, starts + timedelta(seconds=inserted % 60))
+                    inserted += 1
+                except psycopg.errors.CheckViolation:
+                    refused += 1  # routed by the partitions of before the attach: rolled back, nothing stored
+
+    thread = threading.Thread(target=record_runs)
+    thread.start()
+    try:
+        await asyncio.sleep(0.3)
+        config = PartitionConfig(span=MINUTE, ahead=1, retention=5 * MINUTE)
+        report = await maintenance(pool, starts + timedelta(seconds=1), config).run_once()
+        await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join()
+    assert report is not None and partition_name(starts) in report.created, report
+    with psycopg.connect(db_url) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM runs_default WHERE scheduled_for >= %s AND scheduled_for < %s",
+            (starts, starts + MINUTE),
+        ).fetchone()
+        moved = conn.execute(f"SELECT count(*) FROM {partition_name(starts)}").fetchone()
+    assert left == (0,)
+    assert moved == (inserted,) and inserted > 10
+
+
+def insert_into(conn: psycopg.Connection, tenant: str, scheduled_for: datetime) -> None:
+    key = f"{uuid.uuid4()}:{scheduled_for.isoformat()}"
+    conn.execute(
+        """INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, idempotency_key)
+           VALUES (%s, gen_random_uuid(), %s, %s, %s)""",
+        (occurrence_run_id(key, scheduled_for), tenant, scheduled_for, key),
+    )
