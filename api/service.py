@@ -15,6 +15,7 @@ from msgspec import UnsetType
 
 from api.evaluation import Evaluator
 from shared.db.repository import ListFilter, Repository
+from shared.db.run_ids import manual_run_id
 from shared.errors import InvalidInput
 from shared.messaging.streams import QueueProvisioner
 from shared.model import (
@@ -231,8 +232,9 @@ class ScheduleService:
 
     async def run_now(self, tenant_id: str, schedule_id: str) -> Run:
         # The request's trace continues in the worker that delivers this run.
+        now = self.clock()
         return await self.repo.run_insert_manual(
-            tenant_id, schedule_id, str(uuid.uuid4()), self.clock(), current_trace_context()
+            tenant_id, schedule_id, manual_run_id(now), now, current_trace_context()
         )
 
     async def runs(

@@ -156,6 +156,19 @@ class Settings:
     (bursts of one second's worth); beyond it that tenant's due schedules wait while other tenants' fire. 0: no
     limit (claiming is fair across tenants either way)."""
 
+    # Run history retention (sql/0040, worker/maintenance.py).
+    runs_retention_days: float = 14.0
+    """RUNS_RETENTION_DAYS: a partition of run history is dropped once it ended this many days ago (fractions
+    allowed); its open runs are kept (moved to the default partition), never dropped."""
+    runs_partition_sec: int = 86400
+    """RUNS_PARTITION_SEC: the time span of one partition of run history, by scheduled time (86400: daily;
+    3600: hourly, for rates where a day's indexes outgrow memory, at the cost of more partitions to plan)."""
+    runs_partitions_ahead: int = 2
+    """RUNS_PARTITIONS_AHEAD: partitions kept created beyond the current one."""
+    runs_maintenance_interval_sec: float = 60.0
+    """RUNS_MAINTENANCE_INTERVAL_SEC: how often each worker offers to create and drop partitions (one at a time
+    does it, under an advisory lock); 0: never (then partitions must be managed otherwise)."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env

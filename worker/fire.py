@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -12,9 +10,6 @@ from typing import Any
 import msgspec
 
 from shared.model import RetryPolicy, Target
-
-_RUN_NAMESPACE = uuid.UUID("5c4ed01e-0000-4000-8000-00000000f14e")
-_RUN_NAMESPACE_BYTES = _RUN_NAMESPACE.bytes
 
 
 # Cached: a batch formats the same few instants many times (every key and envelope of a burst due at one
@@ -38,19 +33,6 @@ def idempotency_key(schedule_id: str, scheduled_for: datetime) -> str:
 def clean_text(value: str) -> str:
     """Text from a target (an error, a response) as Postgres can store it: no NUL characters."""
     return value.replace("\x00", "\ufffd")
-
-
-def occurrence_run_id(key: str) -> str:
-    """The run id of a scheduled occurrence, derived from its key: recording it twice is a key conflict.
-
-    ``str(uuid.uuid5(_RUN_NAMESPACE, key))`` computed without the two UUID objects, which cost twice the hash
-    itself on the claim path (the unit tests check the two agree).
-    """
-    digest = bytearray(hashlib.sha1(_RUN_NAMESPACE_BYTES + key.encode(), usedforsecurity=False).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(slots=True)

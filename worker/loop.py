@@ -25,6 +25,7 @@ import msgspec
 from loguru import logger
 
 from shared import metrics
+from shared.db.run_ids import occurrence_run_id
 from shared.errors import SchedulerError, Unavailable
 from shared.model import (
     EventTarget,
@@ -38,7 +39,7 @@ from shared.timing.uptime import FleetUptime
 from shared.tracing import tracer
 from worker.delivery import Deliverer
 from worker.fairness import FAIR_EVERY_SEC, FireRates, fresh_candidates
-from worker.fire import Fire, RunUpdate, idempotency_key, occurrence_run_id
+from worker.fire import Fire, RunUpdate, idempotency_key
 from worker.leases import Leases
 from worker.parking import parks
 from worker.progress import ProgressWriter
@@ -236,7 +237,7 @@ class Worker:
             key = idempotency_key(schedule_id, scheduled_for)
             fires.append(
                 Fire(
-                    run_id=occurrence_run_id(key),
+                    run_id=occurrence_run_id(key, scheduled_for),
                     schedule_id=schedule_id,
                     tenant_id=tenant_id,
                     scheduled_for=scheduled_for,

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 from loguru import logger
 
+from shared.db.run_ids import id_span
 from shared.errors import SchedulerError, Unavailable
 from worker.fire import Delivered, Fire, RunUpdate
 from worker.parking import Rearms, rearm_at
@@ -200,8 +201,10 @@ class ProgressWriter:
 
 
 def _published_columns(published: list[Published]) -> dict[str, Any]:
+    ids = [run_id for group in published for run_id in group.ids]
     return {
-        "ids": [run_id for group in published for run_id in group.ids],
+        **id_span(ids),
+        "ids": ids,
         "attempt": [attempt for group in published for attempt in group.attempts],
         "subject": [subject for group in published for subject in group.subjects],
         "started_at": [t for group in published for t in [group.started_at] * len(group.ids)],
@@ -211,8 +214,10 @@ def _published_columns(published: list[Published]) -> dict[str, Any]:
 
 
 def _columns(batch: list[RunUpdate]) -> dict[str, Any]:
+    ids = [u.run_id for u in batch]
     return {
-        "ids": [u.run_id for u in batch],
+        **id_span(ids),
+        "ids": ids,
         "status": [u.status for u in batch],
         "attempt": [u.attempt for u in batch],
         "started_at": [u.started_at for u in batch],

@@ -19,6 +19,7 @@ from worker.delivery import Deliverer
 from worker.health import health_app, serve_health
 from worker.leases import Leases
 from worker.loop import Worker, WorkerConfig, worker_id
+from worker.maintenance import start_maintenance
 from worker.progress import ProgressWriter
 from worker.store import WorkerStore
 from worker.targets.http import HttpSender
@@ -106,9 +107,12 @@ async def open_worker(settings: Settings, clock: Callable[[], datetime] = system
     )
     worker = Worker(worker_config(settings), store, deliverer, progress, leases, clock)
     health = await _start_health(settings, worker, nc)
+    maintenance = await start_maintenance(settings, pool, clock)
     try:
         yield worker
     finally:
+        if maintenance is not None:
+            await maintenance.close()
         if health is not None:
             await health.cleanup()
         await http_session.close()

@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 
 from shared.db.pool import CONNECTION_ERRORS
 from shared.db.queries import sql
+from shared.db.run_ids import id_span
 from shared.errors import SchedulerError, Unavailable
 
 # What a claim's planner returns: the runs to record (first), and the statement's parameters.
@@ -127,7 +128,8 @@ class WorkerStore:
 
     async def release(self, run_ids: list[str], now: datetime) -> None:
         async with self._conn() as conn:
-            await conn.execute(sql("run_release_many"), {"ids": run_ids, "now": now, "worker": self.worker_id})
+            params = {"ids": run_ids, "now": now, "worker": self.worker_id, **id_span(run_ids)}
+            await conn.execute(sql("run_release_many"), params)
             await conn.commit()
 
     # --- progress ---------------------------------------------------------------------------------------

@@ -162,7 +162,7 @@ SELECT r.id, r.schedule_id, r.tenant_id, r.scheduled_for, r.idempotency_key, 'PE
   FROM unnest(%(run_ids)b::uuid[], %(schedule_ids)b::uuid[], %(tenant_ids)b::text[],
               %(scheduled_for)b::timestamptz[], %(keys)b::text[])
        AS r(id, schedule_id, tenant_id, scheduled_for, idempotency_key)
-    ON CONFLICT (id) DO NOTHING
+    ON CONFLICT (id, scheduled_for) DO NOTHING
 RETURNING id::text;
 
 -- name: run_insert_manual
@@ -180,17 +180,19 @@ RETURNING *;
 -- the new holder renews the lease by heartbeat while its attempt is in flight.
 UPDATE runs AS r
    SET lease_until = %(lease_until)s, leased_by = %(worker)s
-  FROM (SELECT id FROM runs
+  FROM (SELECT id, scheduled_for FROM runs
          WHERE status IN ('PENDING', 'RETRYING') AND lease_until <= %(now)s
          ORDER BY lease_until
          LIMIT %(limit)s
            FOR UPDATE SKIP LOCKED) AS due
- WHERE r.id = due.id
+ WHERE r.id = due.id AND r.scheduled_for = due.scheduled_for
 RETURNING r.id, r.schedule_id, r.tenant_id, r.scheduled_for, r.manual, r.idempotency_key, r.attempt,
           r.trace_context;
 
 -- name: run_update_many
--- Record delivery progress of many runs at once.
+-- Record delivery progress of many runs at once. `from`/`until`: the span of scheduled_for the ids carry
+-- (shared/db/run_ids.py), so the plan touches only the partitions of that span (a condition per row, from
+-- each id, would prune nothing at plan time and cost a function call per row).
 UPDATE runs AS r
    SET status = v.status, attempt = v.attempt, started_at = COALESCE(r.started_at, v.started_at),
        finished_at = v.finished_at, next_attempt_at = v.next_attempt_at, lease_until = v.lease_until,
@@ -201,11 +203,13 @@ UPDATE runs AS r
        AS v(id, status, attempt, started_at, finished_at, next_attempt_at, lease_until, duration_ms,
             http_status, error, delivery)
  WHERE r.id = v.id AND r.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
-   AND r.leased_by IS NOT DISTINCT FROM %(worker)s;
+   AND r.leased_by IS NOT DISTINCT FROM %(worker)s
+   AND r.scheduled_for >= %(from)s AND r.scheduled_for < %(until)s;
 
 -- name: run_published_many
 -- Record runs published as core NATS events (SUCCEEDED, at most once: AT_MOST_ONCE EVENTs): half the arrays of
--- run_update_many, as such a run has no error, HTTP status, retry time or lease left to write.
+-- run_update_many, as such a run has no error, HTTP status, retry time or lease left to write. `from`/`until` as
+-- in run_update_many.
 UPDATE runs AS r
    SET status = 'SUCCEEDED', attempt = v.attempt, started_at = COALESCE(r.started_at, v.started_at),
        finished_at = v.finished_at, next_attempt_at = NULL, lease_until = NULL, duration_ms = v.duration_ms,
@@ -215,16 +219,21 @@ UPDATE runs AS r
               %(finished_at)b::timestamptz[], %(duration_ms)b::int[])
        AS v(id, attempt, subject, started_at, finished_at, duration_ms)
  WHERE r.id = v.id AND r.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
-   AND r.leased_by IS NOT DISTINCT FROM %(worker)s;
+   AND r.leased_by IS NOT DISTINCT FROM %(worker)s
+   AND r.scheduled_for >= %(from)s AND r.scheduled_for < %(until)s;
 
 -- name: run_release_many
 -- On shutdown: hand unfinished runs to other workers at once (a retry at its planned time), not after the lease.
+-- `from`/`until` as in run_update_many.
 UPDATE runs SET lease_until = GREATEST(%(now)s, next_attempt_at), leased_by = NULL
- WHERE id = ANY(%(ids)b::uuid[]) AND status IN ('PENDING', 'RETRYING') AND leased_by = %(worker)s;
+ WHERE id = ANY(%(ids)b::uuid[]) AND status IN ('PENDING', 'RETRYING') AND leased_by = %(worker)s
+   AND scheduled_for >= %(from)s AND scheduled_for < %(until)s;
 
 -- name: run_get
--- One run of a tenant.
-SELECT * FROM runs WHERE tenant_id = %(tenant_id)s AND id = %(id)s;
+-- One run of a tenant, looked for in the partition its id names (every partition for an id made before 0040).
+SELECT * FROM runs
+ WHERE tenant_id = %(tenant_id)s AND id = %(id)s
+   AND scheduled_for >= run_id_scheduled_from(%(id)s) AND scheduled_for < run_id_scheduled_until(%(id)s);
 
 -- name: run_list
 -- A page of a schedule's runs, newest first, optionally of one status.
@@ -272,3 +281,33 @@ SELECT started_at, beat_at FROM fleet_heartbeats;
 -- name: worker_listen
 -- Receive the wake-ups of schedule_notify on this (dedicated, autocommit) connection.
 LISTEN scheduler_wakeup;
+
+-- Run history partitions (sql/0040, shared/db/partitions.py): one worker at a time creates and drops them.
+
+-- name: run_partition_list
+-- The partitions of runs with their bounds (NULL: unbounded), oldest first.
+SELECT name, starts, ends, is_default FROM runs_partitions();
+
+-- name: run_maintenance_try_lock
+-- Become the fleet's partition maintainer for this round, unless another worker is.
+SELECT pg_try_advisory_lock(1548668992);
+
+-- name: run_maintenance_unlock
+-- End this worker's maintenance round.
+SELECT pg_advisory_unlock(1548668992);
+
+-- name: run_maintenance_lock_timeout
+-- Give up a partition change rather than queue every claim behind its lock (until the transaction ends).
+SELECT set_config('lock_timeout', %(timeout)s, true);
+
+-- name: run_partition_create
+-- Create a partition for [starts, ends), moving in the rows of that range the default partition holds.
+SELECT runs_partition_create(%(name)s, %(starts)s, %(ends)s);
+
+-- name: run_partition_drop
+-- Drop an expired partition, keeping its open runs (moved to the default partition); NULL if not expired.
+SELECT runs_partition_drop(%(name)s);
+
+-- name: run_default_expire
+-- Delete up to max_rows finished runs scheduled before `before` from the default partition.
+SELECT runs_default_expire(%(before)s, %(max_rows)s);
