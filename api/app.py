@@ -22,6 +22,7 @@ from api.routes.runs import RunController
 from api.routes.schedules import ScheduleController
 from api.routes.triggers import preview_trigger
 from api.service import Clock, ScheduleService
+from api.strict_query import reject_unknown_query
 from shared.db.pool import make_pool
 from shared.db.repository import Repository
 from shared.dev.keys import key_ring
@@ -85,6 +86,7 @@ def create_app(settings: Settings, clock: Clock = system_clock, tracing: bool = 
             DefineMiddleware(BearerAuth, exclude=[*(f"^{p}$" for p in public), "^/schema"]),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=reject_unknown_query,
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

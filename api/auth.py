@@ -194,3 +194,8 @@ def tenant_in_scope(request: Request) -> str:
     if wait:
         raise TooManyRequests(wait)
     return tenant_id
+
+
+def actor_of(request: Request) -> str:
+    """Who the audit trail names for a change: the token's ``sub``."""
+    return request.user.subject or "(token without sub)"
