@@ -297,14 +297,12 @@ class ScheduleService:
         params: dict[str, Any] = {"now": now}
         match action:
             case "pause":
-                statement = "schedule_pause_many"
                 params |= {"reason": body.reason, "actor": actor}
 
                 def plan(matched: list[Schedule]) -> list[Schedule]:
                     return [s for s in matched if s.enabled]
 
             case "resume":
-                statement = "schedule_resume_many"
                 plan_next: dict[str, datetime | None] = {}
 
                 def plan(matched: list[Schedule]) -> list[Schedule]:
@@ -318,7 +316,6 @@ class ScheduleService:
                     return chosen
 
             case _:
-                statement = "schedule_delete_many"
 
                 def plan(matched: list[Schedule]) -> list[Schedule]:
                     return matched
@@ -328,7 +325,7 @@ class ScheduleService:
             body.labels,
             self.settings.bulk_max_schedules,
             plan,
-            None if body.dry_run else statement,
+            None if body.dry_run else action,
             self._audit(actor, now, via="bulk", selector=body.labels, reason=body.reason),
             params,
         )

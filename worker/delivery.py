@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import msgspec
@@ -60,6 +60,7 @@ class Deliverer:
         clock: Callable[[], datetime],
         lease_sec: float,
         deadletter_subject: str,
+        begin_retry: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.publisher = publisher
         self.http = http
@@ -68,6 +69,8 @@ class Deliverer:
         self.clock = clock
         self.lease_sec = lease_sec
         self.deadletter_subject = deadletter_subject
+        # Asked before each retry whether the run is still open: a run cancelled meanwhile is not sent again.
+        self.begin_retry = begin_retry
 
     def _sender(self, fire: Fire) -> Sender:
         match fire.target:
@@ -104,6 +107,9 @@ class Deliverer:
                 fire.attempt += 1
                 if failure.retryable and fire.attempt < fire.retry.max_attempts:
                     await self._retry_later(fire, failure, started, t0)
+                    if self.begin_retry is not None and not await self.begin_retry(fire.run_id):
+                        logger.bind(**log_fields(fire)).info("run {} was cancelled; not retrying it", fire.run_id)
+                        return
                     continue
                 await self._fail(fire, failure, started, t0)
                 return

@@ -85,6 +85,20 @@ class ProgressWriter:
         """Re-arm the FIXED_DELAY schedule parked behind ``run_id`` as if that run finished at ``finished_at``."""
         self._rearms[run_id] = finished_at
 
+    async def begin_attempt(self, run_id: str) -> bool:
+        """Before a retry: whether the run is still open (not cancelled meanwhile), and from now on not
+        cancellable until this attempt is recorded. Its RETRYING state is written first, so that state cannot
+        land after this and make the run look cancellable mid-attempt. When the database is away, the attempt
+        goes ahead (delivering at least once matters more than honouring a cancel nobody could record)."""
+        try:
+            await self.flush()
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(sql("run_attempt_begin"), {"id": run_id})
+                return await cur.fetchone() is not None
+        except CONNECTION_ERRORS as exc:
+            logger.warning("cannot check run {} before retrying it ({}); retrying anyway", run_id, exc)
+            return True
+
     async def run(self, stop: asyncio.Event) -> None:
         """Flush until ``stop`` is set and nothing is left (or, once stopping, until ``self.deadline``)."""
         failures = 0

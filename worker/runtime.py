@@ -89,6 +89,7 @@ async def open_worker(settings: Settings, clock: Callable[[], datetime] = system
         clock=clock,
         lease_sec=settings.run_lease_sec,
         deadletter_subject=settings.deadletter_subject,
+        begin_retry=progress.begin_attempt,
     )
     worker = Worker(worker_config(settings), pool, deliverer, progress, clock, settings.postgres_url)
     health = await _start_health(settings, worker, nc)

@@ -371,7 +371,7 @@ class Repository:
         params: dict[str, Any],
     ) -> tuple[list[Schedule], list[Schedule]]:
         """Lock the tenant's schedules matching ``labels`` (InvalidInput beyond ``limit``), let ``plan`` pick the
-        ones to change, apply the named bulk statement (pause, resume, delete; None: a dry run) to them with
+        ones to change, apply the bulk change ``apply`` (pause, resume, delete; None: a dry run) to them with
         ``params`` and audit each, in one transaction. Returns (matched, changed)."""
         async with self._conn(tenant_id) as conn, conn.transaction():
             cur = await conn.execute(
@@ -386,11 +386,16 @@ class Repository:
             targets = plan(matched)
             if apply is None or not targets:
                 return matched, targets
+            statement = {
+                "pause": sql("schedule_pause_many"),
+                "resume": sql("schedule_resume_many"),
+                "delete": sql("schedule_delete_many"),
+            }[apply]
             by_id = {s.id: s for s in targets}
-            cur = await conn.execute(sql(apply), {"tenant_id": tenant_id, "ids": list(by_id), **params})
+            cur = await conn.execute(statement, {"tenant_id": tenant_id, "ids": list(by_id), **params})
             changed = [schedule_from_row(r) for r in await cur.fetchall()]
             changed.sort(key=lambda s: (s.created_at, s.id))
-            if apply == "schedule_delete_many":
+            if apply == "delete":
                 items: list[AuditItem] = [(s.id, AuditAction.DELETED, s, None) for s in changed]
             else:
                 items = [(s.id, update_action(by_id[s.id], s), by_id[s.id], s) for s in changed]
