@@ -12,17 +12,30 @@ from litestar.handlers import HTTPRouteHandler
 from shared.errors import FieldProblem, InvalidInput
 
 _PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
-_declared: dict[int, frozenset[str]] = {}
+_aliases: dict[int, dict[str, str]] = {}
 
 
-def declared_query_parameters(handler: HTTPRouteHandler) -> frozenset[str]:
-    """The query parameter names (aliases as on the wire) ``handler`` and its dependencies take."""
-    cached = _declared.get(id(handler))
+def parameter_aliases(handler: HTTPRouteHandler) -> dict[str, str]:
+    """Python name -> wire name of the query, header and cookie parameters ``handler`` and its dependencies
+    take (``page_size`` -> ``pageSize``): errors name parameters as clients send them."""
+    cached = _aliases.get(id(handler))
     if cached is None:
         path_names = {name for path in handler.paths for name in _PATH_PARAM.findall(path)}
         model = handler.create_kwargs_model(path_parameters=dict.fromkeys(path_names))  # type: ignore[arg-type]
-        cached = _declared[id(handler)] = frozenset(p.field_alias for p in model.expected_query_params)
+        params = model.expected_query_params | model.expected_header_params | model.expected_cookie_params
+        cached = _aliases[id(handler)] = {p.field_name: p.field_alias for p in params}
+        _query[id(handler)] = frozenset(p.field_alias for p in model.expected_query_params)
     return cached
+
+
+_query: dict[int, frozenset[str]] = {}
+
+
+def declared_query_parameters(handler: HTTPRouteHandler) -> frozenset[str]:
+    """The query parameter names (as on the wire) ``handler`` and its dependencies take."""
+    if id(handler) not in _query:
+        parameter_aliases(handler)
+    return _query[id(handler)]
 
 
 async def reject_unknown_query(request: Request[Any, Any, Any]) -> None:

@@ -125,6 +125,12 @@ class ScheduleCreate(_Wire, frozen=True):
     labels: Labels = {}
 
 
+class ScheduleApply(ScheduleCreate, kw_only=True, frozen=True):
+    """PUT /schedules/by-name/{name}: a schedule as for POST, whose ``name`` may be left out (the path names it)."""
+
+    name: str | None = None  # type: ignore[assignment]
+
+
 class ScheduleUpdate(_Wire, frozen=True):
     """PATCH body: absent fields keep their stored value; ``version`` is an alternative to If-Match."""
 

@@ -27,6 +27,7 @@ from shared.model import (
     FireTimes,
     PauseRequest,
     Schedule,
+    ScheduleApply,
     ScheduleCreate,
     SchedulePage,
     ScheduleSort,
@@ -94,16 +95,11 @@ def optional_body(raw: bytes, kind: type[PauseRequest]) -> PauseRequest:
 
 
 def by_name_body(raw: bytes, name: str) -> ScheduleCreate:
-    """The PUT body: a schedule as for POST, whose ``name`` may be left out (the path names it)."""
-    try:
-        document = msgspec.json.decode(raw) if raw.strip() else None
-    except msgspec.DecodeError as exc:
-        raise InvalidInput.field("body", f"malformed JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise InvalidInput.field("body", "must be a JSON object (a schedule)")
-    if "name" in document and document["name"] != name:
+    """The PUT body as the schedule to store: the path's name, which a ``name`` in the body must equal."""
+    body = strict_body(raw, ScheduleApply)
+    if body.name is not None and body.name != name:
         raise InvalidInput.field("name", "differs from the name in the path")
-    return strict_body(msgspec.json.encode({**document, "name": name}), ScheduleCreate)
+    return ScheduleCreate(**{**msgspec.structs.asdict(body), "name": name})
 
 
 def with_etag(schedule: Schedule, status: int = 200, location: bool = False) -> Response[Schedule]:
@@ -279,7 +275,7 @@ class ScheduleController(Controller):
     async def apply_by_name(
         self,
         name: FromPath[str],
-        data: JSONBody[ScheduleCreate],
+        data: JSONBody[ScheduleApply],
         request: Request,
         tenant_id: TenantId,
         service: Service,

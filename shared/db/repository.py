@@ -163,10 +163,10 @@ def audit_from_row(row: dict[str, Any]) -> AuditEntry:
         at=row["at"],
         version_before=row["version_before"],
         version_after=row["version_after"],
-        changed=row["changed"],
-        before=row["before"],
-        after=row["after"],
-        detail=row["detail"],
+        changed=_any.decode(row["changed"]),
+        before=_any.decode(row["before"]) if row["before"] is not None else None,
+        after=_any.decode(row["after"]) if row["after"] is not None else None,
+        detail=_any.decode(row["detail"]) if row["detail"] is not None else None,
     )
 
 
