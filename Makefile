@@ -8,7 +8,7 @@ ROLES  ?= scheduler.editor
 SUBJECT ?= >
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint migrate api worker token sub bench docker helm-lint stop clean
+.PHONY: help venv run test coverage lint migrate api worker token sub bench docker helm-lint stop clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,8 +24,11 @@ venv: $(STAMP) ## create .venv and install the project with its dev tools
 run: $(STAMP) ## start Postgres + NATS (embedded unless POSTGRES_URL/NATS_URL), migrations, the API and 2 workers
 	$(BIN)/python -m shared.dev run
 
-test: $(STAMP) ## run the whole suite against throwaway real Postgres and NATS servers
-	$(BIN)/python -m pytest
+test: $(STAMP) ## run the whole suite against throwaway real Postgres and NATS servers; fails below the coverage floor
+	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered
+
+coverage: $(STAMP) ## the whole suite with a line-by-line coverage report (terminal and htmlcov/index.html)
+	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered --cov-report=html
 
 lint: $(STAMP) ## ruff, mypy and hadolint
 	$(BIN)/ruff check .

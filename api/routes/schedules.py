@@ -245,7 +245,13 @@ class ScheduleController(Controller):
         "schedule only updates its reason (no new version when nothing changes).",
     )
     async def pause(
-        self, schedule_id: FromPath[str], request: Request, tenant_id: TenantId, service: Service, actor: Actor
+        self,
+        schedule_id: FromPath[str],
+        request: Request,
+        tenant_id: TenantId,
+        service: Service,
+        actor: Actor,
+        data: JSONBody[PauseRequest | None] = None,
     ) -> Response[Schedule]:
         body = optional_body(await request.body(), PauseRequest)
         return with_etag(await service.pause(tenant_id, schedule_uuid(schedule_id), body, actor))
