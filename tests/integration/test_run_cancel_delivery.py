@@ -1,5 +1,6 @@
 """Cancelling runs against real workers, Postgres and an HTTP receiver: a cancelled run is never delivered (nor
-retried), and under a race every run is either cancelled and never sent, or refused (409) and delivered."""
+retried), and under a race every run is either cancelled and never sent, or refused (409) and delivered. Also
+backfilled runs: delivered once each, with the keys a worker gives those occurrences."""
 
 from __future__ import annotations
 
@@ -157,3 +158,45 @@ async def test_cancel_racing_workers_never_cancels_a_delivered_run(client, heade
             assert status == "CANCELLED" and run["idempotencyKey"] not in received, run["id"]
         else:
             assert status == "SUCCEEDED" and run["idempotencyKey"] in received, run["id"]
+
+
+async def test_backfilled_runs_are_delivered_once_with_the_keys_a_worker_gives_them(
+    client, headers, settings, nats_url, receiver
+):
+    created = await http_schedule(client, headers, f"{receiver.url}/backfill")
+    body = {
+        "name": created["name"],
+        "tz": "UTC",
+        "trigger": {"type": "CRON", "cron": "0 * * * *"},
+        "target": created["target"],
+        "retry": created["retry"],
+    }
+    assert (await client.put(f"/schedules/by-name/{created['name']}", json=body, headers=headers())).status_code == 200
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=4)
+    window = {"from": start.isoformat(), "to": (start + timedelta(hours=2)).isoformat()}
+    async with running_worker(settings, nats_url):
+        first = await client.post(f"/schedules/{created['id']}/backfill", json=window, headers=headers())
+        assert first.status_code == 200 and first.json()["created"] == 3, first.text
+        expected = {r["idempotencyKey"] for r in first.json()["runs"]}
+
+        async def delivered() -> bool:
+            return keys_received(receiver, "/backfill") == expected
+
+        await eventually(delivered, 15)
+        # The same range again (and one more hour): only the new occurrence is recorded and delivered.
+        wider = {**window, "to": (start + timedelta(hours=3)).isoformat()}
+        again = (await client.post(f"/schedules/{created['id']}/backfill", json=wider, headers=headers())).json()
+        assert (again["created"], again["existing"]) == (1, 3)
+
+        async def four() -> bool:
+            return len(receiver.on("/backfill")) == 4
+
+        await eventually(four, 15)
+        await asyncio.sleep(1.0)
+    assert len(receiver.on("/backfill")) == 4  # no occurrence twice
+    for request in receiver.on("/backfill"):
+        key = request.headers["Idempotency-Key"]
+        scheduled_for = datetime.fromisoformat(key.removeprefix(created["id"] + ":"))
+        assert start <= scheduled_for <= start + timedelta(hours=3) and scheduled_for.minute == 0
+    runs = (await client.get(f"/schedules/{created['id']}/runs", headers=headers())).json()["items"]
+    assert len(runs) == 4 and all(r["status"] == "SUCCEEDED" and not r["manual"] for r in runs)
