@@ -44,7 +44,7 @@ from shared.model import (
 )
 from shared.netguard import Network, is_ip_literal, refusal
 from shared.occurrences import idempotency_key, occurrence_run_id
-from shared.schedules import apply_patch, new_schedule, pause_state
+from shared.schedules import apply_patch, check_body_tenant, new_schedule, pause_state
 from shared.secrets import KeyRing, mask_target, new_webhook_secret, open_target, seal_target
 from shared.settings import Settings
 from shared.timing.misfire import plan_due
@@ -95,9 +95,8 @@ class ScheduleService:
         schedule = msgspec.structs.replace(
             schedule, target=seal_target(schedule.target, self.keys, schedule.id, previous=None)
         )
-        if not schedule.enabled:
-            schedule = pause_state(schedule, schedule, now, actor, None)
-            schedule = msgspec.structs.replace(schedule, paused_at=now, paused_by=actor)
+        if not schedule.enabled:  # created paused: recorded as paused now, by its creator
+            schedule = pause_state(msgspec.structs.replace(schedule, enabled=True), schedule, now, actor, None)
         secret = new_webhook_secret()
         return schedule, self.keys.seal(secret, schedule.id), secret
 
@@ -253,9 +252,7 @@ class ScheduleService:
         Compared as a client means them: an RRULE without startAt keeps its stored anchor, and secret header
         values are compared in clear (the mask stands for the stored value).
         """
-        check_body_tenant_matches = body.tenant_id is None or body.tenant_id == current.tenant_id
-        if not check_body_tenant_matches:
-            raise InvalidInput.field("tenantId", "differs from the X-Tenant-Id header")
+        check_body_tenant(body.tenant_id, current.tenant_id)
         changes: dict[str, Any] = {}
         for f in ScheduleCreate.__struct_fields__:
             if f in ("tenant_id", "target", "trigger"):

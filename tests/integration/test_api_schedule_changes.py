@@ -164,6 +164,7 @@ async def test_pause_via_patch_also_hides_next_run_and_records_who(client, heade
     assert [s["id"] for s in listed] == [created["id"]] and listed[0]["nextRunAt"] is None
     created_paused = await create(client, headers, cron_body("born-paused", enabled=False))
     assert created_paused["nextRunAt"] is None and created_paused["status"] == "PAUSED"
+    assert created_paused["pausedBy"] == "dev" and created_paused["pausedAt"] == created_paused["createdAt"]
 
 
 async def test_pause_validation_roles_and_tenants(client, headers):
@@ -262,6 +263,16 @@ async def test_put_by_name_preconditions_and_validation(client, headers):
     )
     assert ok.status_code == 200 and ok.json()["version"] == 2
     assert_problem(await client.put("/schedules/by-name/pc", json=cron_body("other"), headers=headers()), 400, "name")
+    assert_problem(
+        await client.put("/schedules/by-name/pc", json=desired(tenantId="elsewhere"), headers=headers()),
+        400,
+        "tenantId",
+    )
+    assert_problem(
+        await client.put("/schedules/by-name/pc-new", json=desired(tenantId="elsewhere"), headers=headers()),
+        400,
+        "tenantId",
+    )
     assert_problem(await client.put("/schedules/by-name/pc", json=[1], headers=headers()), 400, "body")
     assert_problem(await client.put("/schedules/by-name/pc", content=b"{", headers=headers()), 400, "body")
     bad = desired()
