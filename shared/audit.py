@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from shared.model import AuditAction, Schedule
+from shared.model import AuditAction, HttpTarget, Schedule
 from shared.secrets import mask_target
 
 # Bookkeeping that changes with (or without) every edit: not "what changed".
@@ -36,3 +36,23 @@ def update_action(before: Schedule, after: Schedule) -> AuditAction:
     if after.enabled and not before.enabled:
         return AuditAction.RESUMED
     return AuditAction.UPDATED
+
+
+def changes(action: AuditAction, before: Schedule | None, after: Schedule | None) -> list[str]:
+    """What an entry says changed: the differing fields of the snapshots, plus what masking hides there (a new
+    secret header value, a rotated webhook secret) without saying what it was."""
+    if action is AuditAction.SECRET_ROTATED:
+        return ["webhookSecret"]
+    fields = changed_fields(snapshot(before), snapshot(after))
+    if (
+        "target" not in fields
+        and before is not None
+        and after is not None
+        and _secret_headers(before) != _secret_headers(after)
+    ):
+        fields = sorted([*fields, "target"])  # the sealed values differ: a new value was sent
+    return fields
+
+
+def _secret_headers(schedule: Schedule) -> dict[str, str]:
+    return schedule.target.http.secret_headers if isinstance(schedule.target, HttpTarget) else {}

@@ -14,7 +14,7 @@ import psycopg_pool
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from shared.audit import changed_fields, snapshot, update_action
+from shared.audit import changes, snapshot, update_action
 from shared.db.pool import CONNECTION_ERRORS
 from shared.db.queries import sql
 from shared.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, Unavailable
@@ -188,7 +188,7 @@ async def write_audit(conn: AsyncConnection[Any], tenant_id: str, audit: Audit, 
         "actions": [i[1].value for i in items],
         "version_before": [b.version if b else None for _, _, b, _ in items],
         "version_after": [a.version if a else None for _, _, _, a in items],
-        "changed": [_encode(changed_fields(b, a)).decode() for b, a in zip(before, after, strict=True)],
+        "changed": [_encode(changes(action, b, a)).decode() for _, action, b, a in items],
         "before": [_encode(b).decode() if b is not None else None for b in before],
         "after": [_encode(a).decode() if a is not None else None for a in after],
     }

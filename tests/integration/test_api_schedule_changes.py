@@ -57,7 +57,7 @@ async def test_history_records_who_changed_what_with_versions(client, headers, d
     assert update["before"]["description"] is None and update["after"]["description"] == "new"
     paused = by_action["PAUSED"]
     assert paused["detail"] == {"reason": "maintenance"} and "pausedReason" in paused["changed"]
-    assert by_action["SECRET_ROTATED"]["changed"] == []
+    assert by_action["SECRET_ROTATED"]["changed"] == ["webhookSecret"]
     # Paging, newest first.
     second = (await client.get(f"/schedules/{sid}/history?page=2&pageSize=2", headers=headers(VIEWER))).json()
     assert [e["action"] for e in second["items"]] == ["PAUSED", "UPDATED"]
@@ -86,6 +86,8 @@ async def test_history_never_holds_a_secret(client, headers, db_url, receiver_ur
     for secret in ("s3cr3t", "other1", created["webhookSecret"], rotated["webhookSecret"]):
         assert secret not in text
     assert "********" in text
+    # A new secret header value shows as a change of the target, without the value.
+    assert history.json()["items"][0]["changed"] == ["target"]
     with psycopg.connect(db_url) as conn:
         rows = conn.execute(
             "SELECT before::text, after::text, detail::text FROM schedule_audit WHERE schedule_id = %s",

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from shared.audit import changed_fields, snapshot, update_action
+from shared.audit import changed_fields, changes, snapshot, update_action
 from shared.model import (
     SECRET_MASK,
     AuditAction,
@@ -86,3 +86,14 @@ def test_pausing_records_why_when_and_who_and_has_no_next_run():
     assert (reworded.paused_reason, reworded.paused_at) == ("still down", NOW)
     resumed = pause_state(paused, schedule(), later, "bob", None)
     assert (resumed.paused_reason, resumed.paused_at, resumed.paused_by) == (None, None, None)
+
+
+def test_changes_name_what_masking_hides_without_showing_it():
+    before = schedule()
+    resealed = schedule(
+        target=HttpTarget(http=HttpSpec(url="https://example.com", secret_headers={"Authorization": "sealed:new"}))
+    )
+    assert changes(AuditAction.UPDATED, before, resealed) == ["target"]
+    assert changes(AuditAction.UPDATED, before, before) == []
+    assert changes(AuditAction.SECRET_ROTATED, before, before) == ["webhookSecret"]
+    assert "name" in changes(AuditAction.CREATED, None, before)
