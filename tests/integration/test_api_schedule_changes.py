@@ -4,13 +4,23 @@ Each route is also checked from another tenant (404) and with a too-weak role (4
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import psycopg
 import pytest
+from litestar.testing import AsyncTestClient
 
+from api.app import create_app
 from api.auth import EDITOR, VIEWER, mint_dev_token
+from api.service import ScheduleService
+from shared.db.pool import make_pool
+from shared.db.repository import Repository
+from shared.dev.keys import key_ring
+from shared.model import BulkRequest, ScheduleCreate
 from shared.occurrences import idempotency_key, occurrence_run_id
 from tests.integration.conftest import Headers
 from tests.integration.test_api_schedules import assert_problem, create, cron_body
@@ -338,12 +348,6 @@ async def test_bulk_pause_resume_delete_by_labels(client, headers):
 
 
 async def test_bulk_is_bounded_validated_and_tenant_scoped(client, headers, settings):
-    import dataclasses
-
-    from litestar.testing import AsyncTestClient
-
-    from api.app import create_app
-
     for i in range(3):
         await create(client, headers, cron_body(f"many{i}", labels={"wave": "1"}))
     small = dataclasses.replace(settings, bulk_max_schedules=2)
@@ -532,12 +536,6 @@ async def test_backfill_creates_the_runs_a_worker_would_have_with_their_keys(cli
 
 
 async def test_backfill_validation_bounds_and_tenants(client, headers, settings):
-    import dataclasses
-
-    from litestar.testing import AsyncTestClient
-
-    from api.app import create_app
-
     created = await create(client, headers, cron_body("bf", trigger={"type": "CRON", "cron": "* * * * *"}))
     sid = created["id"]
     now = datetime.now(UTC)
@@ -606,3 +604,32 @@ async def test_catchup_preview_follows_the_misfire_policy(client, headers):
     assert_problem(await client.get(f"{url}?since=2026-01-01T00:00:00", headers=headers()), 400, "since")
     assert_problem(await client.get(f"{url}?since={since}&until=2020-01-01T00:00:00Z", headers=headers()), 400, "until")
     assert_problem(await client.get(f"{url}?since={since}", headers=other_tenant(headers, VIEWER)), 404)
+
+
+# --- concurrency, without the test client (which serves one request at a time) -----------------------------
+
+
+async def test_concurrent_applies_of_a_new_name_create_it_once(settings, tenant):
+    pool = make_pool(settings.postgres_url, min_size=4, max_size=8, name="it", role=settings.api_db_role)
+    await pool.open(wait=True)
+    try:
+        service = ScheduleService(Repository(pool), settings, lambda: datetime.now(UTC), key_ring(settings))
+        body = msgspec.json.decode(
+            msgspec.json.encode({**cron_body("raced"), "labels": {"v": "1"}}), type=ScheduleCreate
+        )
+        results = await asyncio.gather(
+            *(service.apply_by_name(tenant, "raced", body, None, False, f"actor-{i}") for i in range(8))
+        )
+        created = [s for s, was_created in results if was_created]
+        assert len(created) == 1 and len({s.id for s, _ in results}) == 1
+        assert {s.version for s, _ in results} == {1}  # the others found it equal: no new version
+        history, total = await Repository(pool).schedule_history(tenant, created[0].id, 50, 0)
+        assert total == 1 and history[0].action == "CREATED"
+        # Concurrent bulk pauses of the same selector: each schedule is paused (and audited) once.
+        bulk = [service.bulk(tenant, "pause", BulkRequest(labels={"v": "1"}), f"actor-{i}") for i in range(4)]
+        answers = await asyncio.gather(*bulk)
+        assert sorted(a.changed for a in answers) == [0, 0, 0, 1]
+        _, total = await Repository(pool).schedule_history(tenant, created[0].id, 50, 0)
+        assert total == 2
+    finally:
+        await pool.close()
