@@ -87,17 +87,23 @@ class ProgressWriter:
 
     async def begin_attempt(self, run_id: str) -> bool:
         """Before a retry: whether the run is still open (not cancelled meanwhile), and from now on not
-        cancellable until this attempt is recorded. Its RETRYING state is written first, so that state cannot
-        land after this and make the run look cancellable mid-attempt. When the database is away, the attempt
-        goes ahead (delivering at least once matters more than honouring a cancel nobody could record)."""
+        cancellable until this attempt is recorded. The run's own pending update (its RETRYING state) is written
+        first, in the same transaction, so that state cannot land afterwards and make the run look cancellable
+        mid-attempt. When the database is away the attempt goes ahead: delivering at least once matters more
+        than honouring a cancel that could not have been recorded either."""
+        pending = self._pending.get(run_id)
         try:
-            await self.flush()
-            async with self.pool.connection() as conn:
+            async with self.pool.connection() as conn, conn.transaction():
+                if pending is not None:
+                    await conn.execute(sql("run_update_many"), _columns([pending]))
                 cur = await conn.execute(sql("run_attempt_begin"), {"id": run_id})
-                return await cur.fetchone() is not None
+                still_open = await cur.fetchone() is not None
         except CONNECTION_ERRORS as exc:
             logger.warning("cannot check run {} before retrying it ({}); retrying anyway", run_id, exc)
             return True
+        if pending is not None and self._pending.get(run_id) is pending:
+            del self._pending[run_id]
+        return still_open
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush until ``stop`` is set and nothing is left (or, once stopping, until ``self.deadline``)."""
