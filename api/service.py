@@ -466,6 +466,8 @@ class ScheduleService:
     ) -> CatchupPreview:
         """What the misfire policy would record if no worker ran from ``since`` until ``until`` (default now)."""
         now = self.clock()
+        if until is None and since > now:
+            raise InvalidInput.field("since", "must not be in the future (or give until)")
         until = until or now
         raise_if(check_instant(since, "since") + check_instant(until, "until"))
         if until < since:

@@ -601,6 +601,11 @@ async def test_catchup_preview_follows_the_misfire_policy(client, headers):
     url = f"/schedules/{created['id']}/catchup-preview"
     assert_problem(await client.get(url, headers=headers()), 400, "since")
     assert_problem(await client.get(f"{url}?since=yesterday", headers=headers()), 400, "since")
+    assert_problem(await client.get(f"{url}?since=2999-01-01T00:00:00Z", headers=headers()), 400, "since")
+    hypothetical = await client.get(
+        f"{url}?since=2999-01-01T00:00:00Z&until=2999-01-01T01:00:00Z", headers=headers(VIEWER)
+    )
+    assert hypothetical.status_code == 200 and hypothetical.json()["missed"] == 12
     assert_problem(await client.get(f"{url}?since=2026-01-01T00:00:00", headers=headers()), 400, "since")
     assert_problem(await client.get(f"{url}?since={since}&until=2020-01-01T00:00:00Z", headers=headers()), 400, "until")
     assert_problem(await client.get(f"{url}?since={since}", headers=other_tenant(headers, VIEWER)), 404)
