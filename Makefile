@@ -8,7 +8,7 @@ ROLES  ?= scheduler.editor
 SUBJECT ?= >
 
 .DEFAULT_GOAL := help
-.PHONY: help venv browser run test screenshots lint migrate api worker token sub bench soak docker helm-lint stop clean
+.PHONY: help venv browser run test coverage screenshots lint migrate api worker token sub bench soak docker helm-lint stop clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,8 +24,11 @@ venv: $(STAMP) ## create .venv and install the project with its dev tools
 run: $(STAMP) ## start Postgres + NATS (embedded unless POSTGRES_URL/NATS_URL), migrations, the API and 2 workers
 	$(BIN)/python -m devstack run
 
-test: $(STAMP) browser ## run the whole suite against throwaway real Postgres and NATS servers (and Chromium)
-	$(BIN)/python -m pytest
+test: $(STAMP) browser ## run the whole suite against throwaway real Postgres and NATS servers (and Chromium); fails below the coverage floor
+	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered
+
+coverage: $(STAMP) browser ## the whole suite with a line-by-line coverage report (terminal and htmlcov/index.html)
+	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered --cov-report=html
 
 # The console and docs tests drive Debian's Chromium through chromedriver (nothing is downloaded at test time).
 # As root with apt-get they are installed here; elsewhere the tests skip, and this says why (in CI they must run).

@@ -25,6 +25,7 @@ from api.routes.schedules import ScheduleController
 from api.routes.triggers import preview_trigger
 from api.service import Clock, ScheduleService
 from api.serving import security_headers
+from api.strict_query import reject_unknown_query
 from shared.db.pool import make_pool
 from shared.db.repository import Repository
 from shared.messaging.streams import QueueProvisioner, namespace_of, stream_limits
@@ -95,6 +96,7 @@ def create_app(settings: Settings, clock: Clock = system_clock, tracing: bool = 
             DefineMiddleware(BearerAuth, exclude=[*(f"^{p}$" for p in public), "^/schema", *console_paths(settings)]),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=reject_unknown_query,
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=openapi_config(),

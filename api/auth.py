@@ -241,3 +241,8 @@ def rate_limit(buckets: TokenBuckets, principal: Principal, tenant_id: str, now:
     """
     explicit = tenant_id in principal.tenants
     return buckets.take_all((f"tenant:{tenant_id}", f"sub:{principal.subject}"), now, create=(explicit, True))
+
+
+def actor_of(request: Request) -> str:
+    """Who the audit trail names for a change: the token's ``sub``."""
+    return request.user.subject or "(token without sub)"

@@ -14,8 +14,10 @@ from typing import Any, TypeVar
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import HTTPRouteHandler
 from loguru import logger
 
+from api.strict_query import parameter_aliases
 from shared.errors import (
     Conflict,
     FieldProblem,
@@ -89,9 +91,13 @@ def handle_scheduler_error(_: Request, exc: SchedulerError) -> Response[bytes]:
     return problem(exc.status, exc.title, exc.detail, **extra)
 
 
-def handle_validation(_: Request, exc: ValidationException) -> Response[bytes]:
+def handle_validation(request: Request, exc: ValidationException) -> Response[bytes]:
     items = exc.extra if isinstance(exc.extra, list) else []
     problems = [_field_problem(item) for item in items if isinstance(item, dict)]
+    handler = request.scope.get("route_handler")
+    if isinstance(handler, HTTPRouteHandler):
+        aliases = parameter_aliases(handler)
+        problems = [FieldProblem(aliases.get(p.field, p.field), p.reason) for p in problems]
     if not problems:
         problems = [FieldProblem("body", str(exc.detail))]
     first = problems[0]
@@ -103,7 +109,9 @@ def handle_http(_: Request, exc: HTTPException) -> Response[bytes]:
     if exc.status_code >= 500:
         logger.opt(exception=exc).error("unhandled HTTP error")
     title = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}.get(exc.status_code, "Error")
-    response = problem(exc.status_code, title, str(detail))
+    # A body Litestar could not decode (malformed JSON) is a 400 too: name the body, like every other 400.
+    extra = {"errors": [{"field": "body", "reason": str(detail)}]} if exc.status_code == 400 else {}
+    response = problem(exc.status_code, title, str(detail), **extra)
     response.headers.update(exc.headers or {})
     return response
 

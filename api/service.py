@@ -7,6 +7,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -14,14 +15,27 @@ from litestar.di import NamedDependency
 from msgspec import UnsetType
 
 from api.evaluation import Evaluator
-from shared.db.repository import ListFilter, Repository
+from shared.audit import update_action
+from shared.db.repository import Audit, ListFilter, Repository
 from shared.db.run_ids import manual_run_id
-from shared.errors import InvalidInput
+from shared.errors import Conflict, InvalidInput, PreconditionFailed
 from shared.messaging.streams import QueueProvisioner
 from shared.model import (
+    SECRET_MASK,
+    AuditPage,
+    BackfillOverlap,
+    BackfillRequest,
+    BackfillResult,
+    BulkRequest,
+    BulkResult,
+    CatchupPreview,
     FireTimes,
+    FixedDelayTrigger,
     HttpTarget,
+    OccurrenceRun,
+    PauseRequest,
     QueueTarget,
+    RRuleTrigger,
     Run,
     RunPage,
     RunStatus,
@@ -33,15 +47,18 @@ from shared.model import (
     TriggerPreviewRequest,
 )
 from shared.netguard import Network, is_ip_literal, refusal
-from shared.schedules import apply_patch, new_schedule
-from shared.secrets import KeyRing, mask_target, new_webhook_secret, seal_target
+from shared.occurrences import idempotency_key, occurrence_run_id
+from shared.schedules import apply_patch, check_body_tenant, new_schedule, pause_state
+from shared.secrets import KeyRing, mask_target, new_webhook_secret, open_target, seal_target
 from shared.settings import Settings
 from shared.timing.budget import Budget
-from shared.timing.next_fire import anchor_trigger, fire_times, first_fire
+from shared.timing.misfire import plan_due
+from shared.timing.next_fire import anchor_trigger, fire_times, first_fire, next_fire
 from shared.tracing import current_trace_context
 from shared.validation import (
     check_http_url,
     check_instant,
+    check_labels,
     check_target,
     check_trigger,
     check_zone,
@@ -52,6 +69,10 @@ from shared.validation import (
 Clock = Callable[[], datetime]
 # Workers poll at least this often anyway; a schedule due sooner is announced with NOTIFY.
 WAKE_HORIZON = timedelta(seconds=2)
+_TICK = timedelta(microseconds=1)
+# The class defines a `list` method, which hides the builtin in its method signatures.
+_Times = list[datetime]
+_Occurrences = list[OccurrenceRun]
 
 
 def public(schedule: Schedule) -> Schedule:
@@ -86,40 +107,54 @@ class ScheduleService:
         )
         self.credential_headers = parse_header_patterns(settings.credential_header_patterns)
 
-    async def create(self, tenant_id: str, body: ScheduleCreate) -> Schedule:
-        now = self.clock()
-        schedule_id = str(uuid.uuid4())
-        schedule = await self.evaluator.run(
-            lambda budget: new_schedule(
-                body,
-                tenant_id,
-                schedule_id,
-                now,
-                self.settings.max_payload_bytes,
-                budget=budget,
-                credential_headers=self.credential_headers,
-            ),
+    def _audit(self, actor: str, now: datetime, **detail: Any) -> Audit:
+        return Audit(actor, now, {k: v for k, v in detail.items() if v is not None} or None)
+
+    def _new(
+        self, tenant_id: str, body: ScheduleCreate, now: datetime, actor: str, budget: Budget | None
+    ) -> tuple[Schedule, str, str]:
+        """A new schedule as stored (targets sealed, pause state set), its sealed webhook secret and the secret."""
+        schedule = new_schedule(
+            body,
             tenant_id,
+            str(uuid.uuid4()),
+            now,
+            self.settings.max_payload_bytes,
+            budget=budget,
+            credential_headers=self.credential_headers,
         )
-        await self.check_reachable(schedule.target)
-        await self.provision(tenant_id, schedule.target)
         schedule = msgspec.structs.replace(
             schedule, target=seal_target(schedule.target, self.keys, schedule.id, previous=None)
         )
+        if not schedule.enabled:  # created paused: recorded as paused now, by its creator
+            schedule = pause_state(msgspec.structs.replace(schedule, enabled=True), schedule, now, actor, None)
         secret = new_webhook_secret()
+        return schedule, self.keys.seal(secret, schedule.id), secret
+
+    async def create(self, tenant_id: str, body: ScheduleCreate, actor: str) -> Schedule:
+        now = self.clock()
+        schedule, sealed, secret = await self.evaluator.run(
+            lambda budget: self._new(tenant_id, body, now, actor, budget), tenant_id
+        )
+        await self.check_reachable(schedule.target)
+        await self.provision(tenant_id, schedule.target)
         stored = await self.repo.schedule_insert(
             schedule,
-            self.keys.seal(secret, schedule.id),
+            sealed,
             now,
             wakes_workers(schedule, now),
             self.settings.tenant_max_schedules,
+            self._audit(actor, now),
         )
         return public(msgspec.structs.replace(stored, webhook_secret=secret))  # the secret is shown this once
 
-    async def rotate_secret(self, tenant_id: str, schedule_id: str) -> Schedule:
+    async def rotate_secret(self, tenant_id: str, schedule_id: str, actor: str) -> Schedule:
         secret = new_webhook_secret()
         sealed = self.keys.seal(secret, schedule_id)
-        stored = await self.repo.schedule_set_webhook_secret(tenant_id, schedule_id, sealed, self.clock())
+        now = self.clock()
+        stored = await self.repo.schedule_set_webhook_secret(
+            tenant_id, schedule_id, sealed, now, self._audit(actor, now)
+        )
         return public(msgspec.structs.replace(stored, webhook_secret=secret))
 
     async def get(self, tenant_id: str, schedule_id: str) -> Schedule:
@@ -129,7 +164,13 @@ class ScheduleService:
         items, total = await self.repo.schedule_list(tenant_id, where, page_size, (page - 1) * page_size)
         return SchedulePage(items=[public(s) for s in items], page=page, page_size=page_size, total=total)
 
-    async def update(self, tenant_id: str, schedule_id: str, patch: ScheduleUpdate, if_match: int | None) -> Schedule:
+    async def history(self, tenant_id: str, schedule_id: str, page: int, page_size: int) -> AuditPage:
+        items, total = await self.repo.schedule_history(tenant_id, schedule_id, page_size, (page - 1) * page_size)
+        return AuditPage(items=items, page=page, page_size=page_size, total=total)
+
+    async def update(
+        self, tenant_id: str, schedule_id: str, patch: ScheduleUpdate, if_match: int | None, actor: str
+    ) -> Schedule:
         now = self.clock()
         if not isinstance(patch.target, UnsetType):
             await self.check_reachable(patch.target)
@@ -140,14 +181,22 @@ class ScheduleService:
             schedule_id,
             now,
             lambda current: self.evaluator.run(
-                lambda budget: self._patched(current, patch, if_match, now, budget), tenant_id
+                lambda budget: self._patched(current, patch, if_match, now, actor, budget), tenant_id
             ),
             lambda updated: wakes_workers(updated, now),
+            self._audit(actor, now),
+            update_action,
         )
         return public(updated)
 
     def _patched(
-        self, current: Schedule, patch: ScheduleUpdate, if_match: int | None, now: datetime, budget: Budget
+        self,
+        current: Schedule,
+        patch: ScheduleUpdate,
+        if_match: int | None,
+        now: datetime,
+        actor: str,
+        budget: Budget | None,
     ) -> Schedule:
         updated = apply_patch(
             current,
@@ -158,6 +207,7 @@ class ScheduleService:
             budget=budget,
             credential_headers=self.credential_headers,
         )
+        updated = pause_state(current, updated, now, actor, None)
         if isinstance(patch.target, UnsetType):
             return updated
         return msgspec.structs.replace(
@@ -169,6 +219,183 @@ class ScheduleService:
         answer finds it (a stream left by a request that then failed is empty, and in the tenant's namespace)."""
         if isinstance(target, QueueTarget) and self.queues is not None:
             await self.queues.ensure_queue(tenant_id, target.queue.topic)
+
+    async def pause(self, tenant_id: str, schedule_id: str, body: PauseRequest, actor: str) -> Schedule:
+        """Pause (idempotent: pausing a paused schedule changes at most its reason)."""
+        now = self.clock()
+
+        def change(current: Schedule) -> Schedule | None:
+            if not current.enabled and (body.reason is None or body.reason == current.paused_reason):
+                return None
+            paused = msgspec.structs.replace(current, enabled=False)
+            return pause_state(current, paused, now, actor, body.reason)
+
+        stored = await self.repo.schedule_update(
+            tenant_id,
+            schedule_id,
+            now,
+            change,
+            lambda _: False,
+            self._audit(actor, now, reason=body.reason),
+            update_action,
+        )
+        return public(stored)
+
+    async def resume(self, tenant_id: str, schedule_id: str, actor: str) -> Schedule:
+        """Resume (idempotent): the next run is computed from now, as for a schedule re-enabled by PATCH."""
+        now = self.clock()
+
+        async def change(current: Schedule) -> Schedule | None:
+            if current.enabled:
+                return None
+            return await self.evaluator.run(
+                lambda budget: self._patched(current, ScheduleUpdate(enabled=True), None, now, actor, budget),
+                tenant_id,
+            )
+
+        stored = await self.repo.schedule_update(
+            tenant_id,
+            schedule_id,
+            now,
+            change,
+            lambda updated: wakes_workers(updated, now),
+            self._audit(actor, now),
+            update_action,
+        )
+        return public(stored)
+
+    async def apply_by_name(
+        self, tenant_id: str, name: str, body: ScheduleCreate, if_match: int | None, if_none_match: bool, actor: str
+    ) -> tuple[Schedule, bool]:
+        """PUT /schedules/by-name/{name}: the stored schedule becomes ``body`` (absent fields: their defaults).
+
+        Idempotent: a body equal to what is stored writes nothing and keeps the version. ``if_match`` (a
+        version) must be the stored one, ``if_none_match`` (``If-None-Match: *``) requires that none exists.
+        """
+        now = self.clock()
+        await self.check_reachable(body.target)
+        await self.provision(tenant_id, body.target)
+        # Evaluated before the transaction, off the event loop: the schedule this body would create.
+        fresh, fresh_sealed, fresh_secret = await self.evaluator.run(
+            lambda budget: self._new(tenant_id, body, now, actor, budget), tenant_id
+        )
+        secret: list[str] = []
+
+        def create() -> tuple[Schedule, str]:
+            if if_match is not None:
+                raise PreconditionFailed(f"schedule {name!r} does not exist (If-Match)")
+            secret.append(fresh_secret)
+            return fresh, fresh_sealed
+
+        async def change(current: Schedule) -> Schedule | None:
+            if if_none_match:
+                raise PreconditionFailed(f"schedule {name!r} exists (If-None-Match: *)")
+            patch = self._difference(current, body)
+            if patch is None:
+                if if_match is not None and if_match != current.version:
+                    raise PreconditionFailed(f"schedule is at version {current.version}, not {if_match}")
+                return None
+            return await self.evaluator.run(
+                lambda budget: self._patched(current, patch, if_match, now, actor, budget), tenant_id
+            )
+
+        stored, created = await self.repo.schedule_apply_by_name(
+            tenant_id,
+            name,
+            now,
+            create,
+            change,
+            lambda s: wakes_workers(s, now),
+            self.settings.tenant_max_schedules,
+            self._audit(actor, now, via="by-name"),
+        )
+        if created:
+            stored = msgspec.structs.replace(stored, webhook_secret=secret[0])
+        return public(stored), created
+
+    def _difference(self, current: Schedule, body: ScheduleCreate) -> ScheduleUpdate | None:
+        """The PATCH that turns ``current`` into ``body`` (None: nothing differs).
+
+        Compared as a client means them: an RRULE without startAt keeps its stored anchor, and secret header
+        values are compared in clear (the mask stands for the stored value).
+        """
+        check_body_tenant(body.tenant_id, current.tenant_id)
+        changes: dict[str, Any] = {}
+        for f in ScheduleCreate.__struct_fields__:
+            if f in ("tenant_id", "target", "trigger"):
+                continue
+            if getattr(body, f) != getattr(current, f):
+                changes[f] = getattr(body, f)
+        trigger = body.trigger
+        if (
+            isinstance(trigger, RRuleTrigger)
+            and trigger.start_at is None
+            and isinstance(current.trigger, RRuleTrigger)
+            and current.trigger.start_at is not None
+        ):
+            trigger = msgspec.structs.replace(trigger, start_at=current.trigger.start_at)
+        if trigger != current.trigger:
+            changes["trigger"] = body.trigger
+        if not self._same_target(current, body.target):
+            changes["target"] = body.target
+        return ScheduleUpdate(**changes) if changes else None
+
+    def _same_target(self, current: Schedule, wanted: Target) -> bool:
+        if not isinstance(wanted, HttpTarget) or not isinstance(current.target, HttpTarget):
+            return wanted == current.target
+        stored = open_target(current.target, self.keys, current.id)
+        assert isinstance(stored, HttpTarget)
+        kept = stored.http.secret_headers
+        clear = {n: kept.get(n, v) if v == SECRET_MASK else v for n, v in wanted.http.secret_headers.items()}
+        return msgspec.structs.replace(wanted.http, secret_headers=clear) == stored.http
+
+    async def bulk(self, tenant_id: str, action: str, body: BulkRequest, actor: str) -> BulkResult:
+        """Pause, resume or delete every schedule of the tenant carrying all of ``body.labels``, at most
+        BULK_MAX_SCHEDULES of them, in one transaction, each audited."""
+        if not body.labels:
+            raise InvalidInput.field("labels", "must select at least one label (key: value)")
+        raise_if(check_labels(body.labels))
+        if body.reason is not None and action != "pause":
+            raise InvalidInput.field("reason", "only pause takes a reason")
+        now = self.clock()
+        params: dict[str, Any] = {"now": now}
+        match action:
+            case "pause":
+                params |= {"reason": body.reason, "actor": actor}
+
+                def plan(matched: list[Schedule]) -> list[Schedule]:
+                    return [s for s in matched if s.enabled]
+
+            case "resume":
+                plan_next: dict[str, datetime | None] = {}
+
+                def plan(matched: list[Schedule]) -> list[Schedule]:
+                    chosen = [s for s in matched if not s.enabled]
+                    for s in chosen:
+                        resumed = apply_patch(
+                            s, ScheduleUpdate(enabled=True), None, now, self.settings.max_payload_bytes
+                        )
+                        plan_next[s.id] = resumed.next_run_at
+                    params["next_run_at"] = [plan_next[s.id] for s in chosen]
+                    return chosen
+
+            case _:
+
+                def plan(matched: list[Schedule]) -> list[Schedule]:
+                    return matched
+
+        matched, changed = await self.repo.schedule_bulk(
+            tenant_id,
+            body.labels,
+            self.settings.bulk_max_schedules,
+            plan,
+            None if body.dry_run else action,
+            self._audit(actor, now, via="bulk", selector=body.labels, reason=body.reason),
+            params,
+        )
+        return BulkResult(
+            action=action, dry_run=body.dry_run, matched=len(matched), changed=len(changed), ids=[s.id for s in changed]
+        )
 
     async def check_reachable(self, target: Target) -> None:
         """The SSRF guard at the door: refuse an HTTP target whose host is, or resolves to, an internal address.
@@ -196,8 +423,8 @@ class ScheduleService:
                     "target.http.url", f"{host} is not allowed: {reason} (see HTTP_TARGET_ALLOW_CIDRS)"
                 )
 
-    async def delete(self, tenant_id: str, schedule_id: str) -> None:
-        await self.repo.schedule_delete(tenant_id, schedule_id)
+    async def delete(self, tenant_id: str, schedule_id: str, actor: str) -> None:
+        await self.repo.schedule_delete(tenant_id, schedule_id, self._audit(actor, self.clock()))
 
     async def preview(self, tenant_id: str, schedule_id: str, count: int) -> FireTimes:
         s = await self.repo.schedule_get(tenant_id, schedule_id)
@@ -247,6 +474,105 @@ class ScheduleService:
 
     async def run(self, tenant_id: str, run_id: str) -> Run:
         return await self.repo.run_get(tenant_id, run_id)
+
+    async def cancel_run(self, tenant_id: str, run_id: str, actor: str) -> Run:
+        now = self.clock()
+
+        def rearm(schedule: Schedule) -> datetime | None:
+            # FIXED_DELAY counts from when the run finished: a cancelled run finished now.
+            return next_fire(schedule.trigger, schedule.tz, now) if schedule.enabled else None
+
+        return await self.repo.run_cancel(tenant_id, run_id, now, rearm, self._audit(actor, now))
+
+    def _occurrences(self, schedule: Schedule, times: _Times, status: str) -> _Occurrences:
+        runs = []
+        for at in times:
+            key = idempotency_key(schedule.id, at)
+            runs.append(
+                OccurrenceRun(run_id=occurrence_run_id(key, at), scheduled_for=at, idempotency_key=key, status=status)
+            )
+        return runs
+
+    async def backfill(self, tenant_id: str, schedule_id: str, body: BackfillRequest, actor: str) -> BackfillResult:
+        """Record the occurrences of ``[from, to]`` the trigger had, with the ids and keys a worker gives them."""
+        now = self.clock()
+        limit = self.settings.backfill_max_runs
+        raise_if(check_instant(body.from_, "from") + check_instant(body.to, "to"))
+        if body.to < body.from_:
+            raise InvalidInput.field("to", "must not be before from")
+        if body.to > now:
+            raise InvalidInput.field("to", "must not be in the future: workers fire those occurrences themselves")
+
+        def occurrences(schedule: Schedule, open_runs: int) -> list[tuple[str, datetime, str]]:
+            if isinstance(schedule.trigger, FixedDelayTrigger):
+                raise InvalidInput.field(
+                    "trigger", "a FIXED_DELAY schedule's occurrences depend on when each run finished: no backfill"
+                )
+            if not schedule.enabled and not body.dry_run:
+                raise Conflict("the schedule is paused: resume it first (workers do not deliver a paused one's runs)")
+            if body.overlap is BackfillOverlap.SKIP and open_runs and not body.dry_run:
+                raise Conflict(f"{open_runs} run(s) of this schedule are still open (overlap: SKIP)")
+            times = [
+                t for t in fire_times(schedule.trigger, schedule.tz, body.from_ - _TICK, limit + 1) if t <= body.to
+            ]
+            if len(times) > limit:
+                raise InvalidInput.field(
+                    "to", f"the range holds more than {limit} occurrences (BACKFILL_MAX_RUNS); split it"
+                )
+            return [(o.run_id, o.scheduled_for, o.idempotency_key) for o in self._occurrences(schedule, times, "")]
+
+        found, existing = await self.repo.run_backfill(
+            tenant_id,
+            schedule_id,
+            occurrences,
+            now,
+            body.dry_run,
+            self._audit(actor, now, **{"from": body.from_.isoformat(), "to": body.to.isoformat()}),
+        )
+        fresh = "WOULD_CREATE" if body.dry_run else "CREATED"
+        runs = [
+            OccurrenceRun(run_id=i, scheduled_for=at, idempotency_key=k, status="EXISTS" if i in existing else fresh)
+            for i, at, k in found
+        ]
+        return BackfillResult(
+            dry_run=body.dry_run,
+            created=0 if body.dry_run else len(found) - len(existing),
+            existing=len(existing),
+            runs=runs,
+        )
+
+    async def catchup_preview(
+        self, tenant_id: str, schedule_id: str, since: datetime, until: datetime | None
+    ) -> CatchupPreview:
+        """What the misfire policy would record if no worker ran from ``since`` until ``until`` (default now)."""
+        now = self.clock()
+        if until is None and since > now:
+            raise InvalidInput.field("since", "must not be in the future (or give until)")
+        until = until or now
+        raise_if(check_instant(since, "since") + check_instant(until, "until"))
+        if until < since:
+            raise InvalidInput.field("until", "must not be before since")
+        s = await self.repo.schedule_get(tenant_id, schedule_id)
+        due = (
+            first_fire(s.trigger, s.tz, since - _TICK)
+            if isinstance(s.trigger, FixedDelayTrigger)
+            else next_fire(s.trigger, s.tz, since - _TICK)
+        )
+        grace = timedelta(seconds=self.settings.misfire_grace_sec)
+        if due is None or due > until:
+            return CatchupPreview(
+                misfire_policy=s.misfire_policy, since=since, until=until, missed=0, skipped=0, runs=[], next_run_at=due
+            )
+        plan = plan_due(s.trigger, s.tz, due, until, s.misfire_policy, s.catch_up_limit, grace)
+        return CatchupPreview(
+            misfire_policy=s.misfire_policy,
+            since=since,
+            until=until,
+            missed=plan.missed,
+            skipped=plan.skipped,
+            runs=self._occurrences(s, plan.fire_at, "WOULD_CREATE"),
+            next_run_at=plan.next_run_at,
+        )
 
 
 # How route handlers ask for the service and the tenant in scope (both provided by the app / controllers).

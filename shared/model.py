@@ -135,6 +135,12 @@ class ScheduleCreate(_Wire, frozen=True):
     labels: Labels = {}
 
 
+class ScheduleApply(ScheduleCreate, kw_only=True, frozen=True):
+    """PUT /schedules/by-name/{name}: a schedule as for POST, whose ``name`` may be left out (the path names it)."""
+
+    name: str | None = None  # type: ignore[assignment]
+
+
 class ScheduleUpdate(_Wire, frozen=True):
     """PATCH body: absent fields keep their stored value; ``version`` is an alternative to If-Match."""
 
@@ -183,6 +189,10 @@ class Schedule(Struct, rename="camel", kw_only=True):
     version: int
     # The Standard Webhooks signing secret: shown only in the answers to create and secret:rotate.
     webhook_secret: str | None = None
+    # Set while the schedule is paused (enabled false): why, since when and by whom (the token's `sub`).
+    paused_reason: str | None = None
+    paused_at: datetime | None = None
+    paused_by: str | None = None
 
 
 class SchedulePage(Struct, rename="camel", kw_only=True):
@@ -218,7 +228,7 @@ class RunStatus(enum.StrEnum):
     RETRYING = "RETRYING"  # an attempt failed; another follows at nextAttemptAt
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"  # attempts exhausted or a non-retryable answer; also sent to the dead-letter subject
-    CANCELLED = "CANCELLED"  # its schedule was deleted before delivery
+    CANCELLED = "CANCELLED"  # cancelled (POST /runs/{id}/cancel), or its schedule was deleted or paused first
 
 
 class Run(Struct, rename="camel", kw_only=True):
@@ -245,3 +255,125 @@ class RunPage(Struct, rename="camel", kw_only=True):
     page: int
     page_size: int
     total: int
+
+
+# --- audit, pause, bulk, filters, backfill (issue 12) -----------------------------------------------------
+
+
+class AuditAction(enum.StrEnum):
+    CREATED = "CREATED"
+    UPDATED = "UPDATED"
+    PAUSED = "PAUSED"
+    RESUMED = "RESUMED"
+    DELETED = "DELETED"
+    SECRET_ROTATED = "SECRET_ROTATED"
+    RUN_CANCELLED = "RUN_CANCELLED"
+    BACKFILLED = "BACKFILLED"
+
+
+class AuditEntry(Struct, rename="camel", kw_only=True):
+    """One change of a schedule: who (the token's ``sub``), what, when, and the versions before and after.
+
+    ``before`` / ``after`` are the schedule as the API showed it then (secret header values masked, never a
+    webhook secret); ``changed`` names the fields that differ.
+    """
+
+    id: int
+    schedule_id: str
+    action: AuditAction
+    actor: str
+    at: datetime
+    version_before: int | None
+    version_after: int | None
+    changed: list[str]
+    before: Any
+    after: Any
+    detail: Any
+
+
+class AuditPage(Struct, rename="camel", kw_only=True):
+    items: list[AuditEntry]
+    page: int
+    page_size: int
+    total: int
+
+
+class PauseRequest(_Wire, frozen=True):
+    reason: Annotated[str, Meta(max_length=1000)] | None = None
+
+
+class ScheduleSort(enum.StrEnum):
+    """List orders; a leading ``-`` means descending. Ties are broken by id."""
+
+    CREATED_AT = "createdAt"
+    CREATED_AT_DESC = "-createdAt"
+    UPDATED_AT = "updatedAt"
+    UPDATED_AT_DESC = "-updatedAt"
+    NEXT_RUN_AT = "nextRunAt"  # paused and completed schedules (no next run) last
+    NEXT_RUN_AT_DESC = "-nextRunAt"
+    NAME = "name"
+    NAME_DESC = "-name"
+
+
+class TargetKind(enum.StrEnum):
+    EVENT = "EVENT"
+    HTTP = "HTTP"
+    QUEUE = "QUEUE"
+
+
+class BulkRequest(_Wire, frozen=True):
+    """A label selector (every label must match; at least one) and, for pause, the reason."""
+
+    labels: Labels
+    reason: Annotated[str, Meta(max_length=1000)] | None = None
+    dry_run: bool = False
+
+
+class BulkResult(Struct, rename="camel", kw_only=True):
+    action: str
+    dry_run: bool
+    matched: int  # schedules the selector matches
+    changed: int  # of those, the ones this request changed (a paused one is not paused again)
+    ids: list[str]  # the changed ones (dry run: the ones that would change)
+
+
+class BackfillOverlap(enum.StrEnum):
+    ALLOW = "ALLOW"  # record every occurrence of the range at once
+    SKIP = "SKIP"  # refuse (409) while a run of the schedule is still open
+
+
+class BackfillRequest(_Wire, frozen=True):
+    from_: AwareDatetime = msgspec.field(name="from")
+    to: AwareDatetime
+    overlap: BackfillOverlap = BackfillOverlap.ALLOW
+    dry_run: bool = False
+
+
+class OccurrenceRun(Struct, rename="camel", kw_only=True):
+    """An occurrence and the run it has (or would have): the same id and idempotency key a worker uses."""
+
+    run_id: str
+    scheduled_for: datetime
+    idempotency_key: str
+    # CREATED (recorded by this request), EXISTS (already recorded: a receiver got or gets it once),
+    # WOULD_CREATE (dry run)
+    status: str
+
+
+class BackfillResult(Struct, rename="camel", kw_only=True):
+    dry_run: bool
+    created: int
+    existing: int
+    runs: list[OccurrenceRun]
+
+
+class CatchupPreview(Struct, rename="camel", kw_only=True):
+    """What the misfire policy would do if no worker ran from ``since`` until ``until``."""
+
+    misfire_policy: MisfirePolicy
+    since: datetime
+    until: datetime
+    missed: int  # occurrences older than the grace period at ``until`` (at least this many when cut)
+    skipped: int  # missed occurrences that get no run of their own
+    runs: list[OccurrenceRun]  # the runs a worker would record at ``until``, missed and on time
+    next_run_at: datetime | None  # the schedule's next occurrence after those

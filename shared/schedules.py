@@ -134,3 +134,15 @@ def apply_patch(
             next_run_at=first_fire(updated.trigger, updated.tz, now, fired_before=fired_before, budget=budget),
         )
     return updated
+
+
+def pause_state(current: Schedule, updated: Schedule, now: datetime, actor: str, reason: str | None) -> Schedule:
+    """``updated`` with its pause fields in step with ``enabled``: a schedule being paused records why, when and
+    by whom and has no next run (``nextRunAt: null``); a resumed one clears them (apply_patch gave it a next
+    run). Pausing a paused schedule with a new reason changes only the reason."""
+    if updated.enabled:
+        return msgspec.structs.replace(updated, paused_reason=None, paused_at=None, paused_by=None)
+    if not current.enabled:
+        changed_reason = reason if reason is not None else current.paused_reason
+        return msgspec.structs.replace(updated, next_run_at=None, paused_reason=changed_reason)
+    return msgspec.structs.replace(updated, next_run_at=None, paused_reason=reason, paused_at=now, paused_by=actor)

@@ -169,6 +169,12 @@ class Settings:
     """RUNS_MAINTENANCE_INTERVAL_SEC: how often each worker offers to create and drop partitions (one at a time
     does it, under an advisory lock); 0: never (then partitions must be managed otherwise)."""
 
+    # --- bulk changes and backfill (issue 12) ---
+    bulk_max_schedules: int = 1000
+    """BULK_MAX_SCHEDULES: most schedules one bulk pause/resume/delete may select (400 beyond: narrow the labels)."""
+    backfill_max_runs: int = 1000
+    """BACKFILL_MAX_RUNS: most occurrences one backfill may record (400 beyond: split the range)."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env

@@ -71,6 +71,7 @@ class Deliverer:
         lease_sec: float,
         committed: Callable[[str], Awaitable[None]],
         leases: Leases,
+        begin_retry: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.publisher = publisher
         self.http = http
@@ -81,6 +82,8 @@ class Deliverer:
         self.lease_sec = lease_sec
         # Resolves once the run's last recorded status is committed: notices announce only what GET /runs shows.
         self.committed = committed
+        # Asked before each retry whether the run is still open: a run cancelled meanwhile is not sent again.
+        self.begin_retry = begin_retry
 
     def _sender(self, fire: Fire) -> Sender:
         match fire.target:
@@ -131,6 +134,9 @@ class Deliverer:
                 fire.attempt += 1
                 if failure.retryable and fire.attempt < fire.retry.max_attempts:
                     await self._retry_later(fire, failure, started, t0)
+                    if self.begin_retry is not None and not await self.begin_retry(fire.run_id):
+                        logger.bind(**log_fields(fire)).info("run {} was cancelled; not retrying it", fire.run_id)
+                        return
                     continue
                 await self._fail(fire, failure, started, t0)
                 return

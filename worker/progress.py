@@ -124,6 +124,22 @@ class ProgressWriter:
         """Re-arm the FIXED_DELAY schedule parked behind ``run_id`` as if that run finished at ``finished_at``."""
         self._rearms.add(run_id, finished_at)
 
+    async def begin_attempt(self, run_id: str) -> bool:
+        """Before a retry: whether the run is still open (not cancelled meanwhile), and from now on not
+        cancellable until this attempt is recorded. The run's own pending update (its RETRYING state) is written
+        first, in the same transaction, so that state cannot land afterwards and make the run look cancellable
+        mid-attempt. When the database is away the attempt goes ahead: delivering at least once matters more
+        than honouring a cancel that could not have been recorded either."""
+        pending = self._pending.get(run_id)
+        try:
+            still_open = await self.store.begin_attempt(run_id, _columns([pending]) if pending is not None else None)
+        except Unavailable as exc:
+            logger.warning("cannot check run {} before retrying it ({}); retrying anyway", run_id, exc)
+            return True
+        if pending is not None and self._pending.get(run_id) is pending:
+            del self._pending[run_id]
+        return still_open
+
     async def run(self, stop: asyncio.Event) -> None:
         """Flush until ``stop`` is set and nothing is left (or, once stopping, until ``self.deadline``)."""
         failures = 0

@@ -104,6 +104,7 @@ async def open_worker(settings: Settings, clock: Callable[[], datetime] = system
         lease_sec=settings.run_lease_sec,
         committed=progress.committed,
         leases=leases,
+        begin_retry=progress.begin_attempt,
     )
     worker = Worker(worker_config(settings), store, deliverer, progress, leases, clock)
     health = await _start_health(settings, worker, nc)

@@ -158,6 +158,15 @@ class WorkerStore:
                 if ids:
                     await conn.execute(sql("schedule_rearm_many"), {"ids": ids, "next_run_at": next_runs})
 
+    async def begin_attempt(self, run_id: str, pending: dict[str, Any] | None) -> bool:
+        """Write ``pending`` (the run's own update not flushed yet), then mark the run's retry as under way; False
+        if it is no longer open (cancelled meanwhile). One transaction: the row lock orders it against a cancel."""
+        async with self._conn() as conn, conn.transaction():
+            if pending is not None:
+                await conn.execute(sql("run_update_many"), pending | {"worker": self.worker_id})
+            cur = await conn.execute(sql("run_attempt_begin"), {"id": run_id, **id_span([run_id])})
+            return await cur.fetchone() is not None
+
     # --- the fleet --------------------------------------------------------------------------------------
 
     async def beat(

@@ -8,16 +8,19 @@ from litestar import Controller, Response, get, post
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from api.auth import EDITOR, VIEWER, require, tenant_in_scope
-from api.openapi import TENANT_READ_ONE, TENANT_WRITE_ONE
-from api.routes.schedules import parse_uuid, schedule_uuid
+from api.auth import EDITOR, VIEWER, actor_of, require, tenant_in_scope
+from api.openapi import TENANT_CHANGE_ONE, TENANT_READ_ONE, TENANT_WRITE_ONE
+from api.routes.schedules import Actor, parse_uuid, schedule_uuid
 from api.service import Service, TenantId
 from shared.model import Run, RunPage, RunStatus
 
 
 class RunController(Controller):
     tags = ["runs"]
-    dependencies = {"tenant_id": Provide(tenant_in_scope, sync_to_thread=False)}
+    dependencies = {
+        "tenant_id": Provide(tenant_in_scope, sync_to_thread=False),
+        "actor": Provide(actor_of, sync_to_thread=False),
+    }
 
     @post(
         "/schedules/{schedule_id:str}/run",
@@ -58,3 +61,17 @@ class RunController(Controller):
     )
     async def get_run(self, run_id: FromPath[str], tenant_id: TenantId, service: Service) -> Run:
         return await service.run(tenant_id, parse_uuid(run_id, "runId"))
+
+    @post(
+        "/runs/{run_id:str}/cancel",
+        guards=[require(EDITOR)],
+        status_code=200,
+        summary="Cancel a run that is PENDING or RETRYING",
+        operation_id="cancelRun",
+        responses=TENANT_CHANGE_ONE,
+        description="A run waiting for a worker or for its next attempt becomes CANCELLED and is not delivered. "
+        "`409` when it is finished, or when an attempt is under way right now (retry once it is RETRYING). A "
+        "FIXED_DELAY schedule waiting for the run is re-armed from now.",
+    )
+    async def cancel_run(self, run_id: FromPath[str], tenant_id: TenantId, service: Service, actor: Actor) -> Run:
+        return await service.cancel_run(tenant_id, parse_uuid(run_id, "runId"), actor)

@@ -6,10 +6,12 @@
 -- name: schedule_insert
 -- Store a new schedule and return it.
 INSERT INTO schedules (id, tenant_id, name, description, tz, trigger, target, payload, enabled, misfire_policy,
-                       catch_up_limit, retry, labels, next_run_at, created_at, updated_at, webhook_secret)
+                       catch_up_limit, retry, labels, next_run_at, created_at, updated_at, webhook_secret,
+                       paused_reason, paused_at, paused_by)
 VALUES (%(id)s, %(tenant_id)s, %(name)s, %(description)s, %(tz)s, %(trigger)s::jsonb, %(target)s::jsonb,
         %(payload)s::jsonb, %(enabled)s, %(misfire_policy)s, %(catch_up_limit)s, %(retry)s::jsonb,
-        %(labels)s::jsonb, %(next_run_at)s, %(now)s, %(now)s, %(webhook_secret)s)
+        %(labels)s::jsonb, %(next_run_at)s, %(now)s, %(now)s, %(webhook_secret)s,
+        %(paused_reason)s, %(paused_at)s, %(paused_by)s)
 RETURNING *;
 
 -- name: schedule_lock_tenant
@@ -35,6 +37,7 @@ UPDATE schedules
        target = %(target)s::jsonb, payload = %(payload)s::jsonb, enabled = %(enabled)s,
        misfire_policy = %(misfire_policy)s, catch_up_limit = %(catch_up_limit)s, retry = %(retry)s::jsonb,
        labels = %(labels)s::jsonb, updated_at = %(now)s, version = version + 1,
+       paused_reason = %(paused_reason)s, paused_at = %(paused_at)s, paused_by = %(paused_by)s,
        -- A FIXED_DELAY schedule waiting for its run stays parked (no overlap); its run re-arms it.
        next_run_at = CASE WHEN parked_run_id IS NOT NULL AND %(trigger)s::jsonb ->> 'type' = 'FIXED_DELAY'
                           THEN NULL ELSE %(next_run_at)s::timestamptz END,
@@ -50,16 +53,32 @@ RETURNING *;
 
 -- name: schedule_delete
 -- Delete one schedule of a tenant; its run history stays.
-DELETE FROM schedules WHERE tenant_id = %(tenant_id)s AND id = %(id)s RETURNING id;
+DELETE FROM schedules WHERE tenant_id = %(tenant_id)s AND id = %(id)s RETURNING *;
 
 -- name: schedule_list
--- One page of a tenant's schedules, oldest first, with optional filters.
+-- One page of a tenant's schedules, oldest first unless sorted otherwise, with optional filters.
 SELECT * FROM schedules
  WHERE tenant_id = %(tenant_id)s
    AND (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s::boolean)
    AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
    AND (%(labels)s::jsonb IS NULL OR labels @> %(labels)s::jsonb)
- ORDER BY created_at, id
+   -- The same status rule as the API's (shared/db/repository.py schedule_from_row).
+   AND (%(statuses)s::text[] IS NULL
+        OR (CASE WHEN NOT enabled THEN 'PAUSED'
+                 WHEN next_run_at IS NULL AND parked_run_id IS NULL THEN 'COMPLETED'
+                 ELSE 'ACTIVE' END) = ANY(%(statuses)s::text[]))
+   AND (%(target_kinds)s::text[] IS NULL OR target ->> 'kind' = ANY(%(target_kinds)s::text[]))
+   AND (%(next_run_before)s::timestamptz IS NULL OR (enabled AND next_run_at < %(next_run_before)s::timestamptz))
+   AND (%(next_run_after)s::timestamptz IS NULL OR (enabled AND next_run_at > %(next_run_after)s::timestamptz))
+ -- One CASE per order (ScheduleSort), so the statement stays one static text; the tenant's rows are sorted.
+ ORDER BY CASE WHEN %(sort)s::text = 'nextRunAt' THEN next_run_at END ASC NULLS LAST,
+          CASE WHEN %(sort)s::text = '-nextRunAt' THEN next_run_at END DESC NULLS LAST,
+          CASE WHEN %(sort)s::text = 'name' THEN name END ASC,
+          CASE WHEN %(sort)s::text = '-name' THEN name END DESC,
+          CASE WHEN %(sort)s::text = 'updatedAt' THEN updated_at END ASC,
+          CASE WHEN %(sort)s::text = '-updatedAt' THEN updated_at END DESC,
+          CASE WHEN %(sort)s::text = '-createdAt' THEN created_at END DESC,
+          created_at, id
  LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: schedule_count
@@ -68,7 +87,15 @@ SELECT count(*) FROM schedules
  WHERE tenant_id = %(tenant_id)s
    AND (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s::boolean)
    AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
-   AND (%(labels)s::jsonb IS NULL OR labels @> %(labels)s::jsonb);
+   AND (%(labels)s::jsonb IS NULL OR labels @> %(labels)s::jsonb)
+   -- The same status rule as the API's (shared/db/repository.py schedule_from_row).
+   AND (%(statuses)s::text[] IS NULL
+        OR (CASE WHEN NOT enabled THEN 'PAUSED'
+                 WHEN next_run_at IS NULL AND parked_run_id IS NULL THEN 'COMPLETED'
+                 ELSE 'ACTIVE' END) = ANY(%(statuses)s::text[]))
+   AND (%(target_kinds)s::text[] IS NULL OR target ->> 'kind' = ANY(%(target_kinds)s::text[]))
+   AND (%(next_run_before)s::timestamptz IS NULL OR (enabled AND next_run_at < %(next_run_before)s::timestamptz))
+   AND (%(next_run_after)s::timestamptz IS NULL OR (enabled AND next_run_at > %(next_run_after)s::timestamptz));
 
 -- name: tenant_scope
 -- Scope the current transaction to one tenant: the row-level security policies (sql/0004) read this setting.
@@ -311,3 +338,112 @@ SELECT runs_partition_drop(%(name)s);
 -- name: run_default_expire
 -- Delete up to max_rows finished runs scheduled before `before` from the default partition.
 SELECT runs_default_expire(%(before)s, %(max_rows)s);
+
+-- --- audit trail, pause, by-name apply, bulk changes, run cancel, backfill (issue 12) ------------------------
+
+-- name: schedule_audit_insert_many
+-- Append audit entries (in the transaction of the changes they describe).
+INSERT INTO schedule_audit (tenant_id, schedule_id, action, actor, at, version_before, version_after, changed,
+                            before, after, detail)
+SELECT %(tenant_id)s, a.schedule_id, a.action, %(actor)s, %(at)s, a.version_before, a.version_after, a.changed,
+       a.before, a.after, %(detail)s::jsonb
+  FROM unnest(%(schedule_ids)s::uuid[], %(actions)s::text[], %(version_before)s::int[],
+              %(version_after)s::int[], %(changed)s::jsonb[], %(before)s::jsonb[], %(after)s::jsonb[])
+       AS a(schedule_id, action, version_before, version_after, changed, before, after);
+
+-- name: schedule_audit_list
+-- A page of a schedule's audit entries, newest first.
+SELECT * FROM schedule_audit
+ WHERE tenant_id = %(tenant_id)s AND schedule_id = %(schedule_id)s
+ ORDER BY id DESC
+ LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: schedule_audit_count
+-- How many audit entries a schedule has.
+SELECT count(*) FROM schedule_audit WHERE tenant_id = %(tenant_id)s AND schedule_id = %(schedule_id)s;
+
+-- name: schedule_get_by_name_for_update
+-- A tenant's schedule by its name, locked until the transaction ends.
+SELECT * FROM schedules WHERE tenant_id = %(tenant_id)s AND name = %(name)s FOR UPDATE;
+
+-- name: schedule_select_by_labels_for_update
+-- The tenant's schedules carrying all these labels (up to `limit`), locked until the transaction ends.
+SELECT * FROM schedules
+ WHERE tenant_id = %(tenant_id)s AND labels @> %(labels)s::jsonb
+ ORDER BY created_at, id
+ LIMIT %(limit)s
+   FOR UPDATE;
+
+-- name: schedule_pause_many
+-- Pause these schedules of a tenant: no next run while paused; why, when and by whom.
+UPDATE schedules
+   SET enabled = false, next_run_at = NULL, paused_reason = %(reason)s, paused_at = %(now)s, paused_by = %(actor)s,
+       updated_at = %(now)s, version = version + 1
+ WHERE tenant_id = %(tenant_id)s AND id = ANY(%(ids)s::uuid[])
+RETURNING *;
+
+-- name: schedule_resume_many
+-- Resume these schedules of a tenant with their next runs (computed from now by the API).
+UPDATE schedules AS s
+   SET enabled = true, paused_reason = NULL, paused_at = NULL, paused_by = NULL, updated_at = %(now)s,
+       version = s.version + 1,
+       next_run_at = CASE WHEN s.parked_run_id IS NOT NULL THEN NULL ELSE v.next_run_at END
+  FROM unnest(%(ids)s::uuid[], %(next_run_at)s::timestamptz[]) AS v(id, next_run_at)
+ WHERE s.tenant_id = %(tenant_id)s AND s.id = v.id
+RETURNING s.*;
+
+-- name: schedule_delete_many
+-- Delete these schedules of a tenant; their run history stays.
+DELETE FROM schedules WHERE tenant_id = %(tenant_id)s AND id = ANY(%(ids)s::uuid[]) RETURNING *;
+
+-- name: run_cancel
+-- Cancel a tenant's run that no worker is delivering: PENDING and not leased (a manual or backfilled run not
+-- picked up yet, or one whose worker died), or RETRYING and waiting for its next attempt. A worker starting a
+-- retry clears next_attempt_at first (run_attempt_begin), and the row lock orders the two: either the cancel
+-- wins and the worker sends nothing, or the attempt is under way and this changes nothing.
+UPDATE runs
+   SET status = 'CANCELLED', finished_at = %(now)s, next_attempt_at = NULL, lease_until = NULL,
+       error = %(error)s
+ WHERE tenant_id = %(tenant_id)s AND id = %(id)s
+   AND scheduled_for >= run_id_scheduled_from(%(id)s) AND scheduled_for < run_id_scheduled_until(%(id)s)
+   AND ((status = 'PENDING' AND (lease_until IS NULL OR lease_until <= %(now)s))
+        OR (status = 'RETRYING' AND next_attempt_at IS NOT NULL
+            AND (next_attempt_at > %(now)s OR lease_until IS NULL OR lease_until <= %(now)s)))
+RETURNING *;
+
+-- name: run_attempt_begin
+-- A worker about to retry a run: it goes ahead only while the run is still open, and from now on the run
+-- cannot be cancelled (its next_attempt_at is cleared) until the attempt is recorded. `from`/`until`: the
+-- partition span the id names (shared/db/run_ids.py).
+UPDATE runs SET next_attempt_at = NULL
+ WHERE id = %(id)s AND status IN ('PENDING', 'RETRYING')
+   AND scheduled_for >= %(from)s AND scheduled_for < %(until)s
+RETURNING id;
+
+-- name: schedule_get_parked_by_run
+-- The tenant's FIXED_DELAY schedule parked behind this run, locked to re-arm it.
+SELECT * FROM schedules WHERE tenant_id = %(tenant_id)s AND parked_run_id = %(run_id)s FOR UPDATE;
+
+-- name: schedule_rearm
+-- Re-arm a tenant's parked FIXED_DELAY schedule whose run was cancelled.
+UPDATE schedules SET next_run_at = %(next_run_at)s, parked_run_id = NULL
+ WHERE tenant_id = %(tenant_id)s AND id = %(id)s;
+
+-- name: run_insert_backfill
+-- Record occurrences of a tenant's schedule with their normal ids and keys (one already recorded is skipped);
+-- their lease is already over, so the next worker looking for runs to rescue delivers them.
+INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, idempotency_key, status, lease_until, created_at)
+SELECT r.id, %(schedule_id)s, %(tenant_id)s, r.scheduled_for, r.idempotency_key, 'PENDING', %(now)s, %(now)s
+  FROM unnest(%(run_ids)s::uuid[], %(scheduled_for)s::timestamptz[], %(keys)s::text[])
+       AS r(id, scheduled_for, idempotency_key)
+    ON CONFLICT (id) DO NOTHING
+RETURNING id::text;
+
+-- name: run_existing_many
+-- Which of these run ids a tenant already has.
+SELECT id::text FROM runs WHERE tenant_id = %(tenant_id)s AND id = ANY(%(ids)s::uuid[]);
+
+-- name: run_count_open
+-- How many runs of a tenant's schedule are not finished yet.
+SELECT count(*) FROM runs
+ WHERE tenant_id = %(tenant_id)s AND schedule_id = %(schedule_id)s AND status IN ('PENDING', 'RETRYING');

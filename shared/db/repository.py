@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,15 +15,20 @@ import psycopg_pool
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from shared.audit import changes, snapshot, update_action
 from shared.db.pool import CONNECTION_ERRORS
 from shared.db.queries import sql
 from shared.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, Unavailable
 from shared.model import (
+    AuditAction,
+    AuditEntry,
     MisfirePolicy,
     Run,
     RunStatus,
     Schedule,
+    ScheduleSort,
     ScheduleStatus,
+    TargetKind,
     decode_retry,
     decode_target,
     decode_trigger,
@@ -35,9 +41,39 @@ _encode = msgspec.json.encode
 
 @dataclass(frozen=True, slots=True)
 class ListFilter:
+    """What GET /schedules selects and how it orders them; ``list_params`` turns it into statement parameters."""
+
     enabled: bool | None = None
     name_prefix: str | None = None
     labels: dict[str, str] | None = None
+    statuses: tuple[ScheduleStatus, ...] = ()
+    target_kinds: tuple[TargetKind, ...] = ()
+    next_run_before: datetime | None = None
+    next_run_after: datetime | None = None
+    sort: ScheduleSort = ScheduleSort.CREATED_AT
+
+
+def list_params(where: ListFilter) -> dict[str, Any]:
+    """The filter parameters of schedule_list / schedule_count (None: that filter is off)."""
+    return {
+        "enabled": where.enabled,
+        "name_prefix": where.name_prefix,
+        "labels": _encode(where.labels).decode() if where.labels else None,
+        "statuses": [s.value for s in where.statuses] or None,
+        "target_kinds": [k.value for k in where.target_kinds] or None,
+        "next_run_before": where.next_run_before,
+        "next_run_after": where.next_run_after,
+        "sort": where.sort.value,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """Who makes a change, when, and any detail the audit entry should carry (a reason, the bulk selector)."""
+
+    actor: str
+    at: datetime
+    detail: dict[str, Any] | None = None
 
 
 def schedule_params(s: Schedule) -> dict[str, Any]:
@@ -57,6 +93,9 @@ def schedule_params(s: Schedule) -> dict[str, Any]:
         "retry": _encode(s.retry).decode(),
         "labels": _encode(s.labels).decode(),
         "next_run_at": s.next_run_at,
+        "paused_reason": s.paused_reason,
+        "paused_at": s.paused_at,
+        "paused_by": s.paused_by,
     }
 
 
@@ -83,11 +122,15 @@ def schedule_from_row(row: dict[str, Any]) -> Schedule:
         retry=decode_retry(row["retry"]),
         labels=_labels.decode(row["labels"]),
         status=status,
-        next_run_at=next_run_at,
+        # A paused schedule has no next run (migration 0060 cleared the stored ones).
+        next_run_at=next_run_at if row["enabled"] else None,
         last_run_at=row["last_run_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         version=row["version"],
+        paused_reason=row["paused_reason"],
+        paused_at=row["paused_at"],
+        paused_by=row["paused_by"],
     )
 
 
@@ -112,6 +155,47 @@ def run_from_row(row: dict[str, Any]) -> Run:
     )
 
 
+def audit_from_row(row: dict[str, Any]) -> AuditEntry:
+    return AuditEntry(
+        id=row["id"],
+        schedule_id=str(row["schedule_id"]),
+        action=AuditAction(row["action"]),
+        actor=row["actor"],
+        at=row["at"],
+        version_before=row["version_before"],
+        version_after=row["version_after"],
+        changed=_any.decode(row["changed"]),
+        before=_any.decode(row["before"]) if row["before"] is not None else None,
+        after=_any.decode(row["after"]) if row["after"] is not None else None,
+        detail=_any.decode(row["detail"]) if row["detail"] is not None else None,
+    )
+
+
+AuditItem = tuple[str, AuditAction, Schedule | None, Schedule | None]  # schedule id, action, before, after
+
+
+async def write_audit(conn: AsyncConnection[Any], tenant_id: str, audit: Audit, items: list[AuditItem]) -> None:
+    """Append one entry per item, in the caller's transaction."""
+    if not items:
+        return
+    before = [snapshot(b) for _, _, b, _ in items]
+    after = [snapshot(a) for _, _, _, a in items]
+    params = {
+        "tenant_id": tenant_id,
+        "actor": audit.actor,
+        "at": audit.at,
+        "detail": _encode(audit.detail).decode() if audit.detail is not None else None,
+        "schedule_ids": [i[0] for i in items],
+        "actions": [i[1].value for i in items],
+        "version_before": [b.version if b else None for _, _, b, _ in items],
+        "version_after": [a.version if a else None for _, _, _, a in items],
+        "changed": [_encode(changes(action, b, a)).decode() for _, action, b, a in items],
+        "before": [_encode(b).decode() if b is not None else None for b in before],
+        "after": [_encode(a).decode() if a is not None else None for a in after],
+    }
+    await conn.execute(sql("schedule_audit_insert_many"), params)
+
+
 @asynccontextmanager
 async def translated_errors(name: Callable[[], str | None] = lambda: None) -> AsyncIterator[None]:
     """The one boundary where psycopg errors become application errors (``name``: of the schedule being stored,
@@ -128,6 +212,14 @@ async def translated_errors(name: Callable[[], str | None] = lambda: None) -> As
     except psycopg.DataError as exc:
         # Validation should have caught it; never a 500 for a value Postgres cannot store.
         raise InvalidInput.field("body", f"a value cannot be stored: {exc.diag.message_primary}") from exc
+
+
+# A schedule change: the changed schedule, None for "nothing to change", or an awaitable of either.
+Change = Callable[[Schedule], "Schedule | Awaitable[Schedule | None] | None"]
+
+
+async def _resolved(value: Schedule | Awaitable[Schedule | None] | None) -> Schedule | None:
+    return await value if inspect.isawaitable(value) else value
 
 
 class Repository:
@@ -150,22 +242,36 @@ class Repository:
             await conn.execute(sql("database_ping"))
 
     async def schedule_insert(
-        self, schedule: Schedule, sealed_secret: str, now: datetime, wake_workers: bool, quota: int
+        self, schedule: Schedule, sealed_secret: str, now: datetime, wake_workers: bool, quota: int, audit: Audit
     ) -> Schedule:
-        tenant = {"tenant_id": schedule.tenant_id}
         async with self._conn(schedule.tenant_id, lambda: schedule.name) as conn, conn.transaction():
-            await conn.execute(sql("schedule_lock_tenant"), tenant)
-            cur = await conn.execute(sql("schedule_count_tenant"), tenant)
-            count = await cur.fetchone()
-            if count is not None and count["count"] >= quota:
-                raise QuotaExceeded(f"tenant {schedule.tenant_id} has reached its limit of {quota} schedules")
-            params = {**schedule_params(schedule), "now": now, "webhook_secret": sealed_secret}
-            cur = await conn.execute(sql("schedule_insert"), params)
-            row = await cur.fetchone()
-            if wake_workers:
-                await conn.execute(sql("schedule_notify"), {"reason": "due"})
+            await conn.execute(sql("schedule_lock_tenant"), {"tenant_id": schedule.tenant_id})
+            return await self._insert(conn, schedule, sealed_secret, now, wake_workers, quota, audit)
+
+    async def _insert(
+        self,
+        conn: AsyncConnection[dict[str, Any]],
+        schedule: Schedule,
+        sealed_secret: str,
+        now: datetime,
+        wake_workers: bool,
+        quota: int,
+        audit: Audit,
+    ) -> Schedule:
+        """Insert in the caller's transaction, which holds the tenant's creation lock (schedule_lock_tenant)."""
+        cur = await conn.execute(sql("schedule_count_tenant"), {"tenant_id": schedule.tenant_id})
+        count = await cur.fetchone()
+        if count is not None and count["count"] >= quota:
+            raise QuotaExceeded(f"tenant {schedule.tenant_id} has reached its limit of {quota} schedules")
+        params = {**schedule_params(schedule), "now": now, "webhook_secret": sealed_secret}
+        cur = await conn.execute(sql("schedule_insert"), params)
+        row = await cur.fetchone()
         assert row is not None
-        return schedule_from_row(row)
+        stored = schedule_from_row(row)
+        await write_audit(conn, schedule.tenant_id, audit, [(stored.id, AuditAction.CREATED, None, stored)])
+        if wake_workers:
+            await conn.execute(sql("schedule_notify"), {"reason": "due"})
+        return stored
 
     async def _one(self, statement: str, tenant_id: str, object_id: str, what: str) -> dict[str, Any]:
         """The row a tenant-scoped by-id statement returns, or NotFound (another tenant's id is not found too)."""
@@ -184,56 +290,179 @@ class Repository:
         tenant_id: str,
         schedule_id: str,
         now: datetime,
-        change: Callable[[Schedule], Awaitable[Schedule]],
+        change: Change,
         wake_workers: Callable[[Schedule], bool],
+        audit: Audit,
+        action: Callable[[Schedule, Schedule], AuditAction],
     ) -> Schedule:
-        """Lock the row, apply ``change`` (pure, but awaited: the API evaluates it off the event loop) and store
-        its result, in one transaction.
+        """Lock the row, apply ``change`` (pure; it may return an awaitable: the API evaluates triggers off the event
+        loop) and store its result with its audit entry, in one transaction.
 
         Holding the row lock means a worker cannot claim this schedule between our read and our write, so a
-        schedule disabled here fires no run after this returns.
+        schedule disabled here fires no run after this returns. ``change`` returning None means "nothing to
+        change": nothing is written, the version stays.
         """
         key = {"tenant_id": tenant_id, "id": schedule_id}
-        updated: Schedule | None = None
-        async with self._conn(tenant_id, lambda: updated.name if updated else None) as conn, conn.transaction():
+        attempted: list[Schedule] = []  # the name a unique violation is about is known once changed
+
+        async def tracked(current: Schedule) -> Schedule | None:
+            result = await _resolved(change(current))
+            if result is not None:
+                attempted.append(result)
+            return result
+
+        async with (
+            self._conn(tenant_id, lambda: attempted[-1].name if attempted else None) as conn,
+            conn.transaction(),
+        ):
             cur = await conn.execute(sql("schedule_get_for_update"), key)
             row = await cur.fetchone()
             if row is None:
                 raise NotFound(f"schedule {schedule_id} not found")
-            updated = await change(schedule_from_row(row))
-            cur = await conn.execute(sql("schedule_update"), {**schedule_params(updated), **key, "now": now})
-            stored = await cur.fetchone()
-            if wake_workers(updated):
+            return await self._update(conn, schedule_from_row(row), now, tracked, wake_workers, audit, action)
+
+    async def _update(
+        self,
+        conn: AsyncConnection[dict[str, Any]],
+        current: Schedule,
+        now: datetime,
+        change: Change,
+        wake_workers: Callable[[Schedule], bool],
+        audit: Audit,
+        action: Callable[[Schedule, Schedule], AuditAction],
+    ) -> Schedule:
+        """Update a row locked by the caller's transaction."""
+        updated = await _resolved(change(current))
+        if updated is None:
+            return current
+        key = {"tenant_id": current.tenant_id, "id": current.id}
+        cur = await conn.execute(sql("schedule_update"), {**schedule_params(updated), **key, "now": now})
+        row = await cur.fetchone()
+        assert row is not None
+        stored = schedule_from_row(row)
+        await write_audit(conn, current.tenant_id, audit, [(stored.id, action(current, stored), current, stored)])
+        if wake_workers(updated):
+            await conn.execute(sql("schedule_notify"), {"reason": "due"})
+        return stored
+
+    async def schedule_apply_by_name(
+        self,
+        tenant_id: str,
+        name: str,
+        now: datetime,
+        create: Callable[[], tuple[Schedule, str]],
+        change: Change,
+        wake_workers: Callable[[Schedule], bool],
+        quota: int,
+        audit: Audit,
+    ) -> tuple[Schedule, bool]:
+        """Create the tenant's schedule ``name`` (``create`` gives it and its sealed webhook secret) or change the
+        existing one, in one transaction; True when created. The tenant's creation lock is taken first, so two
+        concurrent applies of a new name create it once (the second one then updates it)."""
+        async with self._conn(tenant_id, lambda: name) as conn, conn.transaction():
+            await conn.execute(sql("schedule_lock_tenant"), {"tenant_id": tenant_id})
+            cur = await conn.execute(sql("schedule_get_by_name_for_update"), {"tenant_id": tenant_id, "name": name})
+            row = await cur.fetchone()
+            if row is None:
+                schedule, sealed_secret = create()
+                stored = await self._insert(conn, schedule, sealed_secret, now, wake_workers(schedule), quota, audit)
+                return stored, True
+            current = schedule_from_row(row)
+            return await self._update(conn, current, now, change, wake_workers, audit, update_action), False
+
+    async def schedule_bulk(
+        self,
+        tenant_id: str,
+        labels: dict[str, str],
+        limit: int,
+        plan: Callable[[list[Schedule]], list[Schedule]],
+        apply: str | None,
+        audit: Audit,
+        params: dict[str, Any],
+    ) -> tuple[list[Schedule], list[Schedule]]:
+        """Lock the tenant's schedules matching ``labels`` (InvalidInput beyond ``limit``), let ``plan`` pick the
+        ones to change, apply the bulk change ``apply`` (pause, resume, delete; None: a dry run) to them with
+        ``params`` and audit each, in one transaction. Returns (matched, changed)."""
+        async with self._conn(tenant_id) as conn, conn.transaction():
+            cur = await conn.execute(
+                sql("schedule_select_by_labels_for_update"),
+                {"tenant_id": tenant_id, "labels": _encode(labels).decode(), "limit": limit + 1},
+            )
+            matched = [schedule_from_row(r) for r in await cur.fetchall()]
+            if len(matched) > limit:
+                raise InvalidInput.field(
+                    "labels", f"selects more than {limit} schedules (BULK_MAX_SCHEDULES); narrow the selector"
+                )
+            targets = plan(matched)
+            if apply is None or not targets:
+                return matched, targets
+            statement = {
+                "pause": sql("schedule_pause_many"),
+                "resume": sql("schedule_resume_many"),
+                "delete": sql("schedule_delete_many"),
+            }[apply]
+            by_id = {s.id: s for s in targets}
+            cur = await conn.execute(statement, {"tenant_id": tenant_id, "ids": list(by_id), **params})
+            changed = [schedule_from_row(r) for r in await cur.fetchall()]
+            changed.sort(key=lambda s: (s.created_at, s.id))
+            if apply == "delete":
+                items: list[AuditItem] = [(s.id, AuditAction.DELETED, s, None) for s in changed]
+            else:
+                items = [(s.id, update_action(by_id[s.id], s), by_id[s.id], s) for s in changed]
+            await write_audit(conn, tenant_id, audit, items)
+            if any(s.enabled and s.next_run_at is not None for s in changed):
                 await conn.execute(sql("schedule_notify"), {"reason": "due"})
-        assert stored is not None
-        return schedule_from_row(stored)
+        return matched, changed
 
     async def schedule_set_webhook_secret(
-        self, tenant_id: str, schedule_id: str, sealed_secret: str, now: datetime
+        self, tenant_id: str, schedule_id: str, sealed_secret: str, now: datetime, audit: Audit
     ) -> Schedule:
         params = {"tenant_id": tenant_id, "id": schedule_id, "webhook_secret": sealed_secret, "now": now}
-        async with self._conn(tenant_id) as conn:
+        async with self._conn(tenant_id) as conn, conn.transaction():
+            cur = await conn.execute(sql("schedule_get_for_update"), {"tenant_id": tenant_id, "id": schedule_id})
+            before = await cur.fetchone()
+            if before is None:
+                raise NotFound(f"schedule {schedule_id} not found")
             cur = await conn.execute(sql("schedule_set_webhook_secret"), params)
             row = await cur.fetchone()
-        if row is None:
-            raise NotFound(f"schedule {schedule_id} not found")
-        return schedule_from_row(row)
+            assert row is not None
+            stored = schedule_from_row(row)
+            await write_audit(
+                conn, tenant_id, audit, [(schedule_id, AuditAction.SECRET_ROTATED, schedule_from_row(before), stored)]
+            )
+        return stored
 
-    async def schedule_delete(self, tenant_id: str, schedule_id: str) -> None:
-        async with self._conn(tenant_id) as conn:
+    async def schedule_delete(self, tenant_id: str, schedule_id: str, audit: Audit) -> None:
+        async with self._conn(tenant_id) as conn, conn.transaction():
             cur = await conn.execute(sql("schedule_delete"), {"tenant_id": tenant_id, "id": schedule_id})
-            if await cur.fetchone() is None:
+            row = await cur.fetchone()
+            if row is None:
                 raise NotFound(f"schedule {schedule_id} not found")
+            await write_audit(
+                conn, tenant_id, audit, [(schedule_id, AuditAction.DELETED, schedule_from_row(row), None)]
+            )
+
+    async def schedule_history(
+        self, tenant_id: str, schedule_id: str, limit: int, offset: int
+    ) -> tuple[list[AuditEntry], int]:
+        """A schedule's audit entries, newest first; a deleted schedule's stay readable."""
+        params = {"tenant_id": tenant_id, "schedule_id": schedule_id}
+        async with self._conn(tenant_id) as conn:
+            cur = await conn.execute(sql("schedule_audit_count"), params)
+            count = await cur.fetchone()
+            assert count is not None
+            if count["count"] == 0:
+                cur = await conn.execute(sql("schedule_get"), {"tenant_id": tenant_id, "id": schedule_id})
+                if await cur.fetchone() is None:
+                    raise NotFound(f"schedule {schedule_id} not found")
+            cur = await conn.execute(sql("schedule_audit_list"), {**params, "limit": limit, "offset": offset})
+            rows = await cur.fetchall()
+        return [audit_from_row(r) for r in rows], count["count"]
 
     async def schedule_list(
         self, tenant_id: str, where: ListFilter, limit: int, offset: int
     ) -> tuple[list[Schedule], int]:
-        params = {
-            "tenant_id": tenant_id,
-            "enabled": where.enabled,
-            "name_prefix": where.name_prefix,
-            "labels": _encode(where.labels).decode() if where.labels else None,
-        }
+        params = {"tenant_id": tenant_id, **list_params(where)}
         async with self._conn(tenant_id) as conn:
             cur = await conn.execute(sql("schedule_list"), {**params, "limit": limit, "offset": offset})
             rows = await cur.fetchall()
@@ -278,3 +507,94 @@ class Repository:
             count = await cur.fetchone()
         assert count is not None
         return [run_from_row(r) for r in rows], count["count"]
+
+    async def run_cancel(
+        self,
+        tenant_id: str,
+        run_id: str,
+        now: datetime,
+        rearm: Callable[[Schedule], datetime | None],
+        audit: Audit,
+    ) -> Run:
+        """Cancel an open run no worker is delivering (Conflict otherwise); a FIXED_DELAY schedule parked behind
+        it is re-armed (``rearm`` gives its next run), as if the run had finished now."""
+        key = {"tenant_id": tenant_id, "id": run_id}
+        async with self._conn(tenant_id) as conn, conn.transaction():
+            cur = await conn.execute(sql("run_cancel"), {**key, "now": now, "error": f"cancelled by {audit.actor}"})
+            row = await cur.fetchone()
+            if row is None:
+                cur = await conn.execute(sql("run_get"), key)
+                current = await cur.fetchone()
+                if current is None:
+                    raise NotFound(f"run {run_id} not found")
+                status = current["status"]
+                if status in ("PENDING", "RETRYING"):
+                    raise Conflict(f"run {run_id} is being delivered right now ({status}); it cannot be cancelled")
+                raise Conflict(f"run {run_id} is {status}; only PENDING and RETRYING runs can be cancelled")
+            run = run_from_row(row)
+            cur = await conn.execute(sql("schedule_get_parked_by_run"), {"tenant_id": tenant_id, "run_id": run_id})
+            parked = await cur.fetchone()
+            if parked is not None:
+                schedule = schedule_from_row(parked)
+                await conn.execute(
+                    sql("schedule_rearm"), {"tenant_id": tenant_id, "id": schedule.id, "next_run_at": rearm(schedule)}
+                )
+            cur = await conn.execute(sql("schedule_get"), {"tenant_id": tenant_id, "id": run.schedule_id})
+            schedule_row = await cur.fetchone()
+            if schedule_row is not None:  # a deleted schedule's runs have no history to add to
+                current_schedule = schedule_from_row(schedule_row)
+                detail = {**(audit.detail or {}), "runId": run_id, "scheduledFor": run.scheduled_for.isoformat()}
+                await write_audit(
+                    conn,
+                    tenant_id,
+                    Audit(audit.actor, audit.at, detail),
+                    [(run.schedule_id, AuditAction.RUN_CANCELLED, current_schedule, current_schedule)],
+                )
+        return run
+
+    async def run_backfill(
+        self,
+        tenant_id: str,
+        schedule_id: str,
+        check: Callable[[Schedule, int], list[tuple[str, datetime, str]]],
+        now: datetime,
+        dry_run: bool,
+        audit: Audit,
+    ) -> tuple[list[tuple[str, datetime, str]], set[str]]:
+        """Record the occurrences ``check`` computes from the locked schedule and its open-run count (run id,
+        scheduled_for, key); returns them and the ids that were already recorded. A dry run records nothing."""
+        key = {"tenant_id": tenant_id, "id": schedule_id}
+        async with self._conn(tenant_id) as conn, conn.transaction():
+            cur = await conn.execute(sql("schedule_get_for_update"), key)
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFound(f"schedule {schedule_id} not found")
+            schedule = schedule_from_row(row)
+            cur = await conn.execute(sql("run_count_open"), {"tenant_id": tenant_id, "schedule_id": schedule_id})
+            open_runs = await cur.fetchone()
+            assert open_runs is not None
+            occurrences = check(schedule, open_runs["count"])
+            ids = [o[0] for o in occurrences]
+            if dry_run or not occurrences:
+                cur = await conn.execute(sql("run_existing_many"), {"tenant_id": tenant_id, "ids": ids})
+                return occurrences, {r["id"] for r in await cur.fetchall()}
+            params = {
+                "tenant_id": tenant_id,
+                "schedule_id": schedule_id,
+                "now": now,
+                "run_ids": ids,
+                "scheduled_for": [o[1] for o in occurrences],
+                "keys": [o[2] for o in occurrences],
+            }
+            cur = await conn.execute(sql("run_insert_backfill"), params)
+            created = {r["id"] for r in await cur.fetchall()}
+            detail = {**(audit.detail or {}), "created": len(created), "existing": len(ids) - len(created)}
+            await write_audit(
+                conn,
+                tenant_id,
+                Audit(audit.actor, audit.at, detail),
+                [(schedule_id, AuditAction.BACKFILLED, schedule, schedule)],
+            )
+            if created:
+                await conn.execute(sql("schedule_notify"), {"reason": "run"})
+        return occurrences, set(ids) - created

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -12,7 +13,9 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -56,3 +59,12 @@ def live_api(postgres_url: str, dev_dir: Path, **env: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+def worst_preview() -> dict[str, Any]:
+    """A preview that needs more CPU than the budget whatever the evaluator's caches hold: a per-second rule
+    counted from an anchor in 1970 (so every fire time after now means walking 56 years of it), anchor and COUNT
+    fresh on every call so that no checkpoint of an earlier request helps."""
+    anchor = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=random.randrange(86_400 * 300))
+    rule = f"FREQ=SECONDLY;COUNT={2_000_000_000 - random.randrange(1_000_000)}"
+    return {"trigger": {"type": "RRULE", "rrule": rule, "startAt": anchor.isoformat()}, "count": 1000}

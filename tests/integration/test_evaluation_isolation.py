@@ -18,9 +18,8 @@ import pytest
 
 from api.auth import EDITOR, VIEWER
 from api.devmode import mint_dev_token
-from tests.integration.live_api import live_api
+from tests.integration.live_api import live_api, worst_preview
 
-WORST_PREVIEW = {"trigger": {"type": "RRULE", "rrule": "FREQ=SECONDLY;COUNT=1000"}, "count": 1000}
 UNLIMITED = {"TENANT_RATE_LIMIT_RPS": "1000000", "TENANT_RATE_LIMIT_BURST": "1000000"}
 
 
@@ -70,7 +69,7 @@ def test_worst_case_previews_do_not_slow_other_tenants(db_url, dev_dir):
 
         def attack() -> None:
             while not stop.is_set():
-                status, elapsed, _ = call("POST", f"{base}/triggers/preview", bad, WORST_PREVIEW)
+                status, elapsed, _ = call("POST", f"{base}/triggers/preview", bad, worst_preview())
                 statuses.append(status)
                 durations.append(elapsed)
 
@@ -125,7 +124,7 @@ def test_evaluations_beyond_the_queue_get_503_not_a_longer_queue(db_url, dev_dir
 
         def one(_: int) -> tuple[int, float, Any]:
             barrier.wait()
-            return call("POST", f"{base}/triggers/preview", h, WORST_PREVIEW)
+            return call("POST", f"{base}/triggers/preview", h, worst_preview())
 
         with ThreadPoolExecutor(6) as pool:
             results = list(pool.map(one, range(6)))
@@ -146,7 +145,7 @@ def test_one_tenant_cannot_take_every_evaluation_place(db_url, dev_dir):
 
         def attacker(_: int) -> int:
             barrier.wait()
-            return call("POST", f"{base}/triggers/preview", ha, WORST_PREVIEW)[0]
+            return call("POST", f"{base}/triggers/preview", ha, worst_preview())[0]
 
         def victim() -> tuple[int, float, Any]:
             barrier.wait()

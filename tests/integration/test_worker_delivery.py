@@ -330,7 +330,9 @@ async def test_misfire_policy_after_an_outage(client, headers, worker, receiver,
         misfirePolicy=policy,
         catchUpLimit=3,
     )
-    rewound = datetime.fromisoformat(created["nextRunAt"]) - timedelta(hours=6)
+    # Paused, it shows no next run (nextRunAt: null); its preview says when it would fire.
+    preview = (await client.get(f"/schedules/{created['id']}/preview?count=1", headers=headers())).json()
+    rewound = datetime.fromisoformat(preview["fireTimes"][0]) - timedelta(hours=6)
     with psycopg.connect(db_url, autocommit=True) as conn:
         # Enable and rewind in one statement, so the worker never sees it half done.
         conn.execute("UPDATE schedules SET enabled = true, next_run_at = %s WHERE id = %s", (rewound, created["id"]))
