@@ -19,7 +19,7 @@ from api.observability import metrics_route, request_metrics
 from api.problems import EXCEPTION_HANDLERS
 from api.routes.health import dev_jwks_route, health, live, ready
 from api.routes.runs import RunController
-from api.routes.schedules import ScheduleController
+from api.routes.schedules import ScheduleController, create_batch
 from api.routes.triggers import preview_trigger
 from api.service import Clock, ScheduleService
 from shared.db.pool import make_pool
@@ -62,6 +62,7 @@ def create_app(settings: Settings, clock: Clock = system_clock, tracing: bool = 
     return Litestar(
         route_handlers=[
             ScheduleController,
+            create_batch,
             RunController,
             preview_trigger,
             health,

@@ -13,8 +13,8 @@ import msgspec
 from litestar.di import NamedDependency
 from msgspec import UnsetType
 
-from shared.db.repository import ListFilter, Repository
-from shared.errors import InvalidInput
+from shared.db.repository import ListFilter, ListPosition, Repository
+from shared.errors import FieldProblem, InvalidInput
 from shared.model import (
     FireTimes,
     HttpTarget,
@@ -29,6 +29,7 @@ from shared.model import (
     TriggerPreviewRequest,
 )
 from shared.netguard import Network, is_ip_literal, refusal
+from shared.pagination import check_offset, decode_cursor, encode_cursor
 from shared.schedules import apply_patch, new_schedule
 from shared.secrets import KeyRing, mask_target, new_webhook_secret, seal_target
 from shared.settings import Settings
@@ -92,9 +93,61 @@ class ScheduleService:
     async def get(self, tenant_id: str, schedule_id: str) -> Schedule:
         return public(await self.repo.schedule_get(tenant_id, schedule_id))
 
-    async def list(self, tenant_id: str, where: ListFilter, page: int, page_size: int) -> SchedulePage:
-        items, total = await self.repo.schedule_list(tenant_id, where, page_size, (page - 1) * page_size)
-        return SchedulePage(items=[public(s) for s in items], page=page, page_size=page_size, total=total)
+    async def create_many(self, tenant_id: str, bodies: list[ScheduleCreate]) -> list[Schedule]:
+        """All of ``bodies`` or none: every problem of every item is reported at once, named ``items[i].…``."""
+        now = self.clock()
+        problems: list[FieldProblem] = []
+        schedules: list[Schedule] = []
+        first_index: dict[str, int] = {}
+        for i, body in enumerate(bodies):
+            try:
+                schedule = new_schedule(body, tenant_id, str(uuid.uuid4()), now, self.settings.max_payload_bytes)
+            except InvalidInput as exc:
+                problems += [FieldProblem(f"items[{i}].{p.field}", p.reason) for p in exc.problems]
+                continue
+            if (seen := first_index.setdefault(schedule.name, i)) != i:
+                problems.append(FieldProblem(f"items[{i}].name", f"is also the name of items[{seen}]"))
+            schedules.append(schedule)
+        raise_if(problems)
+        reachable = await asyncio.gather(*(self.check_reachable(s.target) for s in schedules), return_exceptions=True)
+        for i, outcome in enumerate(reachable):
+            if isinstance(outcome, InvalidInput):
+                problems += [FieldProblem(f"items[{i}].{p.field}", p.reason) for p in outcome.problems]
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        raise_if(problems)
+        secrets = [new_webhook_secret() for _ in schedules]
+        sealed = [
+            (
+                msgspec.structs.replace(s, target=seal_target(s.target, self.keys, s.id, previous=None)),
+                self.keys.seal(secret, s.id),
+            )
+            for s, secret in zip(schedules, secrets, strict=True)
+        ]
+        stored = await self.repo.schedule_insert_many(
+            tenant_id,
+            sealed,
+            now,
+            any(wakes_workers(s, now) for s in schedules),
+            self.settings.tenant_max_schedules,
+        )
+        # Each secret is shown this once.
+        return [public(msgspec.structs.replace(s, webhook_secret=k)) for s, k in zip(stored, secrets, strict=True)]
+
+    async def list(
+        self, tenant_id: str, where: ListFilter, page: int, page_size: int, cursor: str | None
+    ) -> SchedulePage:
+        if cursor is not None:
+            if page != 1:
+                raise InvalidInput.field("page", "cannot be combined with cursor (the cursor says where to start)")
+            position = ListPosition(after=decode_cursor(cursor))
+        else:
+            position = ListPosition(offset=check_offset(page, page_size))
+        items, total, more = await self.repo.schedule_list(tenant_id, where, page_size, position)
+        next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more and items else None
+        return SchedulePage(
+            items=[public(s) for s in items], page=page, page_size=page_size, total=total, next_cursor=next_cursor
+        )
 
     async def update(self, tenant_id: str, schedule_id: str, patch: ScheduleUpdate, if_match: int | None) -> Schedule:
         now = self.clock()

@@ -11,14 +11,24 @@ from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from api.auth import EDITOR, VIEWER, require, tenant_in_scope
-from api.problems import strict_body
+from api.problems import strict_body, strict_items
 from api.service import Service, TenantId
 from shared.db.repository import ListFilter
 from shared.errors import InvalidInput
-from shared.model import FireTimes, Schedule, ScheduleCreate, SchedulePage, ScheduleUpdate
+from shared.model import (
+    FireTimes,
+    Schedule,
+    ScheduleBatch,
+    ScheduleBatchCreate,
+    ScheduleCreate,
+    SchedulePage,
+    ScheduleUpdate,
+)
+from shared.pagination import MAX_OFFSET
 from shared.schedules import check_body_tenant
 from shared.validation import check_query_text
 
+MAX_BATCH = 1000
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
 
 
@@ -79,7 +89,18 @@ class ScheduleController(Controller):
         tenant_id: TenantId,
         service: Service,
         query_tenant: Annotated[str | None, QueryParameter(name="tenantId")] = None,
-        page: Annotated[int, QueryParameter(ge=1, le=1_000_000)] = 1,
+        page: Annotated[
+            int,
+            QueryParameter(
+                ge=1,
+                le=1_000_000,
+                description=f"deprecated past the first {MAX_OFFSET} schedules (400 there): page on with `cursor`",
+            ),
+        ] = 1,
+        cursor: Annotated[
+            str | None,
+            QueryParameter(description="`nextCursor` of the previous page: the page after it", max_length=200),
+        ] = None,
         page_size: Annotated[int, QueryParameter(name="pageSize", ge=1, le=200)] = 20,
         enabled: FromQuery[bool | None] = None,
         name: Annotated[str | None, QueryParameter(description="name prefix", max_length=200)] = None,
@@ -90,7 +111,7 @@ class ScheduleController(Controller):
         for item in label or []:
             check_query_text(item, "label")
         where = ListFilter(enabled=enabled, name_prefix=name, labels=parse_labels(label))
-        return await service.list(tenant_id, where, page, page_size)
+        return await service.list(tenant_id, where, page, page_size, cursor)
 
     @get("/{schedule_id:str}", guards=[require(VIEWER)], summary="Get a schedule")
     async def get_schedule(
@@ -134,3 +155,20 @@ class ScheduleController(Controller):
         count: Annotated[int, QueryParameter(ge=1, le=1000)] = 10,
     ) -> FireTimes:
         return await service.preview(tenant_id, schedule_uuid(schedule_id), count)
+
+
+@post(
+    "/schedules:batch",
+    guards=[require(EDITOR)],
+    dependencies={"tenant_id": Provide(tenant_in_scope, sync_to_thread=False)},
+    tags=["schedules"],
+    summary=f"Create up to {MAX_BATCH} schedules at once, all or none",
+    description="Every item is validated; a 400 lists the problems of all items, each field named "
+    "`items[i].<field>`. The answer lists the stored schedules in the order sent, each with its webhook secret "
+    "(shown this once).",
+)
+async def create_batch(
+    data: JSONBody[ScheduleBatchCreate], request: Request, tenant_id: TenantId, service: Service
+) -> Response[ScheduleBatch]:
+    bodies = strict_items(await request.body(), ScheduleCreate, MAX_BATCH)
+    return Response(ScheduleBatch(items=await service.create_many(tenant_id, bodies)), status_code=201)

@@ -2,23 +2,6 @@
 -- Parameters are psycopg named placeholders; arrays use %(x)b, binary, which skips psycopg's per-element
 -- text escaping (a regex per element) on the worker's hot path. Only shared/db/repository.py uses these.
 
--- name: schedule_insert
--- Store a new schedule and return it.
-INSERT INTO schedules (id, tenant_id, name, description, tz, trigger, target, payload, enabled, misfire_policy,
-                       catch_up_limit, retry, labels, next_run_at, created_at, updated_at, webhook_secret)
-VALUES (%(id)s, %(tenant_id)s, %(name)s, %(description)s, %(tz)s, %(trigger)s::jsonb, %(target)s::jsonb,
-        %(payload)s::jsonb, %(enabled)s, %(misfire_policy)s, %(catch_up_limit)s, %(retry)s::jsonb,
-        %(labels)s::jsonb, %(next_run_at)s, %(now)s, %(now)s, %(webhook_secret)s)
-RETURNING *;
-
--- name: schedule_lock_tenant
--- Serialise schedule creation within one tenant (until the transaction ends), so the quota check is exact.
-SELECT pg_advisory_xact_lock(hashtextextended(%(tenant_id)s, 5309));
-
--- name: schedule_count_tenant
--- How many schedules a tenant has.
-SELECT count(*) FROM schedules WHERE tenant_id = %(tenant_id)s;
-
 -- name: schedule_get
 -- One schedule of a tenant.
 SELECT * FROM schedules WHERE tenant_id = %(tenant_id)s AND id = %(id)s;
@@ -60,14 +43,6 @@ SELECT * FROM schedules
    AND (%(labels)s::jsonb IS NULL OR labels @> %(labels)s::jsonb)
  ORDER BY created_at, id
  LIMIT %(limit)s OFFSET %(offset)s;
-
--- name: schedule_count
--- How many of a tenant's schedules match the list filters.
-SELECT count(*) FROM schedules
- WHERE tenant_id = %(tenant_id)s
-   AND (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s::boolean)
-   AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
-   AND (%(labels)s::jsonb IS NULL OR labels @> %(labels)s::jsonb);
 
 -- name: tenant_scope
 -- Scope the current transaction to one tenant: the row-level security policies (sql/0004) read this setting.
@@ -209,3 +184,55 @@ SELECT id, tenant_id, tz, trigger, target, payload, retry, enabled, webhook_secr
 -- name: schedule_notify
 -- Wake idle workers: a schedule became due soon, or a manual run was queued.
 SELECT pg_notify('scheduler_wakeup', %(reason)s);
+
+-- Quota counters, bulk create and keyset pagination (sql/0050) ------------------------------------------------
+
+-- name: tenant_scope_with_quota
+-- Scope the transaction to one tenant and set its schedule quota, which sql/0050's insert trigger enforces.
+SELECT set_config('app.tenant_id', %(tenant_id)s, true), set_config('app.max_schedules', %(quota)s, true);
+
+-- name: tenant_schedule_count
+-- How many schedules a tenant has, from its counter row (no row: none yet).
+SELECT COALESCE((SELECT schedules FROM tenant_schedule_counts WHERE tenant_id = %(tenant_id)s), 0) AS count;
+
+-- name: schedule_insert_many
+-- Store many schedules of one tenant in one statement (all or nothing); the rows come back in any order.
+-- created_at steps by a microsecond per item, so that a list shows a batch in the order it was sent.
+INSERT INTO schedules (id, tenant_id, name, description, tz, trigger, target, payload, enabled, misfire_policy,
+                       catch_up_limit, retry, labels, next_run_at, created_at, updated_at, webhook_secret)
+SELECT v.id, %(tenant_id)s, v.name, v.description, v.tz, v.trigger::jsonb, v.target::jsonb, v.payload::jsonb,
+       v.enabled, v.misfire_policy, v.catch_up_limit, v.retry::jsonb, v.labels::jsonb, v.next_run_at,
+       v.created_at, v.created_at, v.webhook_secret
+  FROM unnest(%(ids)s::uuid[], %(names)s::text[], %(descriptions)s::text[], %(tzs)s::text[], %(triggers)s::text[],
+              %(targets)s::text[], %(payloads)s::text[], %(enabled)s::boolean[], %(misfire_policies)s::text[],
+              %(catch_up_limits)s::integer[], %(retries)s::text[], %(labels)s::text[],
+              %(next_run_ats)s::timestamptz[], %(webhook_secrets)s::text[], %(created_ats)s::timestamptz[])
+       AS v(id, name, description, tz, trigger, target, payload, enabled, misfire_policy, catch_up_limit, retry,
+            labels, next_run_at, webhook_secret, created_at)
+RETURNING *;
+
+-- name: schedule_names_taken
+-- Which of these names a tenant's schedules already have.
+SELECT name FROM schedules WHERE tenant_id = %(tenant_id)s AND name = ANY(%(names)s::text[]);
+
+-- name: schedule_list_after
+-- The page of a tenant's schedules after a keyset position (created_at, id), oldest first: an index range scan
+-- whatever the position, unlike OFFSET.
+SELECT * FROM schedules
+ WHERE tenant_id = %(tenant_id)s
+   AND (created_at, id) > (%(after_created_at)s::timestamptz, %(after_id)s::uuid)
+   AND (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s::boolean)
+   AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
+   AND (%(labels)s::jsonb IS NULL OR labels @> %(labels)s::jsonb)
+ ORDER BY created_at, id
+ LIMIT %(limit)s;
+
+-- name: schedule_count_capped
+-- How many of a tenant's schedules match the list filters, counting no further than `cap`.
+SELECT count(*) FROM (
+    SELECT 1 FROM schedules
+     WHERE tenant_id = %(tenant_id)s
+       AND (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s::boolean)
+       AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
+       AND (%(labels)s::jsonb IS NULL OR labels @> %(labels)s::jsonb)
+     LIMIT %(cap)s) AS matching;

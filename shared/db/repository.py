@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -39,6 +39,27 @@ class ListFilter:
     name_prefix: str | None = None
     labels: dict[str, str] | None = None
 
+    @property
+    def unfiltered(self) -> bool:
+        return self.enabled is None and self.name_prefix is None and not self.labels
+
+
+@dataclass(frozen=True, slots=True)
+class ListPosition:
+    """Where a page starts: after a keyset position (created_at, id), else at an offset."""
+
+    after: tuple[datetime, str] | None = None
+    offset: int = 0
+    count_cap: int = 10_000
+
+
+# sql/0050: the insert trigger refuses schedules past the tenant's quota with this constraint name.
+QUOTA_CONSTRAINT = "tenant_schedule_quota"
+
+
+class _NameTaken(Exception):
+    """A schedule name of the insert is taken (which one is asked after the rollback)."""
+
 
 def schedule_params(s: Schedule) -> dict[str, Any]:
     """The statement parameters that store ``s`` (JSON columns encoded by msgspec)."""
@@ -58,6 +79,31 @@ def schedule_params(s: Schedule) -> dict[str, Any]:
         "labels": _encode(s.labels).decode(),
         "next_run_at": s.next_run_at,
     }
+
+
+def schedule_many_params(tenant_id: str, items: list[tuple[Schedule, str]], now: datetime) -> dict[str, Any]:
+    """The array parameters of schedule_insert_many (one element per schedule, JSON columns as text)."""
+    schedules = [s for s, _ in items]
+    params: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "now": now,
+        "ids": [s.id for s in schedules],
+        "names": [s.name for s in schedules],
+        "descriptions": [s.description for s in schedules],
+        "tzs": [s.tz for s in schedules],
+        "triggers": [_encode(s.trigger).decode() for s in schedules],
+        "targets": [_encode(s.target).decode() for s in schedules],
+        "payloads": [_encode(s.payload).decode() for s in schedules],
+        "enabled": [s.enabled for s in schedules],
+        "misfire_policies": [s.misfire_policy.value for s in schedules],
+        "catch_up_limits": [s.catch_up_limit for s in schedules],
+        "retries": [_encode(s.retry).decode() for s in schedules],
+        "labels": [_encode(s.labels).decode() for s in schedules],
+        "next_run_ats": [s.next_run_at for s in schedules],
+        "webhook_secrets": [secret for _, secret in items],
+        "created_ats": [now + timedelta(microseconds=i) for i in range(len(items))],
+    }
+    return params
 
 
 def schedule_from_row(row: dict[str, Any]) -> Schedule:
@@ -136,12 +182,15 @@ class Repository:
 
     @asynccontextmanager
     async def _conn(
-        self, tenant_id: str | None, name: Callable[[], str | None] = lambda: None
+        self, tenant_id: str | None, name: Callable[[], str | None] = lambda: None, quota: int | None = None
     ) -> AsyncIterator[AsyncConnection[dict[str, Any]]]:
-        """A connection in a transaction scoped to ``tenant_id``: row-level security shows it nothing else."""
+        """A connection in a transaction scoped to ``tenant_id``: row-level security shows it nothing else.
+        With a ``quota``, inserting schedules past it fails (sql/0050)."""
         async with translated_errors(name), self.pool.connection() as conn:
             conn.row_factory = dict_row  # type: ignore[assignment]
-            if tenant_id is not None:
+            if tenant_id is not None and quota is not None:
+                await conn.execute(sql("tenant_scope_with_quota"), {"tenant_id": tenant_id, "quota": str(quota)})
+            elif tenant_id is not None:
                 await conn.execute(sql("tenant_scope"), {"tenant_id": tenant_id})
             yield conn  # type: ignore[misc]
 
@@ -152,20 +201,56 @@ class Repository:
     async def schedule_insert(
         self, schedule: Schedule, sealed_secret: str, now: datetime, wake_workers: bool, quota: int
     ) -> Schedule:
-        tenant = {"tenant_id": schedule.tenant_id}
-        async with self._conn(schedule.tenant_id, lambda: schedule.name) as conn, conn.transaction():
-            await conn.execute(sql("schedule_lock_tenant"), tenant)
-            cur = await conn.execute(sql("schedule_count_tenant"), tenant)
-            count = await cur.fetchone()
-            if count is not None and count["count"] >= quota:
-                raise QuotaExceeded(f"tenant {schedule.tenant_id} has reached its limit of {quota} schedules")
-            params = {**schedule_params(schedule), "now": now, "webhook_secret": sealed_secret}
-            cur = await conn.execute(sql("schedule_insert"), params)
-            row = await cur.fetchone()
-            if wake_workers:
-                await conn.execute(sql("schedule_notify"), {"reason": "due"})
-        assert row is not None
-        return schedule_from_row(row)
+        """Store ``schedule``; QuotaExceeded if its tenant already has ``quota`` schedules (sql/0050's counter)."""
+        return (
+            await self.schedule_insert_many(schedule.tenant_id, [(schedule, sealed_secret)], now, wake_workers, quota)
+        )[0]
+
+    async def schedule_insert_many(
+        self,
+        tenant_id: str,
+        items: list[tuple[Schedule, str]],
+        now: datetime,
+        wake_workers: bool,
+        quota: int,
+    ) -> list[Schedule]:
+        """Store one tenant's schedules (with their sealed webhook secrets) in one statement, all or none; the
+        stored schedules come back in the order given. A name already taken is a Conflict naming the item
+        (``items[i].name``, or ``name`` for a single schedule)."""
+        single = len(items) == 1
+        params = schedule_many_params(tenant_id, items, now)
+        try:
+            async with self._conn(tenant_id, quota=quota) as conn, conn.transaction():
+                if wake_workers:
+                    # Before the insert: the counter row lock the insert takes is then held only until the commit.
+                    await conn.execute(sql("schedule_notify"), {"reason": "due"})
+                try:
+                    cur = await conn.execute(sql("schedule_insert_many"), params)
+                except psycopg.errors.UniqueViolation as exc:
+                    if exc.diag.constraint_name != "schedules_tenant_name_key":
+                        raise
+                    raise _NameTaken from exc
+                except psycopg.errors.CheckViolation as exc:
+                    if exc.diag.constraint_name != QUOTA_CONSTRAINT:
+                        raise
+                    more = "another schedule" if single else f"{len(items)} more schedules"
+                    raise QuotaExceeded(
+                        f"tenant {tenant_id} has reached its limit of {quota} schedules and cannot take {more}"
+                    ) from exc
+                rows = await cur.fetchall()
+        except _NameTaken as exc:
+            # Row-level security hides the key from the error's detail: ask which name it was.
+            async with self._conn(tenant_id) as conn:
+                cur = await conn.execute(
+                    sql("schedule_names_taken"), {"tenant_id": tenant_id, "names": params["names"]}
+                )
+                taken = {row["name"] for row in await cur.fetchall()}
+            index = next((i for i, (s, _) in enumerate(items) if s.name in taken), 0)
+            name = items[index][0].name
+            field = "name" if single else f"items[{index}].name"
+            raise Conflict(f"a schedule named {name!r} already exists", field=field) from exc.__cause__
+        by_id = {str(row["id"]): row for row in rows}
+        return [schedule_from_row(by_id[s.id]) for s, _ in items]
 
     async def _one(self, statement: str, tenant_id: str, object_id: str, what: str) -> dict[str, Any]:
         """The row a tenant-scoped by-id statement returns, or NotFound (another tenant's id is not found too)."""
@@ -225,21 +310,42 @@ class Repository:
                 raise NotFound(f"schedule {schedule_id} not found")
 
     async def schedule_list(
-        self, tenant_id: str, where: ListFilter, limit: int, offset: int
-    ) -> tuple[list[Schedule], int]:
+        self, tenant_id: str, where: ListFilter, limit: int, position: ListPosition
+    ) -> tuple[list[Schedule], int | None, bool]:
+        """One page (``limit`` schedules) from ``position``, the tenant's total (None when filtered and more
+        than ``count_cap`` match), and whether more follow."""
         params = {
             "tenant_id": tenant_id,
             "enabled": where.enabled,
             "name_prefix": where.name_prefix,
             "labels": _encode(where.labels).decode() if where.labels else None,
         }
+        page: dict[str, Any] = {**params, "limit": limit + 1}  # one more tells whether there is a next page
         async with self._conn(tenant_id) as conn:
-            cur = await conn.execute(sql("schedule_list"), {**params, "limit": limit, "offset": offset})
+            if position.after is not None:
+                after_created_at, after_id = position.after
+                page |= {"after_created_at": after_created_at, "after_id": after_id}
+                cur = await conn.execute(sql("schedule_list_after"), page)
+            else:
+                cur = await conn.execute(sql("schedule_list"), {**page, "offset": position.offset})
             rows = await cur.fetchall()
-            cur = await conn.execute(sql("schedule_count"), params)
+            if where.unfiltered:
+                cur = await conn.execute(sql("tenant_schedule_count"), {"tenant_id": tenant_id})
+            else:
+                cur = await conn.execute(sql("schedule_count_capped"), {**params, "cap": position.count_cap + 1})
             count = await cur.fetchone()
         assert count is not None
-        return [schedule_from_row(r) for r in rows], count["count"]
+        total: int | None = count["count"]
+        if not where.unfiltered and total is not None and total > position.count_cap:
+            total = None
+        return [schedule_from_row(r) for r in rows[:limit]], total, len(rows) > limit
+
+    async def tenant_schedule_count(self, tenant_id: str) -> int:
+        async with self._conn(tenant_id) as conn:
+            cur = await conn.execute(sql("tenant_schedule_count"), {"tenant_id": tenant_id})
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row["count"])
 
     async def run_insert_manual(
         self, tenant_id: str, schedule_id: str, run_id: str, now: datetime, trace_context: str | None
