@@ -19,8 +19,11 @@ from typing import Any
 import aiohttp
 import psycopg
 
-from bench.infra import Lab, percentile, record
+from bench.infra import Lab, cpu_seconds, percentile, postmaster_pid, record, tree_cpu_seconds
 from shared.pagination import MAX_OFFSET, encode_cursor
+
+CPU_PIDS: list[int] = []  # the API process
+PG_PIDS: list[int] = []  # the postmaster
 
 
 def realistic_body(name: str, i: int) -> dict[str, Any]:
@@ -52,6 +55,7 @@ class Load:
     latencies: list[float] = field(default_factory=list)
     errors: dict[int, int] = field(default_factory=dict)
     elapsed: float = 0.0
+    cpu: list[float] = field(default_factory=list)  # seconds of the API process and of Postgres
 
     def summary(self) -> dict[str, Any]:
         ok = len(self.latencies)
@@ -61,11 +65,15 @@ class Load:
             "errors": self.errors,
             "p50_ms": round(percentile(self.latencies, 0.5) * 1000, 2),
             "p99_ms": round(percentile(self.latencies, 0.99) * 1000, 2),
+            # Server CPU per request: what bounds throughput once the machine is not shared.
+            "api_cpu_ms": round(self.cpu[0] / ok * 1000, 2) if ok and self.cpu else None,
+            "pg_cpu_ms": round(self.cpu[1] / ok * 1000, 2) if ok and len(self.cpu) > 1 else None,
         }
 
 
 async def _drive(clients: int, seconds: float, request: Any) -> Load:
     load = Load()
+    cpu = [cpu_seconds(pid) for pid in CPU_PIDS] + [tree_cpu_seconds(pid) for pid in PG_PIDS]
     stop_at = time.perf_counter() + seconds
 
     async def client(c: int) -> None:
@@ -82,6 +90,8 @@ async def _drive(clients: int, seconds: float, request: Any) -> Load:
     start = time.perf_counter()
     await asyncio.gather(*(client(c) for c in range(clients)))
     load.elapsed = time.perf_counter() - start
+    after = [cpu_seconds(pid) for pid in CPU_PIDS] + [tree_cpu_seconds(pid) for pid in PG_PIDS]
+    load.cpu = [b - a for a, b in zip(cpu, after, strict=True)]
     return load
 
 
@@ -185,9 +195,15 @@ def run(sizes: list[int], seconds: float, clients: int) -> list[dict[str, Any]]:
     with Lab() as lab:
         url = lab.database()
         base = lab.start_api(url)
+        CPU_PIDS[:] = [lab.children[-1].pid]
+        PG_PIDS[:] = [postmaster_pid(lab)]
         tenant = "bench-api"
         token = lab.token(tenant)
-        print(f"{'what':<18} {'tenant':>9} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  errors", flush=True)
+        print(
+            f"{'what':<18} {'tenant':>9} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'api cpu':>8} {'pg cpu':>7}  errors",
+            flush=True,
+        )
         for size in sizes:
             grow_tenant(url, tenant, size)
             with psycopg.connect(url) as conn:
@@ -199,7 +215,8 @@ def run(sizes: list[int], seconds: float, clients: int) -> list[dict[str, Any]]:
                 extra = f" ({result['schedules_per_sec']} schedules/s)" if "schedules_per_sec" in result else ""
                 print(
                     f"{result['what']:<18} {result['tenant_size']:>9} {result['clients']:>7} "
-                    f"{result['requests_per_sec']:>8.0f} {result['p50_ms']:>8.2f} {result['p99_ms']:>8.2f}  "
+                    f"{result['requests_per_sec']:>8.0f} {result['p50_ms']:>8.2f} {result['p99_ms']:>8.2f} "
+                    f"{result['api_cpu_ms']:>6.2f}ms {result['pg_cpu_ms']:>5.2f}ms  "
                     f"{result['errors'] or ''}{extra}",
                     flush=True,
                 )

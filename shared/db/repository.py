@@ -220,12 +220,14 @@ class Repository:
         single = len(items) == 1
         params = schedule_many_params(tenant_id, items, now)
         try:
-            async with self._conn(tenant_id, quota=quota) as conn, conn.transaction():
+            # The pool commits when the block ends and rolls back if it raises: no SAVEPOINT round trips.
+            async with self._conn(tenant_id, quota=quota) as conn:
                 if wake_workers:
                     # Before the insert: the counter row lock the insert takes is then held only until the commit.
                     await conn.execute(sql("schedule_notify"), {"reason": "due"})
                 try:
                     cur = await conn.execute(sql("schedule_insert_many"), params)
+                    rows = await cur.fetchall()
                 except psycopg.errors.UniqueViolation as exc:
                     if exc.diag.constraint_name != "schedules_tenant_name_key":
                         raise
@@ -237,7 +239,6 @@ class Repository:
                     raise QuotaExceeded(
                         f"tenant {tenant_id} has reached its limit of {quota} schedules and cannot take {more}"
                     ) from exc
-                rows = await cur.fetchall()
         except _NameTaken as exc:
             # Row-level security hides the key from the error's detail: ask which name it was.
             async with self._conn(tenant_id) as conn:
