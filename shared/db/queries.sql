@@ -196,11 +196,18 @@ SELECT set_config('app.tenant_id', %(tenant_id)s, true), set_config('app.max_sch
 SELECT COALESCE((SELECT schedules FROM tenant_schedule_counts WHERE tenant_id = %(tenant_id)s), 0) AS count;
 
 -- name: schedule_insert_many
--- Store many schedules of one tenant in one statement (all or nothing); the rows come back in any order.
--- created_at steps by a microsecond per item, so that a list shows a batch in the order it was sent.
+-- Store many schedules of one tenant in one statement (all or nothing), run on its own (autocommit): one
+-- command per create instead of BEGIN, scope, INSERT and COMMIT. The tenant scope and quota are set by the
+-- statement itself, transaction-locally: every inserted row comes from the join with `scope`, so the settings
+-- are in place before row-level security checks the first row, and the quota trigger at its end reads them.
+-- The rows come back in any order; created_at steps by a microsecond per item, so that a list shows a batch in
+-- the order it was sent.
+WITH scope AS MATERIALIZED (
+    SELECT set_config('app.tenant_id', %(tenant_id)s, true) AS tenant_id,
+           set_config('app.max_schedules', %(quota)s, true) AS quota)
 INSERT INTO schedules (id, tenant_id, name, description, tz, trigger, target, payload, enabled, misfire_policy,
                        catch_up_limit, retry, labels, next_run_at, created_at, updated_at, webhook_secret)
-SELECT v.id, %(tenant_id)s, v.name, v.description, v.tz, v.trigger::jsonb, v.target::jsonb, v.payload::jsonb,
+SELECT v.id, scope.tenant_id, v.name, v.description, v.tz, v.trigger::jsonb, v.target::jsonb, v.payload::jsonb,
        v.enabled, v.misfire_policy, v.catch_up_limit, v.retry::jsonb, v.labels::jsonb, v.next_run_at,
        v.created_at, v.created_at, v.webhook_secret
   FROM unnest(%(ids)s::uuid[], %(names)s::text[], %(descriptions)s::text[], %(tzs)s::text[], %(triggers)s::text[],
@@ -209,6 +216,7 @@ SELECT v.id, %(tenant_id)s, v.name, v.description, v.tz, v.trigger::jsonb, v.tar
               %(next_run_ats)s::timestamptz[], %(webhook_secrets)s::text[], %(created_ats)s::timestamptz[])
        AS v(id, name, description, tz, trigger, target, payload, enabled, misfire_policy, catch_up_limit, retry,
             labels, next_run_at, webhook_secret, created_at)
+ CROSS JOIN scope
 RETURNING *;
 
 -- name: schedule_names_taken

@@ -194,6 +194,18 @@ class Repository:
                 await conn.execute(sql("tenant_scope"), {"tenant_id": tenant_id})
             yield conn  # type: ignore[misc]
 
+    @asynccontextmanager
+    async def _statement(self) -> AsyncIterator[AsyncConnection[dict[str, Any]]]:
+        """A connection whose statements each commit on their own (autocommit): for a statement that scopes
+        itself to its tenant (the API role sees no rows without that)."""
+        async with translated_errors(), self.pool.connection() as conn:
+            conn.row_factory = dict_row  # type: ignore[assignment]
+            await conn.set_autocommit(True)
+            try:
+                yield conn  # type: ignore[misc]
+            finally:
+                await conn.set_autocommit(False)
+
     async def ping(self) -> None:
         async with self._conn(None) as conn:
             await conn.execute(sql("database_ping"))
@@ -218,13 +230,9 @@ class Repository:
         stored schedules come back in the order given. A name already taken is a Conflict naming the item
         (``items[i].name``, or ``name`` for a single schedule)."""
         single = len(items) == 1
-        params = schedule_many_params(tenant_id, items, now)
+        params = {**schedule_many_params(tenant_id, items, now), "quota": str(quota)}
         try:
-            # The pool commits when the block ends and rolls back if it raises: no SAVEPOINT round trips.
-            async with self._conn(tenant_id, quota=quota) as conn:
-                if wake_workers:
-                    # Before the insert: the counter row lock the insert takes is then held only until the commit.
-                    await conn.execute(sql("schedule_notify"), {"reason": "due"})
+            async with self._statement() as conn:
                 try:
                     cur = await conn.execute(sql("schedule_insert_many"), params)
                     rows = await cur.fetchall()
@@ -239,6 +247,8 @@ class Repository:
                     raise QuotaExceeded(
                         f"tenant {tenant_id} has reached its limit of {quota} schedules and cannot take {more}"
                     ) from exc
+                if wake_workers:  # after the commit: a woken worker finds the new rows
+                    await conn.execute(sql("schedule_notify"), {"reason": "due"})
         except _NameTaken as exc:
             # Row-level security hides the key from the error's detail: ask which name it was.
             async with self._conn(tenant_id) as conn:

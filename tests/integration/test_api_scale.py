@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import datetime
+import uuid
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -12,6 +13,9 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from api.auth import VIEWER
+from shared.db.queries import sql
+from shared.db.repository import schedule_many_params
+from shared.model import CronTrigger, EventTarget, MisfirePolicy, RetryPolicy, Schedule, ScheduleStatus
 from shared.pagination import MAX_OFFSET, encode_cursor
 
 pytestmark = pytest.mark.asyncio
@@ -214,3 +218,25 @@ async def test_filtered_total_is_counted(client, headers):
         headers=headers(VIEWER),
     )
     assert [s["labels"]["k"] for s in rest.json()["items"]] == ["odd", "odd"] and rest.json()["nextCursor"] is None
+
+
+async def test_the_self_scoping_insert_confines_itself_and_leaves_no_setting_behind(db_url, tenant):
+    """schedule_insert_many sets the tenant scope inside the statement (autocommit): the rows are the named
+    tenant's, and the next statement on the same connection is unscoped again (sees no rows)."""
+    now = datetime.now(UTC)
+    schedule = Schedule(
+        id=str(uuid.uuid4()), tenant_id=tenant, name="scoped", description=None, tz="UTC",
+        trigger=CronTrigger(cron="0 9 * * *"), target=EventTarget(event_topic="a.b"), payload=None, enabled=True,
+        misfire_policy=MisfirePolicy.FIRE_ONCE,
+        catch_up_limit=1, retry=RetryPolicy(), labels={},
+        status=ScheduleStatus.ACTIVE, next_run_at=now, last_run_at=None, created_at=now, updated_at=now, version=1,
+    )  # fmt: skip
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SET ROLE scheduler_api")
+        params = {**schedule_many_params(tenant, [(schedule, "k:sealed")], now), "quota": "5"}
+        rows = conn.execute(sql("schedule_insert_many"), params).fetchall()
+        assert len(rows) == 1
+        assert conn.execute("SELECT current_setting('app.tenant_id', true)").fetchone() in ((None,), ("",))
+        assert conn.execute("SELECT count(*) FROM schedules").fetchone() == (0,)
+        conn.execute("SELECT set_config('app.tenant_id', %s, false)", (tenant,))
+        assert conn.execute("SELECT tenant_id, name FROM schedules").fetchall() == [(tenant, "scoped")]
