@@ -15,6 +15,7 @@ from msgspec import UnsetType
 
 from shared.db.repository import ListFilter, ListPosition, Repository
 from shared.errors import FieldProblem, InvalidInput
+from shared.ids import uuid7
 from shared.model import (
     FireTimes,
     HttpTarget,
@@ -69,7 +70,7 @@ class ScheduleService:
 
     async def create(self, tenant_id: str, body: ScheduleCreate) -> Schedule:
         now = self.clock()
-        schedule = new_schedule(body, tenant_id, str(uuid.uuid4()), now, self.settings.max_payload_bytes)
+        schedule = new_schedule(body, tenant_id, uuid7(now), now, self.settings.max_payload_bytes)
         await self.check_reachable(schedule.target)
         schedule = msgspec.structs.replace(
             schedule, target=seal_target(schedule.target, self.keys, schedule.id, previous=None)
@@ -101,7 +102,7 @@ class ScheduleService:
         first_index: dict[str, int] = {}
         for i, body in enumerate(bodies):
             try:
-                schedule = new_schedule(body, tenant_id, str(uuid.uuid4()), now, self.settings.max_payload_bytes)
+                schedule = new_schedule(body, tenant_id, uuid7(now), now, self.settings.max_payload_bytes)
             except InvalidInput as exc:
                 problems += [FieldProblem(f"items[{i}].{p.field}", p.reason) for p in exc.problems]
                 continue

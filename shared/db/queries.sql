@@ -35,14 +35,24 @@ RETURNING *;
 DELETE FROM schedules WHERE tenant_id = %(tenant_id)s AND id = %(id)s RETURNING id;
 
 -- name: schedule_list
--- One page of a tenant's schedules, oldest first, with optional filters.
-SELECT * FROM schedules
- WHERE tenant_id = %(tenant_id)s
-   AND (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s::boolean)
-   AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
-   AND (%(labels)s::jsonb IS NULL OR labels @> %(labels)s::jsonb)
- ORDER BY created_at, id
- LIMIT %(limit)s OFFSET %(offset)s;
+-- One page of a tenant's schedules at an offset, oldest first, with optional filters. The offset is skipped on
+-- the (tenant_id, created_at, id) index (index-only when unfiltered and the API plans with the values), then
+-- the page is read from its first position: OFFSET over whole rows reads every skipped row from the table.
+WITH start AS (
+    SELECT created_at, id FROM schedules
+     WHERE tenant_id = %(tenant_id)s
+       AND (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s::boolean)
+       AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
+       AND (%(labels)s::jsonb IS NULL OR labels @> %(labels)s::jsonb)
+     ORDER BY created_at, id
+    OFFSET %(offset)s LIMIT 1)
+SELECT s.* FROM start JOIN schedules AS s ON (s.created_at, s.id) >= (start.created_at, start.id)
+ WHERE s.tenant_id = %(tenant_id)s
+   AND (%(enabled)s::boolean IS NULL OR s.enabled = %(enabled)s::boolean)
+   AND (%(name_prefix)s::text IS NULL OR starts_with(s.name, %(name_prefix)s::text))
+   AND (%(labels)s::jsonb IS NULL OR s.labels @> %(labels)s::jsonb)
+ ORDER BY s.created_at, s.id
+ LIMIT %(limit)s;
 
 -- name: tenant_scope
 -- Scope the current transaction to one tenant: the row-level security policies (sql/0004) read this setting.
