@@ -197,10 +197,6 @@ SELECT pg_notify('scheduler_wakeup', %(reason)s);
 
 -- Quota counters, bulk create and keyset pagination (sql/0050) ------------------------------------------------
 
--- name: tenant_scope_with_quota
--- Scope the transaction to one tenant and set its schedule quota, which sql/0050's insert trigger enforces.
-SELECT set_config('app.tenant_id', %(tenant_id)s, true), set_config('app.max_schedules', %(quota)s, true);
-
 -- name: tenant_schedule_count
 -- How many schedules a tenant has, from its counter row (no row: none yet).
 SELECT COALESCE((SELECT schedules FROM tenant_schedule_counts WHERE tenant_id = %(tenant_id)s), 0) AS count;

@@ -86,7 +86,6 @@ def schedule_many_params(tenant_id: str, items: list[tuple[Schedule, str]], now:
     schedules = [s for s, _ in items]
     params: dict[str, Any] = {
         "tenant_id": tenant_id,
-        "now": now,
         "ids": [s.id for s in schedules],
         "names": [s.name for s in schedules],
         "descriptions": [s.description for s in schedules],
@@ -182,15 +181,12 @@ class Repository:
 
     @asynccontextmanager
     async def _conn(
-        self, tenant_id: str | None, name: Callable[[], str | None] = lambda: None, quota: int | None = None
+        self, tenant_id: str | None, name: Callable[[], str | None] = lambda: None
     ) -> AsyncIterator[AsyncConnection[dict[str, Any]]]:
-        """A connection in a transaction scoped to ``tenant_id``: row-level security shows it nothing else.
-        With a ``quota``, inserting schedules past it fails (sql/0050)."""
+        """A connection in a transaction scoped to ``tenant_id``: row-level security shows it nothing else."""
         async with translated_errors(name), self.pool.connection() as conn:
             conn.row_factory = dict_row  # type: ignore[assignment]
-            if tenant_id is not None and quota is not None:
-                await conn.execute(sql("tenant_scope_with_quota"), {"tenant_id": tenant_id, "quota": str(quota)})
-            elif tenant_id is not None:
+            if tenant_id is not None:
                 await conn.execute(sql("tenant_scope"), {"tenant_id": tenant_id})
             yield conn  # type: ignore[misc]
 
