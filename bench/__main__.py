@@ -22,8 +22,8 @@ def main() -> None:
     parser.add_argument("--peers", action="store_true", help="users mode: also run APScheduler 3, print the ratio")
     parser.add_argument(
         "--configs",
-        default="event-js:10000,event-core:10000,http:5000,queue:10000",
-        help="users mode: KIND:N,... (kinds: event-js, event-core, http, queue)",
+        default="event-js:10000,event-core:10000,http:5000,queue:10000,event-js:10000@1000,event-core:20000@2000",
+        help="users mode: KIND:N or KIND:N@RATE (steady), comma-separated; kinds: event-js, event-core, http, queue",
     )
     parser.add_argument("--triggers", default="mixed", help="users mode: mixed, ONE_SHOT, CRON, RRULE, FIXED_DELAY")
     parser.add_argument("--background", type=int, default=0, help="users mode: other schedules in the table")
@@ -51,7 +51,11 @@ def main() -> None:
     else:
         from bench import users
 
-        configs = [(kind, int(n)) for kind, n in (c.split(":") for c in args.configs.split(","))]
+        configs = []
+        for spec in args.configs.split(","):
+            kind, _, size = spec.partition(":")
+            n, _, rate = size.partition("@")
+            configs.append((kind, int(n), float(rate or 0)))
         counts = [int(w) for w in (args.workers or "2").split(",")]
         users.run(configs, counts, args.triggers, args.background, args.bare_size, args.peers, args.profile)
 

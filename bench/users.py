@@ -10,6 +10,9 @@ every delivery is observed where a user would observe it:
 * HTTP: a local aiohttp receiver answering 200;
 * QUEUE: the topic's WorkQueue stream, drained by a JetStream pull consumer.
 
+A configuration KIND:N@RATE is a steady load instead: N ONE_SHOTs due evenly at RATE per second (its lag is
+the one to read; fires/s is then the offered rate when the fleet keeps up).
+
 Reported per configuration: fires/s (deliveries / drain time), drain time (T0 to the last delivery), lag
 (delivery received - scheduled time) p50/p95/p99, duplicates (a key received twice) and lost (never received).
 The bare-SQL limit at batch 100 and 500 (bench/direct.py's single statement, 2 connections) is measured in the
@@ -153,17 +156,22 @@ def target_for(kind: str, http_url: str) -> dict[str, Any]:
     return {"kind": "HTTP", "http": {"url": http_url, "method": "POST", "timeoutSec": 10}}
 
 
-def trigger_due_at(i: int, t0: datetime, triggers: str) -> dict[str, Any]:
-    """The i-th trigger of the mix, first due exactly at ``t0`` (a whole second, UTC)."""
-    at = t0.isoformat().replace("+00:00", "Z")
+def due_time(i: int, n: int, t0: datetime, spread_sec: float) -> datetime:
+    """When the i-th of ``n`` schedules is first due: all at ``t0``, or evenly over ``spread_sec`` from it."""
+    return t0 + timedelta(seconds=spread_sec * i / n) if spread_sec else t0
+
+
+def trigger_due_at(i: int, at: datetime, triggers: str) -> dict[str, Any]:
+    """The i-th trigger of the mix, first due exactly at ``at`` (UTC; CRON and RRULE need a whole second)."""
+    text = at.isoformat().replace("+00:00", "Z")
     kind = triggers if triggers != "mixed" else ("ONE_SHOT", "CRON", "RRULE", "FIXED_DELAY")[i % 4]
     if kind == "ONE_SHOT":
-        return {"type": "ONE_SHOT", "startAt": at}
-    if kind == "CRON":  # daily at T0's time of day, seconds first
-        return {"type": "CRON", "cron": f"{t0.second} {t0.minute} {t0.hour} * * *", "startAt": at}
+        return {"type": "ONE_SHOT", "startAt": text}
+    if kind == "CRON":  # daily at that time of day, seconds first
+        return {"type": "CRON", "cron": f"{at.second} {at.minute} {at.hour} * * *", "startAt": text}
     if kind == "RRULE":
-        return {"type": "RRULE", "rrule": "FREQ=DAILY", "startAt": at}
-    return {"type": "FIXED_DELAY", "delaySec": 86400, "startAt": at}
+        return {"type": "RRULE", "rrule": "FREQ=DAILY", "startAt": text}
+    return {"type": "FIXED_DELAY", "delaySec": 86400, "startAt": text}
 
 
 def body(i: int, tag: str, target: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any]:
@@ -179,26 +187,34 @@ def body(i: int, tag: str, target: dict[str, Any], trigger: dict[str, Any]) -> d
 
 
 async def create_through_api(
-    base: str, token: str, tenant: str, n: int, t0: datetime, kind: str, triggers: str, http_url: str
+    base: str,
+    token: str,
+    tenant: str,
+    n: int,
+    t0: datetime,
+    kind: str,
+    triggers: str,
+    http_url: str,
+    spread_sec: float = 0.0,
 ) -> set[str]:
-    """Create ``n`` schedules in batches of 1,000 (two requests in flight); their ids."""
+    """Create ``n`` schedules in batches of 1,000 (two requests in flight), checking each is first due when
+    meant; their ids."""
     headers = {"Authorization": f"Bearer {token}", "X-Tenant-Id": tenant}
     target = target_for(kind, http_url)
     tag = uuid.uuid4().hex[:6]
     ids: set[str] = set()
-    expected = t0.isoformat().replace("+00:00", "Z")
     async with aiohttp.ClientSession(base, headers=headers) as http:
         semaphore = asyncio.Semaphore(2)
 
         async def one(start: int) -> None:
-            items = [
-                body(i, tag, target, trigger_due_at(i, t0, triggers)) for i in range(start, min(n, start + BATCH_ITEMS))
-            ]
+            indexes = range(start, min(n, start + BATCH_ITEMS))
+            items = [body(i, tag, target, trigger_due_at(i, due_time(i, n, t0, spread_sec), triggers)) for i in indexes]
             async with semaphore, http.post("/schedules:batch", json={"items": items}) as answer:
                 if answer.status != 201:
                     raise RuntimeError(f"batch create failed: {answer.status} {await answer.text()}")
-                for s in (await answer.json())["items"]:
-                    if not str(s["nextRunAt"]).startswith(expected.rstrip("Z")):
+                for i, s in zip(indexes, (await answer.json())["items"], strict=True):
+                    expected = due_time(i, n, t0, spread_sec)
+                    if datetime.fromisoformat(s["nextRunAt"]) != expected:
                         raise RuntimeError(f"{s['trigger']} is first due at {s['nextRunAt']}, not {expected}")
                     ids.add(s["id"])
 
@@ -227,14 +243,14 @@ class Outcome:
 
     def row(self) -> str:
         return (
-            f"{self.config:<16} {self.n:>7} {self.workers:>2} {self.fires_per_sec:>9.0f} {self.drain_sec:>7.2f} "
+            f"{self.config:<26} {self.n:>7} {self.workers:>2} {self.fires_per_sec:>9.0f} {self.drain_sec:>7.2f} "
             f"{self.p50:>7.3f} {self.p95:>7.3f} {self.p99:>7.3f} {self.duplicates:>5} {self.lost:>5} "
             f"{self.cpu_per_fire_us:>7.0f}"
         )
 
 
 HEADER = (
-    f"{'config':<16} {'N':>7} {'K':>2} {'fires/s':>9} {'drain s':>7} {'p50 s':>7} {'p95 s':>7} {'p99 s':>7} "
+    f"{'config':<26} {'N':>7} {'K':>2} {'fires/s':>9} {'drain s':>7} {'p50 s':>7} {'p95 s':>7} {'p99 s':>7} "
     f"{'dups':>5} {'lost':>5} {'µs/fire':>7}"
 )
 
@@ -248,20 +264,26 @@ async def burst(
     n: int,
     triggers: str,
     profile_dir: Path | None,
+    rate: float = 0.0,
 ) -> Outcome:
+    """``rate``: a steady load (ONE_SHOTs due evenly at ``rate``/s) instead of a burst at one instant."""
+    spread = n / rate if rate else 0.0
+    if rate:
+        triggers = "ONE_SHOT"  # CRON and RRULE have whole seconds: a spread of them would be bursts per second
     tenant = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
     token = lab.token(tenant)
     # Every schedule must exist before T0: the lead follows the create rate seen so far (slow on a busy machine).
     lead = 5.0 + n / (0.6 * CREATE_RATE[0])
     t0 = (datetime.now(UTC) + timedelta(seconds=lead)).replace(microsecond=0)
     started = time.perf_counter()
-    ids = await create_through_api(base, token, tenant, n, t0, kind, triggers, receivers.http_url)
+    ids = await create_through_api(base, token, tenant, n, t0, kind, triggers, receivers.http_url, spread)
     create_sec = time.perf_counter() - started
     CREATE_RATE[0] = n / create_sec
     if datetime.now(UTC) >= t0:
         raise RuntimeError(f"creating {n} schedules took {create_sec:.1f} s, past T0: raise the lead time")
     await asyncio.sleep(max(0.0, t0.timestamp() - time.time() - 0.3))
-    spies = [_py_spy(w.pid, profile_dir / f"{kind}-{w.pid}.txt", 4 + n / 3000) for w in workers] if profile_dir else []
+    spy_sec = 4 + (spread or n / 3000)
+    spies = [_py_spy(w.pid, profile_dir / f"{kind}-{w.pid}.txt", spy_sec) for w in workers] if profile_dir else []
     cpu_before = [cpu_seconds(w.pid) for w in workers]
     seen = receivers.seen
     seen.expect(ids)
@@ -270,7 +292,7 @@ async def burst(
         await asyncio.sleep(0.1)
         if seen.arrived >= n:
             break
-        quiet = time.time() - max(seen.last_at, t0.timestamp())
+        quiet = time.time() - max(seen.last_at, t0.timestamp() + spread)
         if quiet > QUIET_SEC or time.time() > deadline:
             break
         if any(w.poll() is not None for w in workers):
@@ -285,7 +307,7 @@ async def burst(
     drain = max(ours.values()) - t0.timestamp() if ours else float("nan")
     dups = sum(c - 1 for k, c in seen.times.items() if c > 1 and k.partition(":")[0] in ids)
     return Outcome(
-        config=f"{kind}/{triggers}",
+        config=f"{kind}/{triggers}" + (f"@{rate:.0f}/s" if rate else ""),
         n=n,
         workers=len(workers),
         fires_per_sec=len(ours) / drain if drain > 0 else float("nan"),
@@ -332,7 +354,7 @@ def seed_background(url: str, count: int) -> None:
 
 
 def run(
-    configs: list[tuple[str, int]],
+    configs: list[tuple[str, int, float]],
     worker_counts: list[int],
     triggers: str,
     background: int,
@@ -364,7 +386,7 @@ def run(
         if peers:
             from bench import peers as peer_bench
 
-            n = max(n for _, n in configs)
+            n = max(n for _, n, _ in configs)
             peer = peer_bench.run_apscheduler(lab, n)
             print(
                 f"\nAPScheduler 3 (SQLAlchemyJobStore on the same Postgres, {n} due at once): "
@@ -383,7 +405,7 @@ async def _bursts(
     lab: Lab,
     base: str,
     workers: list[subprocess.Popen[bytes]],
-    configs: list[tuple[str, int]],
+    configs: list[tuple[str, int, float]],
     triggers: str,
     profile_dir: Path | None,
     background: int,
@@ -393,9 +415,9 @@ async def _bursts(
     out = []
     print(HEADER, flush=True)
     try:
-        for kind, n in configs:
+        for kind, n, rate in configs:
             try:
-                o = await burst(lab, base, receivers, workers, kind, n, triggers, profile_dir)
+                o = await burst(lab, base, receivers, workers, kind, n, triggers, profile_dir, rate)
             except RuntimeError as exc:  # one configuration that could not be set up does not end the run
                 print(f"{kind:<16} {n:>7} {len(workers):>2}  not measured: {exc}", flush=True)
                 continue
