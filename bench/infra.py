@@ -44,7 +44,9 @@ class Interrupted(SystemExit):
 
 
 def exit_on_signals() -> None:
-    """SIGTERM and SIGINT unwind the stack (so every ``finally`` stops what it started) instead of killing us."""
+    """SIGTERM and SIGINT unwind the stack (so every ``finally`` stops what it started) instead of killing us;
+    so does our parent's death (`make`, killed by SIGTERM, does not always pass it on)."""
+    _die_with_parent()
 
     def handler(signum: int, _frame: object) -> None:
         # A second signal during cleanup must not cut the cleanup short.

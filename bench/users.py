@@ -382,17 +382,18 @@ def run(
             record({"mode": "users", "config": f"bare-sql/batch{batch}", "n": bare_size, "workers": 2,
                     "fires_per_sec": round(r.fires_per_sec), "p50": r.p50, "p95": r.p95, "p99": r.p99})  # fmt: skip
         for o in outcomes:
-            print(f"  {o.config:<16} K={o.workers}: {o.fires_per_sec / bare[500]:.2f} of bare-SQL at batch 500")
+            if "@" not in o.config:  # a steady load's fires/s is its offered rate
+                print(f"  {o.config:<16} K={o.workers}: {o.fires_per_sec / bare[500]:.2f} of bare-SQL at batch 500")
         if peers:
             from bench import peers as peer_bench
 
-            n = max(n for _, n, _ in configs)
+            n = max((n for _, n, rate in configs if not rate), default=10_000)
             peer = peer_bench.run_apscheduler(lab, n)
             print(
                 f"\nAPScheduler 3 (SQLAlchemyJobStore on the same Postgres, {n} due at once): "
                 f"{peer['fires_per_sec']:.0f} fires/s, lag p99 {peer['p99']:.2f} s, {peer['missed']} never fired"
             )
-            for o in outcomes:
+            for o in (o for o in outcomes if "@" not in o.config):
                 print(
                     f"  {o.config:<16} K={o.workers} N={o.n}: "
                     f"{o.fires_per_sec / peer['fires_per_sec']:.1f}x APScheduler 3"
