@@ -72,8 +72,12 @@ token: $(STAMP) ## print a dev token: make token TENANT=t1 ROLES=scheduler.edito
 sub: $(STAMP) ## print messages on a NATS subject of the local stack: make sub SUBJECT='demo.>'
 	@$(BIN)/python -m devstack sub '$(SUBJECT)'
 
-bench: $(STAMP) ## measure claim-fire-advance throughput and lag against the bare-SQL baseline
-	$(BIN)/python -m bench
+MODE  ?= users
+PEERS ?=
+BENCH_ARGS ?=
+bench: $(STAMP) ## fires/s and lag as users see them (MODE=direct|api for diagnostics, PEERS=1 adds APScheduler 3)
+	@if [ -n "$(PEERS)" ]; then $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[peers]'; fi
+	exec $(BIN)/python -m bench --mode $(MODE) $(if $(PEERS),--peers,) $(BENCH_ARGS)
 
 SOAK_MINUTES ?= 10
 soak: $(STAMP) ## fixed load (50% of measured capacity) for SOAK_MINUTES (10): lag, RSS and table sizes per minute

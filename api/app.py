@@ -21,7 +21,7 @@ from api.openapi import openapi_config
 from api.problems import EXCEPTION_HANDLERS
 from api.routes.health import dev_jwks_route, health, live, ready
 from api.routes.runs import RunController
-from api.routes.schedules import ScheduleController
+from api.routes.schedules import ScheduleController, create_batch
 from api.routes.triggers import preview_trigger
 from api.service import Clock, ScheduleService
 from api.serving import security_headers
@@ -71,6 +71,7 @@ def create_app(settings: Settings, clock: Clock = system_clock, tracing: bool = 
     app = Litestar(
         route_handlers=[
             ScheduleController,
+            create_batch,
             RunController,
             preview_trigger,
             health,

@@ -74,6 +74,33 @@ def strict_body(raw: bytes, kind: type[T]) -> T:
         raise InvalidInput.field("body", TOO_DEEP) from exc
 
 
+class _Items(msgspec.Struct, forbid_unknown_fields=True):
+    items: list[msgspec.Raw]
+
+
+def strict_items(raw: bytes, kind: type[T], max_items: int) -> list[T]:
+    """Decode ``{"items": [...]}`` strictly, each item as ``kind``; every item's problem is named
+    ``items[i].<field>`` (all of them, not just the first item's)."""
+    envelope = strict_body(raw, _Items)
+    if not envelope.items:
+        raise InvalidInput.field("items", "must list at least one item")
+    if len(envelope.items) > max_items:
+        raise InvalidInput.field("items", f"lists {len(envelope.items)} items, at most {max_items} are allowed")
+    decoded: list[T] = []
+    problems: list[FieldProblem] = []
+    for i, item in enumerate(envelope.items):
+        try:
+            decoded.append(strict_body(item, kind))
+        except InvalidInput as exc:
+            problems += [
+                FieldProblem(f"items[{i}]" + (f".{p.field}" if p.field != "body" else ""), p.reason)
+                for p in exc.problems
+            ]
+    if problems:
+        raise InvalidInput(problems)
+    return decoded
+
+
 def handle_scheduler_error(_: Request, exc: SchedulerError) -> Response[bytes]:
     extra: dict[str, Any] = {}
     if isinstance(exc, InvalidInput):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import uuid
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,9 +16,10 @@ from msgspec import UnsetType
 
 from api.evaluation import Evaluator
 from shared.audit import update_action
-from shared.db.repository import Audit, ListFilter, Repository
+from shared.db.repository import Audit, ListFilter, ListPosition, Repository
 from shared.db.run_ids import manual_run_id
-from shared.errors import Conflict, InvalidInput, PreconditionFailed
+from shared.errors import Conflict, FieldProblem, InvalidInput, PreconditionFailed
+from shared.ids import uuid7
 from shared.messaging.streams import QueueProvisioner
 from shared.model import (
     SECRET_MASK,
@@ -48,6 +49,7 @@ from shared.model import (
 )
 from shared.netguard import Network, is_ip_literal, refusal
 from shared.occurrences import idempotency_key, occurrence_run_id
+from shared.pagination import check_offset, decode_cursor, encode_cursor
 from shared.schedules import apply_patch, check_body_tenant, new_schedule, pause_state
 from shared.secrets import KeyRing, mask_target, new_webhook_secret, open_target, seal_target
 from shared.settings import Settings
@@ -117,7 +119,7 @@ class ScheduleService:
         schedule = new_schedule(
             body,
             tenant_id,
-            str(uuid.uuid4()),
+            uuid7(now),
             now,
             self.settings.max_payload_bytes,
             budget=budget,
@@ -160,9 +162,67 @@ class ScheduleService:
     async def get(self, tenant_id: str, schedule_id: str) -> Schedule:
         return public(await self.repo.schedule_get(tenant_id, schedule_id))
 
-    async def list(self, tenant_id: str, where: ListFilter, page: int, page_size: int) -> SchedulePage:
-        items, total = await self.repo.schedule_list(tenant_id, where, page_size, (page - 1) * page_size)
-        return SchedulePage(items=[public(s) for s in items], page=page, page_size=page_size, total=total)
+    async def create_many(self, tenant_id: str, bodies: list[ScheduleCreate], actor: str) -> list[Schedule]:
+        """All of ``bodies`` or none: every problem of every item is reported at once, named ``items[i].…``. Each
+        item's triggers get a budget of their own, evaluated off the event loop."""
+        now = self.clock()
+        limit = self.evaluator.limit_sec
+
+        def build(_: Budget) -> tuple[list[tuple[Schedule, str, str]], list[FieldProblem]]:
+            built: list[tuple[Schedule, str, str]] = []
+            problems: list[FieldProblem] = []
+            first_index: dict[str, int] = {}
+            for i, body in enumerate(bodies):
+                try:
+                    item = self._new(tenant_id, body, now, actor, Budget(time.thread_time, limit))
+                except InvalidInput as exc:
+                    problems += [FieldProblem(f"items[{i}].{p.field}", p.reason) for p in exc.problems]
+                    continue
+                if (seen := first_index.setdefault(item[0].name, i)) != i:
+                    problems.append(FieldProblem(f"items[{i}].name", f"is also the name of items[{seen}]"))
+                built.append(item)
+            return built, problems
+
+        built, problems = await self.evaluator.run(build, tenant_id)
+        raise_if(problems)
+        schedules = [s for s, _, _ in built]
+        reachable = await asyncio.gather(*(self.check_reachable(s.target) for s in schedules), return_exceptions=True)
+        for i, outcome in enumerate(reachable):
+            if isinstance(outcome, InvalidInput):
+                problems += [FieldProblem(f"items[{i}].{p.field}", p.reason) for p in outcome.problems]
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        raise_if(problems)
+        for target in {s.target for s in schedules if isinstance(s.target, QueueTarget)}:
+            await self.provision(tenant_id, target)
+        stored = await self.repo.schedule_insert_many(
+            tenant_id,
+            [(s, sealed) for s, sealed, _ in built],
+            now,
+            any(wakes_workers(s, now) for s in schedules),
+            self.settings.tenant_max_schedules,
+            self._audit(actor, now, via="batch"),
+        )
+        # Each secret is shown this once.
+        return [
+            public(msgspec.structs.replace(s, webhook_secret=plain))
+            for s, (_, _, plain) in zip(stored, built, strict=True)
+        ]
+
+    async def list(
+        self, tenant_id: str, where: ListFilter, page: int, page_size: int, cursor: str | None
+    ) -> SchedulePage:
+        if cursor is not None:
+            if page != 1:
+                raise InvalidInput.field("page", "cannot be combined with cursor (the cursor says where to start)")
+            position = ListPosition(after=decode_cursor(cursor))
+        else:
+            position = ListPosition(offset=check_offset(page, page_size))
+        items, total, more = await self.repo.schedule_list(tenant_id, where, page_size, position)
+        next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more and items else None
+        return SchedulePage(
+            items=[public(s) for s in items], page=page, page_size=page_size, total=total, next_cursor=next_cursor
+        )
 
     async def history(self, tenant_id: str, schedule_id: str, page: int, page_size: int) -> AuditPage:
         items, total = await self.repo.schedule_history(tenant_id, schedule_id, page_size, (page - 1) * page_size)

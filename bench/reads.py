@@ -24,8 +24,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from shared.dev.postgres import EmbeddedPostgres
 
+from devstack.postgres import EmbeddedPostgres
 from shared.db.migrate import migrate, migration_files
 from shared.db.pool import make_pool
 from shared.db.queries import sql

@@ -199,7 +199,21 @@ class SchedulePage(Struct, rename="camel", kw_only=True):
     items: list[Schedule]
     page: int
     page_size: int
-    total: int
+    # Exact, from the tenant's counter row without filters; with filters, counted up to LIST_COUNT_CAP matches
+    # and null beyond (counting a million rows would cost more than the page).
+    total: int | None
+    # Pass as `cursor` for the page after this one; null on the last page.
+    next_cursor: str | None = None
+
+
+class ScheduleBatchCreate(_Wire, frozen=True):
+    """POST /schedules:batch body: created all together or not at all."""
+
+    items: Annotated[list[ScheduleCreate], Meta(min_length=1, max_length=1000)]
+
+
+class ScheduleBatch(Struct, rename="camel", kw_only=True):
+    items: list[Schedule]
 
 
 class TriggerPreviewRequest(_Wire, frozen=True):

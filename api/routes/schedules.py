@@ -22,7 +22,7 @@ from api.openapi import (
     TENANT_UPDATE,
     TENANT_WRITE_ONE,
 )
-from api.problems import strict_body
+from api.problems import strict_body, strict_items
 from api.service import Service, TenantId
 from shared.db.repository import ListFilter
 from shared.errors import InvalidInput
@@ -37,6 +37,8 @@ from shared.model import (
     PauseRequest,
     Schedule,
     ScheduleApply,
+    ScheduleBatch,
+    ScheduleBatchCreate,
     ScheduleCreate,
     SchedulePage,
     ScheduleSort,
@@ -44,11 +46,13 @@ from shared.model import (
     ScheduleUpdate,
     TargetKind,
 )
+from shared.pagination import MAX_OFFSET
 from shared.schedules import check_body_tenant
 from shared.validation import check_instant, check_name, check_query_text, raise_if
 
 Actor = NamedDependency[str]
 
+MAX_BATCH = 1000
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
 
 
@@ -154,7 +158,18 @@ class ScheduleController(Controller):
         tenant_id: TenantId,
         service: Service,
         query_tenant: Annotated[str | None, QueryParameter(name="tenantId")] = None,
-        page: Annotated[int, QueryParameter(ge=1, le=1_000_000)] = 1,
+        page: Annotated[
+            int,
+            QueryParameter(
+                ge=1,
+                le=1_000_000,
+                description=f"deprecated past the first {MAX_OFFSET} schedules (400 there): page on with `cursor`",
+            ),
+        ] = 1,
+        cursor: Annotated[
+            str | None,
+            QueryParameter(description="`nextCursor` of the previous page: the page after it", max_length=200),
+        ] = None,
         page_size: Annotated[int, QueryParameter(name="pageSize", ge=1, le=200)] = 20,
         enabled: FromQuery[bool | None] = None,
         name: Annotated[str | None, QueryParameter(description="name prefix", max_length=200)] = None,
@@ -187,7 +202,7 @@ class ScheduleController(Controller):
             next_run_after=aware(next_run_after, "nextRunAfter"),
             sort=sort,
         )
-        return await service.list(tenant_id, where, page, page_size)
+        return await service.list(tenant_id, where, page, page_size, cursor)
 
     @get(
         "/{schedule_id:str}",
@@ -439,3 +454,25 @@ class ScheduleController(Controller):
         if start is None:
             raise InvalidInput.field("since", "is required: when the outage began")
         return await service.catchup_preview(tenant_id, schedule_uuid(schedule_id), start, aware(until, "until"))
+
+
+@post(
+    "/schedules:batch",
+    guards=[require(EDITOR)],
+    dependencies={
+        "tenant_id": Provide(tenant_in_scope, sync_to_thread=False),
+        "actor": Provide(actor_of, sync_to_thread=False),
+    },
+    tags=["schedules"],
+    operation_id="createSchedules",
+    responses=TENANT_CREATE,
+    summary=f"Create up to {MAX_BATCH} schedules at once, all or none",
+    description="Every item is validated; a 400 lists the problems of all items, each field named "
+    "`items[i].<field>`. The answer lists the stored schedules in the order sent, each with its webhook secret "
+    "(shown this once).",
+)
+async def create_batch(
+    data: JSONBody[ScheduleBatchCreate], request: Request, tenant_id: TenantId, service: Service, actor: Actor
+) -> Response[ScheduleBatch]:
+    bodies = strict_items(await request.body(), ScheduleCreate, MAX_BATCH)
+    return Response(ScheduleBatch(items=await service.create_many(tenant_id, bodies, actor)), status_code=201)

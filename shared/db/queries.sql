@@ -3,25 +3,6 @@
 -- text escaping (a regex per element) on the worker's hot path. Only shared/db/repository.py (the API) and
 -- worker/store.py (the workers) run these.
 
--- name: schedule_insert
--- Store a new schedule and return it.
-INSERT INTO schedules (id, tenant_id, name, description, tz, trigger, target, payload, enabled, misfire_policy,
-                       catch_up_limit, retry, labels, next_run_at, created_at, updated_at, webhook_secret,
-                       paused_reason, paused_at, paused_by)
-VALUES (%(id)s, %(tenant_id)s, %(name)s, %(description)s, %(tz)s, %(trigger)s::jsonb, %(target)s::jsonb,
-        %(payload)s::jsonb, %(enabled)s, %(misfire_policy)s, %(catch_up_limit)s, %(retry)s::jsonb,
-        %(labels)s::jsonb, %(next_run_at)s, %(now)s, %(now)s, %(webhook_secret)s,
-        %(paused_reason)s, %(paused_at)s, %(paused_by)s)
-RETURNING *;
-
--- name: schedule_lock_tenant
--- Serialise schedule creation within one tenant (until the transaction ends), so the quota check is exact.
-SELECT pg_advisory_xact_lock(hashtextextended(%(tenant_id)s, 5309));
-
--- name: schedule_count_tenant
--- How many schedules a tenant has.
-SELECT count(*) FROM schedules WHERE tenant_id = %(tenant_id)s;
-
 -- name: schedule_get
 -- One schedule of a tenant.
 SELECT * FROM schedules WHERE tenant_id = %(tenant_id)s AND id = %(id)s;
@@ -56,7 +37,46 @@ RETURNING *;
 DELETE FROM schedules WHERE tenant_id = %(tenant_id)s AND id = %(id)s RETURNING *;
 
 -- name: schedule_list
--- One page of a tenant's schedules, oldest first unless sorted otherwise, with optional filters.
+-- One page of a tenant's schedules at an offset, oldest first, with optional filters. The offset is skipped on
+-- the (tenant_id, created_at, id) index, then the page is read from its first position: OFFSET over whole rows
+-- reads every skipped row from the table.
+WITH start AS (
+    SELECT created_at, id FROM schedules
+     WHERE tenant_id = %(tenant_id)s
+       AND (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s::boolean)
+       AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
+       AND (%(labels)s::jsonb IS NULL OR labels @> %(labels)s::jsonb)
+       -- The same status rule as the API's (shared/db/repository.py schedule_from_row).
+       AND (%(statuses)s::text[] IS NULL
+            OR (CASE WHEN NOT enabled THEN 'PAUSED'
+                     WHEN next_run_at IS NULL AND parked_run_id IS NULL THEN 'COMPLETED'
+                     ELSE 'ACTIVE' END) = ANY(%(statuses)s::text[]))
+       AND (%(target_kinds)s::text[] IS NULL OR target ->> 'kind' = ANY(%(target_kinds)s::text[]))
+       AND (%(next_run_before)s::timestamptz IS NULL OR (enabled AND next_run_at < %(next_run_before)s::timestamptz))
+       AND (%(next_run_after)s::timestamptz IS NULL OR (enabled AND next_run_at > %(next_run_after)s::timestamptz))
+     ORDER BY created_at, id
+    OFFSET %(offset)s LIMIT 1),
+default_order AS (
+    SELECT s.* FROM start JOIN schedules AS s ON (s.created_at, s.id) >= (start.created_at, start.id)
+     WHERE s.tenant_id = %(tenant_id)s
+       AND (%(enabled)s::boolean IS NULL OR s.enabled = %(enabled)s::boolean)
+       AND (%(name_prefix)s::text IS NULL OR starts_with(s.name, %(name_prefix)s::text))
+       AND (%(labels)s::jsonb IS NULL OR s.labels @> %(labels)s::jsonb)
+       -- The same status rule as the API's (shared/db/repository.py schedule_from_row).
+       AND (%(statuses)s::text[] IS NULL
+            OR (CASE WHEN NOT s.enabled THEN 'PAUSED'
+                     WHEN s.next_run_at IS NULL AND s.parked_run_id IS NULL THEN 'COMPLETED'
+                     ELSE 'ACTIVE' END) = ANY(%(statuses)s::text[]))
+       AND (%(target_kinds)s::text[] IS NULL OR s.target ->> 'kind' = ANY(%(target_kinds)s::text[]))
+       AND (%(next_run_before)s::timestamptz IS NULL OR (s.enabled AND s.next_run_at < %(next_run_before)s::timestamptz))
+       AND (%(next_run_after)s::timestamptz IS NULL OR (s.enabled AND s.next_run_at > %(next_run_after)s::timestamptz))
+     ORDER BY s.created_at, s.id
+     LIMIT %(limit)s)
+SELECT * FROM default_order;
+
+-- name: schedule_list_sorted
+-- One page of a tenant's schedules in another order than the default (GET /schedules?sort=), at an offset
+-- (the API caps it), with the filters of schedule_list.
 SELECT * FROM schedules
  WHERE tenant_id = %(tenant_id)s
    AND (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s::boolean)
@@ -70,7 +90,7 @@ SELECT * FROM schedules
    AND (%(target_kinds)s::text[] IS NULL OR target ->> 'kind' = ANY(%(target_kinds)s::text[]))
    AND (%(next_run_before)s::timestamptz IS NULL OR (enabled AND next_run_at < %(next_run_before)s::timestamptz))
    AND (%(next_run_after)s::timestamptz IS NULL OR (enabled AND next_run_at > %(next_run_after)s::timestamptz))
- -- One CASE per order (ScheduleSort), so the statement stays one static text; the tenant's rows are sorted.
+ -- One CASE per order (ScheduleSort), so the statement stays one static text.
  ORDER BY CASE WHEN %(sort)s::text = 'nextRunAt' THEN next_run_at END ASC NULLS LAST,
           CASE WHEN %(sort)s::text = '-nextRunAt' THEN next_run_at END DESC NULLS LAST,
           CASE WHEN %(sort)s::text = 'name' THEN name END ASC,
@@ -80,22 +100,6 @@ SELECT * FROM schedules
           CASE WHEN %(sort)s::text = '-createdAt' THEN created_at END DESC,
           created_at, id
  LIMIT %(limit)s OFFSET %(offset)s;
-
--- name: schedule_count
--- How many of a tenant's schedules match the list filters.
-SELECT count(*) FROM schedules
- WHERE tenant_id = %(tenant_id)s
-   AND (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s::boolean)
-   AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
-   AND (%(labels)s::jsonb IS NULL OR labels @> %(labels)s::jsonb)
-   -- The same status rule as the API's (shared/db/repository.py schedule_from_row).
-   AND (%(statuses)s::text[] IS NULL
-        OR (CASE WHEN NOT enabled THEN 'PAUSED'
-                 WHEN next_run_at IS NULL AND parked_run_id IS NULL THEN 'COMPLETED'
-                 ELSE 'ACTIVE' END) = ANY(%(statuses)s::text[]))
-   AND (%(target_kinds)s::text[] IS NULL OR target ->> 'kind' = ANY(%(target_kinds)s::text[]))
-   AND (%(next_run_before)s::timestamptz IS NULL OR (enabled AND next_run_at < %(next_run_before)s::timestamptz))
-   AND (%(next_run_after)s::timestamptz IS NULL OR (enabled AND next_run_at > %(next_run_after)s::timestamptz));
 
 -- name: tenant_scope
 -- Scope the current transaction to one tenant: the row-level security policies (sql/0004) read this setting.
@@ -362,6 +366,11 @@ SELECT * FROM schedule_audit
 -- How many audit entries a schedule has.
 SELECT count(*) FROM schedule_audit WHERE tenant_id = %(tenant_id)s AND schedule_id = %(schedule_id)s;
 
+-- name: schedule_lock_tenant
+-- Serialise by-name applies within one tenant (until the transaction ends): two applies of a new name create it
+-- once, the second then updates it.
+SELECT pg_advisory_xact_lock(hashtextextended(%(tenant_id)s, 5309));
+
 -- name: schedule_get_by_name_for_update
 -- A tenant's schedule by its name, locked until the transaction ends.
 SELECT * FROM schedules WHERE tenant_id = %(tenant_id)s AND name = %(name)s FOR UPDATE;
@@ -447,3 +456,76 @@ SELECT id::text FROM runs WHERE tenant_id = %(tenant_id)s AND id = ANY(%(ids)s::
 -- How many runs of a tenant's schedule are not finished yet.
 SELECT count(*) FROM runs
  WHERE tenant_id = %(tenant_id)s AND schedule_id = %(schedule_id)s AND status IN ('PENDING', 'RETRYING');
+
+-- Quota counters, bulk create and keyset pagination (sql/0050) ------------------------------------------------
+
+-- name: tenant_schedule_count
+-- How many schedules a tenant has, from its counter row (no row: none yet).
+SELECT COALESCE((SELECT schedules FROM tenant_schedule_counts WHERE tenant_id = %(tenant_id)s), 0) AS count;
+
+-- name: schedule_insert_many
+-- Store many schedules of one tenant in one statement (all or nothing; its audit entries follow in the same
+-- transaction). The tenant scope and quota are set by the statement itself, transaction-locally: every inserted row comes from the join with `scope`, so the settings
+-- are in place before row-level security checks the first row, and the quota trigger at its end reads them.
+-- The rows come back in any order; created_at steps by a microsecond per item, so that a list shows a batch in
+-- the order it was sent.
+WITH scope AS MATERIALIZED (
+    SELECT set_config('app.tenant_id', %(tenant_id)s, true) AS tenant_id,
+           set_config('app.max_schedules', %(quota)s, true) AS quota)
+INSERT INTO schedules (id, tenant_id, name, description, tz, trigger, target, payload, enabled, misfire_policy,
+                       catch_up_limit, retry, labels, next_run_at, created_at, updated_at, webhook_secret,
+                       paused_reason, paused_at, paused_by)
+SELECT v.id, scope.tenant_id, v.name, v.description, v.tz, v.trigger::jsonb, v.target::jsonb, v.payload::jsonb,
+       v.enabled, v.misfire_policy, v.catch_up_limit, v.retry::jsonb, v.labels::jsonb, v.next_run_at,
+       v.created_at, v.created_at, v.webhook_secret, v.paused_reason, v.paused_at, v.paused_by
+  FROM unnest(%(ids)s::uuid[], %(names)s::text[], %(descriptions)s::text[], %(tzs)s::text[], %(triggers)s::text[],
+              %(targets)s::text[], %(payloads)s::text[], %(enabled)s::boolean[], %(misfire_policies)s::text[],
+              %(catch_up_limits)s::integer[], %(retries)s::text[], %(labels)s::text[],
+              %(next_run_ats)s::timestamptz[], %(webhook_secrets)s::text[], %(created_ats)s::timestamptz[],
+              %(paused_reasons)s::text[], %(paused_ats)s::timestamptz[], %(paused_bys)s::text[])
+       AS v(id, name, description, tz, trigger, target, payload, enabled, misfire_policy, catch_up_limit, retry,
+            labels, next_run_at, webhook_secret, created_at, paused_reason, paused_at, paused_by)
+ CROSS JOIN scope
+RETURNING *;
+
+-- name: schedule_names_taken
+-- Which of these names a tenant's schedules already have.
+SELECT name FROM schedules WHERE tenant_id = %(tenant_id)s AND name = ANY(%(names)s::text[]);
+
+-- name: schedule_list_after
+-- The page of a tenant's schedules after a keyset position (created_at, id), oldest first: an index range scan
+-- whatever the position, unlike OFFSET.
+SELECT * FROM schedules
+ WHERE tenant_id = %(tenant_id)s
+   AND (created_at, id) > (%(after_created_at)s::timestamptz, %(after_id)s::uuid)
+   AND (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s::boolean)
+   AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
+   AND (%(labels)s::jsonb IS NULL OR labels @> %(labels)s::jsonb)
+   -- The same status rule as the API's (shared/db/repository.py schedule_from_row).
+   AND (%(statuses)s::text[] IS NULL
+        OR (CASE WHEN NOT enabled THEN 'PAUSED'
+                 WHEN next_run_at IS NULL AND parked_run_id IS NULL THEN 'COMPLETED'
+                 ELSE 'ACTIVE' END) = ANY(%(statuses)s::text[]))
+   AND (%(target_kinds)s::text[] IS NULL OR target ->> 'kind' = ANY(%(target_kinds)s::text[]))
+   AND (%(next_run_before)s::timestamptz IS NULL OR (enabled AND next_run_at < %(next_run_before)s::timestamptz))
+   AND (%(next_run_after)s::timestamptz IS NULL OR (enabled AND next_run_at > %(next_run_after)s::timestamptz))
+ ORDER BY created_at, id
+ LIMIT %(limit)s;
+
+-- name: schedule_count_capped
+-- How many of a tenant's schedules match the list filters, counting no further than `cap`.
+SELECT count(*) FROM (
+    SELECT 1 FROM schedules
+     WHERE tenant_id = %(tenant_id)s
+       AND (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s::boolean)
+       AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
+       AND (%(labels)s::jsonb IS NULL OR labels @> %(labels)s::jsonb)
+       -- The same status rule as the API's (shared/db/repository.py schedule_from_row).
+       AND (%(statuses)s::text[] IS NULL
+            OR (CASE WHEN NOT enabled THEN 'PAUSED'
+                     WHEN next_run_at IS NULL AND parked_run_id IS NULL THEN 'COMPLETED'
+                     ELSE 'ACTIVE' END) = ANY(%(statuses)s::text[]))
+       AND (%(target_kinds)s::text[] IS NULL OR target ->> 'kind' = ANY(%(target_kinds)s::text[]))
+       AND (%(next_run_before)s::timestamptz IS NULL OR (enabled AND next_run_at < %(next_run_before)s::timestamptz))
+       AND (%(next_run_after)s::timestamptz IS NULL OR (enabled AND next_run_at > %(next_run_after)s::timestamptz))
+     LIMIT %(cap)s) AS matching;

@@ -6,7 +6,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -52,6 +52,15 @@ class ListFilter:
     next_run_after: datetime | None = None
     sort: ScheduleSort = ScheduleSort.CREATED_AT
 
+    @property
+    def unfiltered(self) -> bool:
+        return self == ListFilter(sort=self.sort)
+
+    @property
+    def keyset_order(self) -> bool:
+        """Pages can follow a cursor: the order is the (created_at, id) index's."""
+        return self.sort is ScheduleSort.CREATED_AT
+
 
 def list_params(where: ListFilter) -> dict[str, Any]:
     """The filter parameters of schedule_list / schedule_count (None: that filter is off)."""
@@ -76,6 +85,23 @@ class Audit:
     detail: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ListPosition:
+    """Where a page starts: after a keyset position (created_at, id), else at an offset."""
+
+    after: tuple[datetime, str] | None = None
+    offset: int = 0
+    count_cap: int = 10_000
+
+
+# sql/0050: the insert trigger refuses schedules past the tenant's quota with this constraint name.
+QUOTA_CONSTRAINT = "tenant_schedule_quota"
+
+
+class _NameTaken(Exception):
+    """A schedule name of the insert is taken (which one is asked after the rollback)."""
+
+
 def schedule_params(s: Schedule) -> dict[str, Any]:
     """The statement parameters that store ``s`` (JSON columns encoded by msgspec)."""
     return {
@@ -97,6 +123,33 @@ def schedule_params(s: Schedule) -> dict[str, Any]:
         "paused_at": s.paused_at,
         "paused_by": s.paused_by,
     }
+
+
+def schedule_many_params(tenant_id: str, items: list[tuple[Schedule, str]], now: datetime) -> dict[str, Any]:
+    """The array parameters of schedule_insert_many (one element per schedule, JSON columns as text)."""
+    schedules = [s for s, _ in items]
+    params: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "ids": [s.id for s in schedules],
+        "names": [s.name for s in schedules],
+        "descriptions": [s.description for s in schedules],
+        "tzs": [s.tz for s in schedules],
+        "triggers": [_encode(s.trigger).decode() for s in schedules],
+        "targets": [_encode(s.target).decode() for s in schedules],
+        "payloads": [_encode(s.payload).decode() for s in schedules],
+        "enabled": [s.enabled for s in schedules],
+        "misfire_policies": [s.misfire_policy.value for s in schedules],
+        "catch_up_limits": [s.catch_up_limit for s in schedules],
+        "retries": [_encode(s.retry).decode() for s in schedules],
+        "labels": [_encode(s.labels).decode() for s in schedules],
+        "next_run_ats": [s.next_run_at for s in schedules],
+        "webhook_secrets": [secret for _, secret in items],
+        "created_ats": [now + timedelta(microseconds=i) for i in range(len(items))],
+        "paused_reasons": [s.paused_reason for s in schedules],
+        "paused_ats": [s.paused_at for s in schedules],
+        "paused_bys": [s.paused_by for s in schedules],
+    }
+    return params
 
 
 def schedule_from_row(row: dict[str, Any]) -> Schedule:
@@ -237,6 +290,18 @@ class Repository:
                 await conn.execute(sql("tenant_scope"), {"tenant_id": tenant_id})
             yield conn  # type: ignore[misc]
 
+    @asynccontextmanager
+    async def _statement(self) -> AsyncIterator[AsyncConnection[dict[str, Any]]]:
+        """A connection whose statements each commit on their own (autocommit): for a statement that scopes
+        itself to its tenant (the API role sees no rows without that)."""
+        async with translated_errors(), self.pool.connection() as conn:
+            conn.row_factory = dict_row  # type: ignore[assignment]
+            await conn.set_autocommit(True)
+            try:
+                yield conn  # type: ignore[misc]
+            finally:
+                await conn.set_autocommit(False)
+
     async def ping(self) -> None:
         async with self._conn(None) as conn:
             await conn.execute(sql("database_ping"))
@@ -244,32 +309,69 @@ class Repository:
     async def schedule_insert(
         self, schedule: Schedule, sealed_secret: str, now: datetime, wake_workers: bool, quota: int, audit: Audit
     ) -> Schedule:
-        async with self._conn(schedule.tenant_id, lambda: schedule.name) as conn, conn.transaction():
-            await conn.execute(sql("schedule_lock_tenant"), {"tenant_id": schedule.tenant_id})
-            return await self._insert(conn, schedule, sealed_secret, now, wake_workers, quota, audit)
+        """Store ``schedule``; QuotaExceeded if its tenant already has ``quota`` schedules (sql/0050's counter)."""
+        stored = await self.schedule_insert_many(
+            schedule.tenant_id, [(schedule, sealed_secret)], now, wake_workers, quota, audit
+        )
+        return stored[0]
 
-    async def _insert(
+    async def schedule_insert_many(
         self,
-        conn: AsyncConnection[dict[str, Any]],
-        schedule: Schedule,
-        sealed_secret: str,
+        tenant_id: str,
+        items: list[tuple[Schedule, str]],
         now: datetime,
         wake_workers: bool,
         quota: int,
         audit: Audit,
-    ) -> Schedule:
-        """Insert in the caller's transaction, which holds the tenant's creation lock (schedule_lock_tenant)."""
-        cur = await conn.execute(sql("schedule_count_tenant"), {"tenant_id": schedule.tenant_id})
-        count = await cur.fetchone()
-        if count is not None and count["count"] >= quota:
-            raise QuotaExceeded(f"tenant {schedule.tenant_id} has reached its limit of {quota} schedules")
-        params = {**schedule_params(schedule), "now": now, "webhook_secret": sealed_secret}
-        cur = await conn.execute(sql("schedule_insert"), params)
-        row = await cur.fetchone()
-        assert row is not None
-        stored = schedule_from_row(row)
-        await write_audit(conn, schedule.tenant_id, audit, [(stored.id, AuditAction.CREATED, None, stored)])
-        if wake_workers:
+    ) -> list[Schedule]:
+        """Store one tenant's schedules (with their sealed webhook secrets) and their audit entries in one
+        transaction, all or none; the stored schedules come back in the order given. A name already taken is a
+        Conflict naming the item (``items[i].name``, or ``name`` for a single schedule)."""
+        try:
+            async with self._conn(tenant_id) as conn, conn.transaction():
+                return await self._insert_many(conn, tenant_id, items, now, wake_workers, quota, audit)
+        except _NameTaken as exc:
+            # Row-level security hides the key from the error's detail: ask which name it was.
+            async with self._conn(tenant_id) as conn:
+                names = [s.name for s, _ in items]
+                cur = await conn.execute(sql("schedule_names_taken"), {"tenant_id": tenant_id, "names": names})
+                taken = {row["name"] for row in await cur.fetchall()}
+            index = next((i for i, (s, _) in enumerate(items) if s.name in taken), 0)
+            field = "name" if len(items) == 1 else f"items[{index}].name"
+            raise Conflict(f"a schedule named {items[index][0].name!r} already exists", field=field) from exc.__cause__
+
+    async def _insert_many(
+        self,
+        conn: AsyncConnection[dict[str, Any]],
+        tenant_id: str,
+        items: list[tuple[Schedule, str]],
+        now: datetime,
+        wake_workers: bool,
+        quota: int,
+        audit: Audit,
+    ) -> list[Schedule]:
+        """Insert in the caller's transaction: one statement for the rows (the quota is checked by sql/0050's
+        counter trigger), one for their audit entries."""
+        params = {**schedule_many_params(tenant_id, items, now), "quota": str(quota)}
+        try:
+            async with conn.transaction():  # a savepoint: the errors below are translated, not left pending
+                cur = await conn.execute(sql("schedule_insert_many"), params)
+                rows = await cur.fetchall()
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name != "schedules_tenant_name_key":
+                raise
+            raise _NameTaken from exc
+        except psycopg.errors.CheckViolation as exc:
+            if exc.diag.constraint_name != QUOTA_CONSTRAINT:
+                raise
+            more = "another schedule" if len(items) == 1 else f"{len(items)} more schedules"
+            raise QuotaExceeded(
+                f"tenant {tenant_id} has reached its limit of {quota} schedules and cannot take {more}"
+            ) from exc
+        by_id = {str(row["id"]): row for row in rows}
+        stored = [schedule_from_row(by_id[s.id]) for s, _ in items]
+        await write_audit(conn, tenant_id, audit, [(s.id, AuditAction.CREATED, None, s) for s in stored])
+        if wake_workers:  # delivered at commit: a woken worker finds the new rows
             await conn.execute(sql("schedule_notify"), {"reason": "due"})
         return stored
 
@@ -365,7 +467,12 @@ class Repository:
             row = await cur.fetchone()
             if row is None:
                 schedule, sealed_secret = create()
-                stored = await self._insert(conn, schedule, sealed_secret, now, wake_workers(schedule), quota, audit)
+                try:
+                    (stored,) = await self._insert_many(
+                        conn, tenant_id, [(schedule, sealed_secret)], now, wake_workers(schedule), quota, audit
+                    )
+                except _NameTaken as exc:  # only if a plain create took the name meanwhile
+                    raise Conflict(f"a schedule named {name!r} already exists", field="name") from exc.__cause__
                 return stored, True
             current = schedule_from_row(row)
             return await self._update(conn, current, now, change, wake_workers, audit, update_action), False
@@ -460,16 +567,40 @@ class Repository:
         return [audit_from_row(r) for r in rows], count["count"]
 
     async def schedule_list(
-        self, tenant_id: str, where: ListFilter, limit: int, offset: int
-    ) -> tuple[list[Schedule], int]:
+        self, tenant_id: str, where: ListFilter, limit: int, position: ListPosition
+    ) -> tuple[list[Schedule], int | None, bool]:
+        """One page (``limit`` schedules) from ``position``, the tenant's total (None when filtered and more
+        than ``count_cap`` match), and whether more follow. A cursor (``position.after``) needs the default
+        order (``ListFilter.keyset_order``)."""
         params = {"tenant_id": tenant_id, **list_params(where)}
+        page: dict[str, Any] = {**params, "limit": limit + 1}  # one more tells whether there is a next page
         async with self._conn(tenant_id) as conn:
-            cur = await conn.execute(sql("schedule_list"), {**params, "limit": limit, "offset": offset})
+            if position.after is not None:
+                after_created_at, after_id = position.after
+                page |= {"after_created_at": after_created_at, "after_id": after_id}
+                cur = await conn.execute(sql("schedule_list_after"), page)
+            elif where.keyset_order:
+                cur = await conn.execute(sql("schedule_list"), {**page, "offset": position.offset})
+            else:
+                cur = await conn.execute(sql("schedule_list_sorted"), {**page, "offset": position.offset})
             rows = await cur.fetchall()
-            cur = await conn.execute(sql("schedule_count"), params)
+            if where.unfiltered:
+                cur = await conn.execute(sql("tenant_schedule_count"), {"tenant_id": tenant_id})
+            else:
+                cur = await conn.execute(sql("schedule_count_capped"), {**params, "cap": position.count_cap + 1})
             count = await cur.fetchone()
         assert count is not None
-        return [schedule_from_row(r) for r in rows], count["count"]
+        total: int | None = count["count"]
+        if not where.unfiltered and total is not None and total > position.count_cap:
+            total = None
+        return [schedule_from_row(r) for r in rows[:limit]], total, len(rows) > limit
+
+    async def tenant_schedule_count(self, tenant_id: str) -> int:
+        async with self._conn(tenant_id) as conn:
+            cur = await conn.execute(sql("tenant_schedule_count"), {"tenant_id": tenant_id})
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row["count"])
 
     async def run_insert_manual(
         self, tenant_id: str, schedule_id: str, run_id: str, now: datetime, trace_context: str | None

@@ -13,15 +13,16 @@ import msgspec
 import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
-from shared.dev.keys import key_ring
 
 from api.app import create_app
-from api.auth import EDITOR, VIEWER, mint_dev_token
+from api.auth import EDITOR, VIEWER
+from api.devmode import mint_dev_token
 from api.service import ScheduleService
 from shared.db.pool import make_pool
 from shared.db.repository import Repository
 from shared.model import BulkRequest, ScheduleCreate
 from shared.occurrences import idempotency_key, occurrence_run_id
+from shared.secrets import key_ring
 from tests.integration.conftest import Headers
 from tests.integration.test_api_schedules import assert_problem, create, cron_body
 
