@@ -84,7 +84,8 @@ TENANT_READ_ONE = problems(*_TENANT, 404)
 TENANT_CREATE = problems(*_TENANT, 409, 413, 422)
 TENANT_UPDATE = problems(*_TENANT, 404, 409, 412, 413, 422)
 TENANT_WRITE_ONE = problems(*_TENANT, 404)
-TENANT_CHANGE_ONE = problems(*_TENANT, 404, 409)  # a change the stored state may refuse
+TENANT_CHANGE_ONE = problems(*_TENANT, 404, 409, 413)  # a change the stored state may refuse
+TENANT_BULK = problems(*_TENANT, 413)
 TENANT_PREVIEW_ONE = problems(*_TENANT, 404, 422)
 TRIGGER_PREVIEW = problems(*_TENANT, 413, 422)  # a tenant in scope: it spends that rate limit
 

@@ -121,7 +121,7 @@ def handle_scheduler_error(_: Request, exc: SchedulerError) -> Response[bytes]:
 def handle_validation(request: Request, exc: ValidationException) -> Response[bytes]:
     items = exc.extra if isinstance(exc.extra, list) else []
     problems = [_field_problem(item) for item in items if isinstance(item, dict)]
-    handler = request.scope.get("route_handler")
+    handler = request.scope.get("route_handler") if request is not None else None
     if isinstance(handler, HTTPRouteHandler):
         aliases = parameter_aliases(handler)
         problems = [FieldProblem(aliases.get(p.field, p.field), p.reason) for p in problems]

@@ -14,6 +14,7 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Quer
 
 from api.auth import EDITOR, VIEWER, actor_of, require, tenant_in_scope
 from api.openapi import (
+    TENANT_BULK,
     TENANT_CHANGE_ONE,
     TENANT_CREATE,
     TENANT_PREVIEW_ONE,
@@ -368,7 +369,7 @@ class ScheduleController(Controller):
     @post(
         "/bulk/pause",
         operation_id="bulkPauseSchedules",
-        responses=TENANT_READ,
+        responses=TENANT_BULK,
         guards=[require(EDITOR)],
         status_code=200,
         summary="Pause every schedule carrying these labels",
@@ -383,7 +384,7 @@ class ScheduleController(Controller):
     @post(
         "/bulk/resume",
         operation_id="bulkResumeSchedules",
-        responses=TENANT_READ,
+        responses=TENANT_BULK,
         guards=[require(EDITOR)],
         status_code=200,
         summary="Resume every schedule carrying these labels",
@@ -397,7 +398,7 @@ class ScheduleController(Controller):
     @post(
         "/bulk/delete",
         operation_id="bulkDeleteSchedules",
-        responses=TENANT_READ,
+        responses=TENANT_BULK,
         guards=[require(EDITOR)],
         status_code=200,
         summary="Delete every schedule carrying these labels",
