@@ -28,6 +28,11 @@ class Budget:
         self._deadline = clock() + limit_sec if clock is not None and math.isfinite(limit_sec) else math.inf
         self._ticks = 0
 
+    @property
+    def ticks(self) -> int:
+        """Units of work accounted so far (counted whenever a clock is given): a machine-independent cost."""
+        return self._ticks
+
     @classmethod
     def unlimited(cls) -> Budget:
         return cls(None, math.inf)
