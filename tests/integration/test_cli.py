@@ -180,3 +180,29 @@ def test_login_stores_a_private_profile(cli: Cli, tmp_path: Path):
     assert cli("schedules", "list", SCHEDCTL_TOKEN="", SCHEDCTL_TENANT="", SCHEDCTL_URL="").returncode == 0
     bad = cli("login", SCHEDCTL_TOKEN="not-a-jwt")
     assert bad.returncode == 1 and "401" in bad.stderr
+
+
+def test_apply_is_idempotent_and_pause_resume_carry_a_reason(cli: Cli, tmp_path: Path):
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text(
+        SCHEDULE_YAML + "---\nname: hourly-sync\ntrigger: {type: CRON, cron: '0 * * * *'}\n"
+        "target: {kind: EVENT, eventTopic: sync.hourly}\n"
+    )
+    first = cli("schedules", "apply", "-f", str(spec), "--json")
+    applied = json.loads(ok(first))
+    assert [s["name"] for s in applied] == ["nightly-export", "hourly-sync"]
+    assert first.stderr.count("created") == 2
+    again = cli("schedules", "apply", "-f", str(spec), "--json")
+    assert again.stderr.count("updated") == 2
+    assert [s["version"] for s in json.loads(ok(again))] == [s["version"] for s in applied]  # nothing changed
+
+    spec.write_text(SCHEDULE_YAML.replace("30 2 * * *", "45 3 * * *"))
+    changed = json.loads(ok(cli("schedules", "apply", "-f", str(spec), "--json")))
+    assert changed[0]["id"] == applied[0]["id"] and changed[0]["version"] == applied[0]["version"] + 1
+
+    paused = json.loads(ok(cli("schedules", "pause", "nightly-export", "--reason", "vendor outage", "--json")))
+    assert paused["status"] == "PAUSED" and paused["pausedReason"] == "vendor outage" and paused["nextRunAt"] is None
+    listed = ok(cli("schedules", "list", "--status", "PAUSED"))
+    assert "nightly-export" in listed and "hourly-sync" not in listed
+    resumed = json.loads(ok(cli("schedules", "resume", "nightly-export", "--json")))
+    assert resumed["status"] == "ACTIVE" and resumed["nextRunAt"] is not None
