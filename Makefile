@@ -24,7 +24,7 @@ venv: $(STAMP) ## create .venv and install the project with its dev tools
 run: $(STAMP) ## start Postgres + NATS (embedded unless POSTGRES_URL/NATS_URL), migrations, the API and 2 workers
 	$(BIN)/python -m devstack run
 
-test: $(STAMP) browser ## run the whole suite against throwaway real Postgres and NATS servers (and Chromium); fails below the coverage floor
+test: $(STAMP) lint browser ## lint, then run the whole suite against throwaway real Postgres and NATS servers (and Chromium); fails below the coverage floor
 	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered
 
 coverage: $(STAMP) browser ## the whole suite with a line-by-line coverage report (terminal and htmlcov/index.html)
