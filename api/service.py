@@ -335,17 +335,25 @@ class ScheduleService:
         now = self.clock()
         await self.check_reachable(body.target)
         await self.provision(tenant_id, body.target)
-        # Evaluated before the transaction, off the event loop: the schedule this body would create.
-        fresh, fresh_sealed, fresh_secret = await self.evaluator.run(
-            lambda budget: self._new(tenant_id, body, now, actor, budget), tenant_id
-        )
+        # Evaluated before the transaction, off the event loop: the schedule this body would create. Its problems
+        # count only if it is created (a body that sends the secret mask back is fine for an update).
+        fresh: tuple[Schedule, str, str] | None = None
+        refused: InvalidInput | None = None
+        try:
+            fresh = await self.evaluator.run(lambda budget: self._new(tenant_id, body, now, actor, budget), tenant_id)
+        except InvalidInput as exc:
+            refused = exc
         secret: list[str] = []
 
         def create() -> tuple[Schedule, str]:
             if if_match is not None:
                 raise PreconditionFailed(f"schedule {name!r} does not exist (If-Match)")
-            secret.append(fresh_secret)
-            return fresh, fresh_sealed
+            if fresh is None:
+                assert refused is not None
+                raise refused
+            schedule, sealed, plain = fresh
+            secret.append(plain)
+            return schedule, sealed
 
         async def change(current: Schedule) -> Schedule | None:
             if if_none_match:

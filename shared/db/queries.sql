@@ -445,7 +445,7 @@ INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, idempotency_key, st
 SELECT r.id, %(schedule_id)s, %(tenant_id)s, r.scheduled_for, r.idempotency_key, 'PENDING', %(now)s, %(now)s
   FROM unnest(%(run_ids)s::uuid[], %(scheduled_for)s::timestamptz[], %(keys)s::text[])
        AS r(id, scheduled_for, idempotency_key)
-    ON CONFLICT (id) DO NOTHING
+    ON CONFLICT (id, scheduled_for) DO NOTHING
 RETURNING id::text;
 
 -- name: run_existing_many

@@ -144,7 +144,7 @@ async def test_pause_with_a_reason_then_resume(client, headers, dev_dir, tenant)
     assert paused.status_code == 200, paused.text
     body = paused.json()
     assert body["status"] == "PAUSED" and body["enabled"] is False and body["nextRunAt"] is None
-    assert body["pausedReason"] == "vendor outage" and body["pausedBy"] == "dev" and body["pausedAt"]
+    assert body["pausedReason"] == "vendor outage" and body["pausedBy"] == f"user-{tenant}" and body["pausedAt"]
     assert body["version"] == 2 and paused.headers["etag"] == '"2"'
     fetched = (await client.get(f"/schedules/{created['id']}", headers=headers(VIEWER))).json()
     assert fetched["nextRunAt"] is None and fetched["pausedReason"] == "vendor outage"
@@ -169,15 +169,15 @@ async def test_pause_with_a_reason_then_resume(client, headers, dev_dir, tenant)
     ]
 
 
-async def test_pause_via_patch_also_hides_next_run_and_records_who(client, headers):
+async def test_pause_via_patch_also_hides_next_run_and_records_who(client, headers, tenant):
     created = await create(client, headers, cron_body("patch-paused"))
     patched = (await client.patch(f"/schedules/{created['id']}", json={"enabled": False}, headers=headers())).json()
-    assert patched["nextRunAt"] is None and patched["pausedBy"] == "dev" and patched["pausedReason"] is None
+    assert patched["nextRunAt"] is None and patched["pausedBy"] == f"user-{tenant}" and patched["pausedReason"] is None
     listed = (await client.get("/schedules?status=PAUSED", headers=headers())).json()["items"]
     assert [s["id"] for s in listed] == [created["id"]] and listed[0]["nextRunAt"] is None
     created_paused = await create(client, headers, cron_body("born-paused", enabled=False))
     assert created_paused["nextRunAt"] is None and created_paused["status"] == "PAUSED"
-    assert created_paused["pausedBy"] == "dev" and created_paused["pausedAt"] == created_paused["createdAt"]
+    assert created_paused["pausedBy"] == f"user-{tenant}" and created_paused["pausedAt"] == created_paused["createdAt"]
 
 
 async def test_pause_validation_roles_and_tenants(client, headers):
@@ -447,7 +447,7 @@ async def test_unknown_query_parameters_and_values_are_400_naming_them(client, h
 # --- cancel a run (the worker side is in test_run_cancel_delivery.py) -------------------------------------
 
 
-async def test_cancel_a_queued_run_then_409(client, headers, db_url):
+async def test_cancel_a_queued_run_then_409(client, headers, db_url, tenant):
     created = await create(client, headers, cron_body("cancel-me"))
     run = (await client.post(f"/schedules/{created['id']}/run", headers=headers())).json()
     assert_problem(await client.post(f"/runs/{run['id']}/cancel", headers=headers(VIEWER)), 403)
@@ -455,7 +455,7 @@ async def test_cancel_a_queued_run_then_409(client, headers, db_url):
     cancelled = await client.post(f"/runs/{run['id']}/cancel", headers=headers())
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "CANCELLED" and cancelled.json()["finishedAt"]
-    assert "cancelled by dev" in cancelled.json()["error"]
+    assert f"cancelled by user-{tenant}" in cancelled.json()["error"]
     again = assert_problem(await client.post(f"/runs/{run['id']}/cancel", headers=headers()), 409)
     assert "CANCELLED" in again["detail"]
     assert_problem(await client.post(f"/runs/{uuid.uuid4()}/cancel", headers=headers()), 404)
@@ -517,7 +517,7 @@ async def test_backfill_creates_the_runs_a_worker_would_have_with_their_keys(cli
     assert d["dryRun"] is True and d["created"] == 0 and {r["status"] for r in d["runs"]} == {"WOULD_CREATE"}
     for r, at in zip(d["runs"], expected, strict=True):
         key = idempotency_key(sid, at)
-        assert r["idempotencyKey"] == key and r["runId"] == occurrence_run_id(key)
+        assert r["idempotencyKey"] == key and r["runId"] == occurrence_run_id(key, at)
     assert (await client.get(f"/schedules/{sid}/runs", headers=headers())).json()["total"] == 0
     done = (await client.post(f"/schedules/{sid}/backfill", json=body, headers=headers())).json()
     assert done["created"] == 4 and done["existing"] == 0 and {r["status"] for r in done["runs"]} == {"CREATED"}
@@ -595,7 +595,8 @@ async def test_catchup_preview_follows_the_misfire_policy(client, headers):
         else:
             assert len(missed) == 5 and p["skipped"] == p["missed"] - 5
         for r in p["runs"]:
-            assert r["runId"] == occurrence_run_id(r["idempotencyKey"]) and r["idempotencyKey"].startswith(
+            at = datetime.fromisoformat(r["scheduledFor"])
+            assert r["runId"] == occurrence_run_id(r["idempotencyKey"], at) and r["idempotencyKey"].startswith(
                 created["id"]
             )
         assert datetime.fromisoformat(p["nextRunAt"]) > now - timedelta(seconds=1)
@@ -619,7 +620,9 @@ async def test_concurrent_applies_of_a_new_name_create_it_once(settings, tenant)
     pool = make_pool(settings.postgres_url, min_size=4, max_size=8, name="it", role=settings.api_db_role)
     await pool.open(wait=True)
     try:
-        service = ScheduleService(Repository(pool), settings, lambda: datetime.now(UTC), key_ring(settings))
+        # Room for every concurrent evaluation of one tenant (by default a tenant may hold a quarter of 16).
+        roomy = dataclasses.replace(settings, trigger_eval_queue=64)
+        service = ScheduleService(Repository(pool), roomy, lambda: datetime.now(UTC), key_ring(roomy))
         body = msgspec.json.decode(
             msgspec.json.encode({**cron_body("raced"), "labels": {"v": "1"}}), type=ScheduleCreate
         )
