@@ -5,62 +5,30 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
 import sysconfig
-import threading
-import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from api.app import create_app
 from api.auth import EDITOR, VIEWER
 from api.devmode import mint_dev_token
 from shared.settings import Settings
+from tests.integration.live import serve
 
 SCHEDCTL = str(Path(sysconfig.get_path("scripts")) / "schedctl")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live_api(settings: Settings) -> Iterator[str]:
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(dataclasses.replace(settings, tenant_rate_limit_rps=1e6, tenant_rate_limit_burst=1e6)),
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            access_log=False,
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/live", timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    yield base
-    server.should_exit = True
-    thread.join(10)
+    unlimited = dataclasses.replace(settings, tenant_rate_limit_rps=1e6, tenant_rate_limit_burst=1e6)
+    with serve(create_app(unlimited)) as base:
+        yield base
 
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]

@@ -4,16 +4,11 @@ answers must match what its schema promises."""
 from __future__ import annotations
 
 import dataclasses
-import socket
-import threading
-import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -23,41 +18,17 @@ from api.app import create_app
 from api.auth import ADMIN
 from api.devmode import mint_dev_token
 from shared.settings import Settings
+from tests.integration.live import serve
 
 EXAMPLES_PER_OPERATION = 30
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def live_api(settings: Settings) -> Iterator[str]:
     """The API served by uvicorn on a real socket, in a thread with its own event loop."""
     fuzz_settings = dataclasses.replace(settings, tenant_rate_limit_rps=1e6, tenant_rate_limit_burst=1e6)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(fuzz_settings), host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/live", timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    yield base
-    server.should_exit = True
-    thread.join(10)
+    with serve(create_app(fuzz_settings)) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
