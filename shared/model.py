@@ -26,16 +26,43 @@ class _Wire(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=Tr
 # Every trigger may carry startAt/endAt: no fire before startAt, none after endAt.
 
 
+class DstGap(enum.StrEnum):
+    """What a matching local time that a spring-forward gap skips does (see README "DST policy")."""
+
+    SHIFT = "SHIFT"  # fires anyway: CRON at the end of the gap, RRULE moved on by the gap (RFC 5545 §3.3.5)
+    SKIP = "SKIP"  # does not fire that day
+
+
+class DstOverlap(enum.StrEnum):
+    """What a matching local time that a fall-back overlap repeats does."""
+
+    FIRST = "FIRST"  # fires on its first occurrence only
+    BOTH = "BOTH"  # fires on both occurrences
+
+
+class DstPolicy(_Wire, frozen=True):
+    """A trigger's DST policy; an absent field keeps the trigger's documented default for it.
+
+    Defaults: RRULE and wall-clock CRON (fixed minute and hour) SHIFT / FIRST; real-time CRON (minute or hour
+    field starting with ``*``) SKIP / BOTH, i.e. it follows elapsed time.
+    """
+
+    gap: DstGap | None = None
+    overlap: DstOverlap | None = None
+
+
 class CronTrigger(_Wire, tag="CRON", tag_field="type", frozen=True):
     cron: Annotated[str, Meta(max_length=256)]
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
+    dst_policy: DstPolicy | None = None
 
 
 class RRuleTrigger(_Wire, tag="RRULE", tag_field="type", frozen=True):
     rrule: Annotated[str, Meta(max_length=4096)]
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
+    dst_policy: DstPolicy | None = None
 
 
 class FixedDelayTrigger(_Wire, tag="FIXED_DELAY", tag_field="type", frozen=True):
