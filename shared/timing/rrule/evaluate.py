@@ -101,9 +101,7 @@ class Compiled:
         """The first occurrence strictly after ``after`` (UTC), or None when there is none."""
         after = after.astimezone(UTC)
         found = [self._next_from_rule(after, budget), self._next_rdate(after)]
-        found.extend(
-            instant for instant in self.dtstart_instants if instant > after and not self.excludes(instant)
-        )
+        found.extend(instant for instant in self.dtstart_instants if instant > after and not self.excludes(instant))
         return min((instant for instant in found if instant is not None), default=None)
 
     def _next_from_rule(self, after: datetime, budget: Budget | None) -> datetime | None:
