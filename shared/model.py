@@ -224,10 +224,34 @@ class TriggerPreviewRequest(_Wire, frozen=True):
     tz: str = "UTC"
     after: AwareDatetime | None = None
     count: Annotated[int, Meta(ge=1, le=1000)] = 10
+    # Also answer `details`: why each fire time fires and what DST did to it.
+    explain: bool = False
 
 
-class FireTimes(Struct, rename="camel"):
+class DstEffect(enum.StrEnum):
+    """What a DST transition did to one fire time."""
+
+    SHIFTED = "SHIFTED"  # its wall time was skipped by a gap and it fired anyway (dstPolicy.gap=SHIFT)
+    OVERLAP_FIRST = "OVERLAP_FIRST"  # its wall time occurs twice; this is the first occurrence
+    OVERLAP_SECOND = "OVERLAP_SECOND"  # ... and this the second (dstPolicy.overlap=BOTH)
+
+
+class FireTimeDetail(Struct, rename="camel", omit_defaults=True, kw_only=True):
+    """One fire time explained: its local time, what produced it, and any DST effect with the reason."""
+
+    at: datetime
+    local: datetime
+    matched: list[str]
+    dst: DstEffect | None = None
+    reason: str | None = None
+
+
+class FireTimes(Struct, rename="camel", omit_defaults=True):
     fire_times: list[datetime]
+    # Only with explain: the DST policy in effect (the trigger's, with defaults filled in; CRON and RRULE) and
+    # one detail per fire time, in the same order as fireTimes.
+    dst_policy: DstPolicy | None = None
+    details: list[FireTimeDetail] | None = None
 
 
 # Stored JSON -> typed structs. Many schedules share a trigger, target or retry policy, and these structs are

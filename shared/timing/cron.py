@@ -172,6 +172,18 @@ def parse_cron(expr: str) -> CronExpr:
     )
 
 
+def field_texts(expr: str) -> dict[str, str]:
+    """The text of each field of a valid expression by field name (macros expanded; "second" only when given)."""
+    text = expr.strip()
+    if text.startswith("@"):
+        text = _expand_macro(text)
+    fields = text.split()
+    specs: tuple[_FieldSpec, ...] = (_MINUTE, _HOUR, _DAY_OF_MONTH, _MONTH, _DAY_OF_WEEK)
+    if len(fields) == 6:
+        specs = (_SECOND, *specs)
+    return {spec.name: value for spec, value in zip(specs, fields, strict=True)}
+
+
 def _expand_macro(text: str) -> str:
     name, *rest = text.split()
     key = name.lower()

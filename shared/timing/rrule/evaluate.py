@@ -32,7 +32,7 @@ from threading import Lock
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from shared.timing.rrule.expand import Expander, key_of
+from shared.timing.rrule.expand import Expander, Grid, key_of
 from shared.timing.rrule.parse import DateValue, Spec
 
 if TYPE_CHECKING:
@@ -60,7 +60,8 @@ class Compiled:
         self.skip_gaps = skip_gaps
         self.both_folds = both_folds
         self._utc = tz.key in ("UTC", "Etc/UTC", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu")
-        rule = spec.rule
+        rule = self.spec_rule = spec.rule
+        self.explicit_dtstart = spec.dtstart is not None
         if spec.dtstart is None:
             dtstart = anchor.astimezone(tz).replace(tzinfo=None, microsecond=0)
         else:
@@ -228,6 +229,30 @@ class Compiled:
             return key_of((after + smallest).replace(tzinfo=None))
         except OverflowError:
             return key_of(after.replace(tzinfo=None))
+
+    # --- explaining ------------------------------------------------------------------------------------------
+
+    def locate(self, key: int) -> tuple[int, Grid, int] | None:
+        """``(unit, grid, index)`` of a wall time the rule generates (from DTSTART on), else None."""
+        expander = self.expander
+        if key < expander.dtstart_key or expander.empty:
+            return None
+        unit = expander.unit_of(key)
+        grid = expander.grid(unit)
+        index = grid.position(key)
+        if index < len(grid) and grid.key(index) == key:
+            return unit, grid, index
+        return None
+
+    def occurrence_number(self, unit: int, grid: Grid, index: int, budget: Budget | None = None) -> int:
+        """The 1-based COUNT position of the generated wall time at ``grid``'s ``index`` (needs COUNT)."""
+        before = self._count_before(unit, budget)
+        first = self.expander.grid(unit).position(self.expander.dtstart_key) if unit == self.expander.first_unit else 0
+        return before + index - first + 1
+
+    def map_key(self, key: int) -> tuple[datetime, bool]:
+        """The §3.3.5 instant of a wall-time key and whether it lies in a gap."""
+        return self._map(key)
 
     # --- COUNT ----------------------------------------------------------------------------------------------
 
