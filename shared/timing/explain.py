@@ -379,7 +379,7 @@ def _signed(values: tuple[int, ...], position: int, length: int, name: str) -> s
     """Which of a part's signed values (-1 = the last) picked ``position`` of ``length``."""
     value = next((v for v in values if v in (position, position - length - 1)), position)
     listed = f"{name}={_ints(values)}"
-    return listed if str(value) == listed.split("=")[1] else f"matched {value} of {listed}"
+    return listed if values == (position,) else f"matched {value} of {listed}"
 
 
 def _period(compiled: Compiled, unit: int, wall: datetime) -> str:
