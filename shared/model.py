@@ -247,6 +247,8 @@ class FireTimeDetail(Struct, rename="camel", omit_defaults=True, kw_only=True):
 
 
 class FireTimes(Struct, rename="camel", omit_defaults=True):
+    """The next fire times (UTC); with explain, also why each fires and what DST did to it."""
+
     fire_times: list[datetime]
     # Only with explain: the DST policy in effect (the trigger's, with defaults filled in; CRON and RRULE) and
     # one detail per fire time, in the same order as fireTimes.

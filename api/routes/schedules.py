@@ -11,7 +11,15 @@ from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from api.auth import EDITOR, VIEWER, require, tenant_in_scope
-from api.openapi import TENANT_CREATE, TENANT_PREVIEW_ONE, TENANT_READ, TENANT_READ_ONE, TENANT_UPDATE, TENANT_WRITE_ONE
+from api.openapi import (
+    EXPLAIN_PARAM,
+    TENANT_CREATE,
+    TENANT_PREVIEW_ONE,
+    TENANT_READ,
+    TENANT_READ_ONE,
+    TENANT_UPDATE,
+    TENANT_WRITE_ONE,
+)
 from api.problems import strict_body
 from api.service import Service, TenantId
 from shared.db.repository import ListFilter
@@ -165,5 +173,6 @@ class ScheduleController(Controller):
         tenant_id: TenantId,
         service: Service,
         count: Annotated[int, QueryParameter(ge=1, le=1000)] = 10,
+        explain: Annotated[bool, QueryParameter(description=EXPLAIN_PARAM)] = False,
     ) -> FireTimes:
-        return await service.preview(tenant_id, schedule_uuid(schedule_id), count)
+        return await service.preview(tenant_id, schedule_uuid(schedule_id), count, explain)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.errors import EvaluationBudgetExceeded
 from shared.model import (
     CronTrigger,
     DstEffect,
@@ -19,7 +20,6 @@ from shared.model import (
     RRuleTrigger,
     Trigger,
 )
-from shared.errors import EvaluationBudgetExceeded
 from shared.timing.budget import Budget
 from shared.timing.explain import Explanation, effective_dst_policy, explain_fire, explain_fire_times
 from shared.timing.next_fire import anchor_trigger, fire_times
