@@ -56,7 +56,10 @@ def rrule_next(
         raise ValueError("tz must be a ZoneInfo built from an IANA key")
     if anchor.tzinfo is not UTC or anchor.microsecond:
         anchor = anchor.astimezone(UTC).replace(microsecond=0)
-    return compile_rrule(text, tz.key, anchor, skip_gaps, both_folds).next_after(after, budget)
+    if skip_gaps or both_folds:
+        return compile_rrule(text, tz.key, anchor, skip_gaps, both_folds).next_after(after, budget)
+    # The worker's hot path: a shorter cache key for the common case of no policy.
+    return compile_rrule(text, tz.key, anchor).next_after(after, budget)
 
 
 @lru_cache(maxsize=1024)
