@@ -56,8 +56,10 @@ _SECOND = timedelta(seconds=1)
 _BASE = datetime(1, 1, 1)
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 _DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
-# How many skipped wall times a SHIFTED reason names before it says "and N more".
+# How many skipped wall times a SHIFTED reason names before it says "and N more", and how many it counts
+# before it says "and more" (`* * 2 * * *` has 3600 in a one-hour gap).
 _NAMED = 3
+_COUNTED = 100
 _SUBDAILY_SPEC = {HOURLY: "minutes", MINUTELY: "minutes", SECONDLY: "seconds"}
 
 
@@ -85,13 +87,18 @@ def explain_fire_times(
     trigger: Trigger, tz: str, times: list[datetime], *, budget: Budget | None = None
 ) -> list[Explanation]:
     """One explanation per fire time, in order. ``trigger`` is anchored (an RRULE has its startAt)."""
-    return [explain_fire(trigger, tz, at, budget=budget) for at in times]
+    explanations = []
+    for at in times:
+        if budget is not None:
+            budget.tick()
+        explanations.append(explain_fire(trigger, tz, at, budget=budget))
+    return explanations
 
 
 def explain_fire(trigger: Trigger, tz: str, at: datetime, *, budget: Budget | None = None) -> Explanation:
     at = at.astimezone(UTC)
     if isinstance(trigger, CronTrigger):
-        return _explain_cron(trigger, zone(tz), at)
+        return _explain_cron(trigger, zone(tz), at, budget)
     if isinstance(trigger, RRuleTrigger):
         return _explain_rrule(trigger, tz, at, budget)
     local = at.astimezone(zone(tz))
@@ -181,7 +188,9 @@ def _overlap_reason(wall: datetime, tz: ZoneInfo, copy: int, both: bool, note: s
 
 def _gap_head(skipped: list[datetime], gap_start: datetime, gap_end: datetime, tz: ZoneInfo) -> str:
     names = [_hm(wall) for wall in skipped[:_NAMED]]
-    if len(skipped) > _NAMED:
+    if len(skipped) > _COUNTED:
+        names.append("more")
+    elif len(skipped) > _NAMED:
         names.append(f"{len(skipped) - _NAMED} more")
     listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     verb = "does" if len(skipped) == 1 else "do"
@@ -194,7 +203,7 @@ def _gap_head(skipped: list[datetime], gap_start: datetime, gap_end: datetime, t
 # --- cron ------------------------------------------------------------------------------------------------
 
 
-def _explain_cron(trigger: CronTrigger, tz: ZoneInfo, at: datetime) -> Explanation:
+def _explain_cron(trigger: CronTrigger, tz: ZoneInfo, at: datetime, budget: Budget | None) -> Explanation:
     expr = compiled_cron(trigger.cron)
     fields = cron_module.field_texts(trigger.cron)
     _, both = _cron_flags(trigger)
@@ -208,7 +217,7 @@ def _explain_cron(trigger: CronTrigger, tz: ZoneInfo, at: datetime) -> Explanati
         return Explanation(at, local, matched)
     # Not its own wall time: the end of a gap standing for the matching wall times the gap skipped.
     gap_start, gap_end = _naive(at - _SECOND, tz) + _SECOND, wall
-    skipped = _cron_walls_between(expr, gap_start, gap_end) if gap_end > gap_start else []
+    skipped = _cron_walls_between(expr, gap_start, gap_end, budget) if gap_end > gap_start else []
     if not skipped:
         return Explanation(at, local, ("not a fire time of this trigger (a stored nextRunAt from before an edit?)",))
     reason = (
@@ -227,11 +236,13 @@ def _cron_matches(expr: CronExpr, wall: datetime) -> bool:
     )
 
 
-def _cron_walls_between(expr: CronExpr, start: datetime, end: datetime) -> list[datetime]:
-    """Matching wall times in ``[start, end)`` (a gap: at most a day)."""
+def _cron_walls_between(expr: CronExpr, start: datetime, end: datetime, budget: Budget | None) -> list[datetime]:
+    """Matching wall times in ``[start, end)`` (a gap: at most a day), the first ``_COUNTED + 1`` of them."""
     walls: list[datetime] = []
     cursor = start - _SECOND
-    while True:
+    while len(walls) <= _COUNTED:
+        if budget is not None:
+            budget.tick()
         found = cron_module._next_matching_wall(expr, cursor)
         if found is None:
             return walls
@@ -240,6 +251,7 @@ def _cron_walls_between(expr: CronExpr, start: datetime, end: datetime) -> list[
             return walls
         walls.append(wall)
         cursor = wall
+    return walls
 
 
 def _cron_fields(expr: CronExpr, fields: dict[str, str], wall: datetime) -> tuple[str, ...]:

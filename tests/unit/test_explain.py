@@ -96,6 +96,16 @@ def test_cron_several_skipped_times_collapse_into_one_shifted_fire() -> None:
     assert fires[1].at == utc(2026, 3, 9, 6) and fires[1].dst is None
 
 
+def test_a_dense_gap_is_summarised_and_budgeted() -> None:
+    trigger = CronTrigger(cron="* * 2 * * *", dst_policy=DstPolicy(gap=SHIFT))
+    [fire] = explained(trigger, "Europe/Berlin", utc(2026, 3, 29, 0, 59, 59), 1)
+    assert fire.at == utc(2026, 3, 29, 1) and fire.reason is not None
+    assert fire.reason.startswith("02:00, 02:00:01, 02:00:02 and more do not exist on 2026-03-29")
+    ticks = iter(range(10**9))
+    with pytest.raises(EvaluationBudgetExceeded):
+        explain_fire(trigger, "Europe/Berlin", fire.at, budget=Budget(lambda: float(next(ticks)), 0.5))
+
+
 def test_cron_overlap_first_and_both() -> None:
     after = utc(2026, 10, 24, 12)
     [first, nxt] = explained(CronTrigger(cron="30 2 * * *"), "Europe/Berlin", after, 2)
