@@ -89,6 +89,14 @@ TENANT_BULK = problems(*_TENANT, 413)
 TENANT_PREVIEW_ONE = problems(*_TENANT, 404, 422)
 TRIGGER_PREVIEW = problems(*_TENANT, 413, 422)  # a tenant in scope: it spends that rate limit
 
+# Previews: `?explain=true` (GET /schedules/{id}/preview) and `"explain": true` (POST /triggers/preview).
+EXPLAIN_PARAM = (
+    "Also return `dstPolicy` (the trigger's DST policy with its defaults filled in) and `details`: for each fire "
+    "time, in the order of `fireTimes`, its local time, the cron fields / RRULE parts that produced it, and "
+    "whether a DST transition shifted it (`SHIFTED`) or it is one copy of a repeated wall time "
+    "(`OVERLAP_FIRST` / `OVERLAP_SECOND`), with the reason. Costs more CPU time (within the same budget)."
+)
+
 
 def camel_case(name: str) -> str:
     head, *rest = name.strip("_").split("_")

@@ -30,6 +30,7 @@ from shared.model import (
     BulkRequest,
     BulkResult,
     CatchupPreview,
+    FireTimeDetail,
     FireTimes,
     FixedDelayTrigger,
     HttpTarget,
@@ -45,6 +46,7 @@ from shared.model import (
     SchedulePage,
     ScheduleUpdate,
     Target,
+    Trigger,
     TriggerPreviewRequest,
 )
 from shared.netguard import Network, is_ip_literal, refusal
@@ -54,6 +56,7 @@ from shared.schedules import apply_patch, check_body_tenant, new_schedule, pause
 from shared.secrets import KeyRing, mask_target, new_webhook_secret, open_target, seal_target
 from shared.settings import Settings
 from shared.timing.budget import Budget
+from shared.timing.explain import effective_dst_policy, explain_fire_times
 from shared.timing.misfire import plan_due
 from shared.timing.next_fire import anchor_trigger, fire_times, first_fire, next_fire
 from shared.tracing import current_trace_context
@@ -75,6 +78,15 @@ _TICK = timedelta(microseconds=1)
 # The class defines a `list` method, which hides the builtin in its method signatures.
 _Times = list[datetime]
 _Occurrences = list[OccurrenceRun]
+
+
+def explained(times: FireTimes, trigger: Trigger, tz: str, budget: Budget) -> FireTimes:
+    """``times`` with the DST policy in effect and one detail per fire time (``?explain=true``)."""
+    details = [
+        FireTimeDetail(at=e.at, local=e.local, matched=list(e.matched), dst=e.dst, reason=e.reason)
+        for e in explain_fire_times(trigger, tz, times.fire_times, budget=budget)
+    ]
+    return FireTimes(times.fire_times, dst_policy=effective_dst_policy(trigger), details=details)
 
 
 def public(schedule: Schedule) -> Schedule:
@@ -494,21 +506,26 @@ class ScheduleService:
     async def delete(self, tenant_id: str, schedule_id: str, actor: str) -> None:
         await self.repo.schedule_delete(tenant_id, schedule_id, self._audit(actor, self.clock()))
 
-    async def preview(self, tenant_id: str, schedule_id: str, count: int) -> FireTimes:
+    async def preview(self, tenant_id: str, schedule_id: str, count: int, explain: bool = False) -> FireTimes:
         s = await self.repo.schedule_get(tenant_id, schedule_id)
         now = self.clock()
-        return await self.evaluator.run(lambda budget: self._schedule_fire_times(s, now, count, budget), tenant_id)
+        return await self.evaluator.run(
+            lambda budget: self._schedule_fire_times(s, now, count, budget, explain), tenant_id
+        )
 
     @staticmethod
-    def _schedule_fire_times(s: Schedule, now: datetime, count: int, budget: Budget) -> FireTimes:
+    def _schedule_fire_times(
+        s: Schedule, now: datetime, count: int, budget: Budget, explain: bool = False
+    ) -> FireTimes:
         # What is next from now: an overdue next_run_at fires at once (first), later ones follow the trigger;
         # a parked FIXED_DELAY has none until its run finishes.
         start = (
             s.next_run_at if s.enabled else first_fire(s.trigger, s.tz, now, s.last_run_at is not None, budget=budget)
         )
-        if start is None:
-            return FireTimes([])
-        return FireTimes([start, *fire_times(s.trigger, s.tz, max(start, now), count - 1, budget=budget)])
+        times = (
+            [] if start is None else [start, *fire_times(s.trigger, s.tz, max(start, now), count - 1, budget=budget)]
+        )
+        return explained(FireTimes(times), s.trigger, s.tz, budget) if explain else FireTimes(times)
 
     async def preview_trigger(self, tenant_id: str, request: TriggerPreviewRequest) -> FireTimes:
         now = self.clock()
@@ -523,7 +540,8 @@ class ScheduleService:
             or check_trigger(request.trigger, request.tz, after, budget=budget)
         )
         trigger = anchor_trigger(request.trigger, after)
-        return FireTimes(fire_times(trigger, request.tz, after, request.count, budget=budget))
+        times = FireTimes(fire_times(trigger, request.tz, after, request.count, budget=budget))
+        return explained(times, trigger, request.tz, budget) if request.explain else times
 
     async def run_now(self, tenant_id: str, schedule_id: str) -> Run:
         # The request's trace continues in the worker that delivers this run.

@@ -26,16 +26,43 @@ class _Wire(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=Tr
 # Every trigger may carry startAt/endAt: no fire before startAt, none after endAt.
 
 
+class DstGap(enum.StrEnum):
+    """What a matching local time that a spring-forward gap skips does (see README "DST policy")."""
+
+    SHIFT = "SHIFT"  # fires anyway: CRON at the end of the gap, RRULE moved on by the gap (RFC 5545 §3.3.5)
+    SKIP = "SKIP"  # does not fire that day
+
+
+class DstOverlap(enum.StrEnum):
+    """What a matching local time that a fall-back overlap repeats does."""
+
+    FIRST = "FIRST"  # fires on its first occurrence only
+    BOTH = "BOTH"  # fires on both occurrences
+
+
+class DstPolicy(_Wire, frozen=True):
+    """A trigger's DST policy; an absent field keeps the trigger's documented default for it.
+
+    Defaults: RRULE and wall-clock CRON (fixed minute and hour) SHIFT / FIRST; real-time CRON (minute or hour
+    field starting with ``*``) SKIP / BOTH, i.e. it follows elapsed time.
+    """
+
+    gap: DstGap | None = None
+    overlap: DstOverlap | None = None
+
+
 class CronTrigger(_Wire, tag="CRON", tag_field="type", frozen=True):
     cron: Annotated[str, Meta(max_length=256)]
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
+    dst_policy: DstPolicy | None = None
 
 
 class RRuleTrigger(_Wire, tag="RRULE", tag_field="type", frozen=True):
     rrule: Annotated[str, Meta(max_length=4096)]
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
+    dst_policy: DstPolicy | None = None
 
 
 class FixedDelayTrigger(_Wire, tag="FIXED_DELAY", tag_field="type", frozen=True):
@@ -221,10 +248,36 @@ class TriggerPreviewRequest(_Wire, frozen=True):
     tz: str = "UTC"
     after: AwareDatetime | None = None
     count: Annotated[int, Meta(ge=1, le=1000)] = 10
+    # Also answer `details`: why each fire time fires and what DST did to it.
+    explain: bool = False
 
 
-class FireTimes(Struct, rename="camel"):
+class DstEffect(enum.StrEnum):
+    """What a DST transition did to one fire time."""
+
+    SHIFTED = "SHIFTED"  # its wall time was skipped by a gap and it fired anyway (dstPolicy.gap=SHIFT)
+    OVERLAP_FIRST = "OVERLAP_FIRST"  # its wall time occurs twice; this is the first occurrence
+    OVERLAP_SECOND = "OVERLAP_SECOND"  # ... and this the second (dstPolicy.overlap=BOTH)
+
+
+class FireTimeDetail(Struct, rename="camel", omit_defaults=True, kw_only=True):
+    """One fire time explained: its local time, what produced it, and any DST effect with the reason."""
+
+    at: datetime
+    local: datetime
+    matched: list[str]
+    dst: DstEffect | None = None
+    reason: str | None = None
+
+
+class FireTimes(Struct, rename="camel", omit_defaults=True):
+    """The next fire times (UTC); with explain, also why each fires and what DST did to it."""
+
     fire_times: list[datetime]
+    # Only with explain: the DST policy in effect (the trigger's, with defaults filled in; CRON and RRULE) and
+    # one detail per fire time, in the same order as fireTimes.
+    dst_policy: DstPolicy | None = None
+    details: list[FireTimeDetail] | None = None
 
 
 # Stored JSON -> typed structs. Many schedules share a trigger, target or retry policy, and these structs are

@@ -14,6 +14,7 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Quer
 
 from api.auth import EDITOR, VIEWER, actor_of, require, tenant_in_scope
 from api.openapi import (
+    EXPLAIN_PARAM,
     TENANT_BULK,
     TENANT_CHANGE_ONE,
     TENANT_CREATE,
@@ -274,8 +275,9 @@ class ScheduleController(Controller):
         tenant_id: TenantId,
         service: Service,
         count: Annotated[int, QueryParameter(ge=1, le=1000)] = 10,
+        explain: Annotated[bool, QueryParameter(description=EXPLAIN_PARAM)] = False,
     ) -> FireTimes:
-        return await service.preview(tenant_id, schedule_uuid(schedule_id), count)
+        return await service.preview(tenant_id, schedule_uuid(schedule_id), count, explain)
 
     @get(
         "/{schedule_id:str}/history",

@@ -11,6 +11,12 @@ Daylight saving time follows Debian cron, which decides per expression how to tr
 * Real-time mode (the minute or hour field starts with ``*``): the job is "every so often". Every real
   instant whose local wall time matches fires, so nothing fires inside a gap and an overlap fires twice.
 
+A trigger's ``dstPolicy`` overrides either half of that, whatever the mode (``skip_gaps`` / ``both_folds``;
+None keeps the mode's own choice): gap SHIFT fires a skipped matching wall time once, at the end of the gap
+(several skipped ones collapse into that one instant); gap SKIP does not fire it; overlap FIRST fires a
+repeated matching wall time on its first occurrence only; overlap BOTH on both. The two modes are exactly the
+two default policies: wall clock = SHIFT / FIRST, real time = SKIP / BOTH.
+
 The evaluator never walks minute by minute: it walks matching days (month by month) and, within a day, the
 sorted matching times of day, using binary search to find where ``after`` falls. Local wall times map onto
 real instants monotonically (per fold), which is what makes both the binary search and "the first candidate
@@ -166,6 +172,18 @@ def parse_cron(expr: str) -> CronExpr:
     )
 
 
+def field_texts(expr: str) -> dict[str, str]:
+    """The text of each field of a valid expression by field name (macros expanded; "second" only when given)."""
+    text = expr.strip()
+    if text.startswith("@"):
+        text = _expand_macro(text)
+    fields = text.split()
+    specs: tuple[_FieldSpec, ...] = (_MINUTE, _HOUR, _DAY_OF_MONTH, _MONTH, _DAY_OF_WEEK)
+    if len(fields) == 6:
+        specs = (_SECOND, *specs)
+    return {spec.name: value for spec, value in zip(specs, fields, strict=True)}
+
+
 def _expand_macro(text: str) -> str:
     name, *rest = text.split()
     key = name.lower()
@@ -240,16 +258,36 @@ def _fail(spec: _FieldSpec, reason: str) -> NoReturn:
 # --- evaluation ---
 
 
-def cron_next(expr: CronExpr, tz: ZoneInfo, after: datetime, *, budget: Budget | None = None) -> datetime | None:
+def cron_next(
+    expr: CronExpr,
+    tz: ZoneInfo,
+    after: datetime,
+    *,
+    budget: Budget | None = None,
+    skip_gaps: bool | None = None,
+    both_folds: bool | None = None,
+) -> datetime | None:
     """The first fire time strictly after ``after``, in UTC; None if there is none within the horizon.
 
-    ``budget`` is ticked once per month the general scan walks through.
+    ``budget`` is ticked once per month the general scan walks through. ``skip_gaps`` (gap SKIP) and
+    ``both_folds`` (overlap BOTH) are the trigger's DST policy; None keeps the expression's mode default.
     """
     if after.tzinfo is not UTC and (after.tzinfo is None or after.utcoffset() is None):
         raise ValueError("after must be a timezone-aware datetime")
     after = after.astimezone(UTC)
-    nearby = _next_nearby(expr, tz, after)
-    return nearby if nearby is not None else _next_by_scan(expr, tz, after, budget)
+    # Inlined rather than effective_policy(): this runs once per fire on the worker's hot path.
+    real_time = not expr.wall_clock
+    both = real_time if both_folds is None else both_folds
+    nearby = _next_nearby(expr, tz, after, both)
+    if nearby is not None:
+        return nearby
+    return _next_by_scan(expr, tz, after, budget, real_time if skip_gaps is None else skip_gaps, both)
+
+
+def effective_policy(expr: CronExpr, skip_gaps: bool | None, both_folds: bool | None) -> tuple[bool, bool]:
+    """``(skip_gaps, both_folds)`` after the mode defaults fill in what the policy leaves open."""
+    real_time = not expr.wall_clock
+    return (real_time if skip_gaps is None else skip_gaps, real_time if both_folds is None else both_folds)
 
 
 # --- the shortcut ---
@@ -264,25 +302,27 @@ _Wall = tuple[int, int, int, int, int, int]
 _DAY_BY_DAY = 7
 
 
-def _next_nearby(expr: CronExpr, tz: ZoneInfo, after: datetime) -> datetime | None:
+def _next_nearby(expr: CronExpr, tz: ZoneInfo, after: datetime, both_folds: bool | None = None) -> datetime | None:
     """The answer when no DST transition gets in the way; None when it cannot vouch for one.
 
     Let L be the local wall time of ``after`` and W the first matching wall time after L. The general scan
     returns the first matching wall time whose instant is after ``after``, and wall times map onto instants
     monotonically, so every wall time up to L maps to an instant up to ``after``. That fails only when L is
-    the first copy of a repeated wall time and the second copy counts, which it does in real-time mode. So
+    the first copy of a repeated wall time and the second copy counts, which it does with ``both_folds``. So
     when W occurs exactly once on the clock (neither skipped nor repeated) and its instant is after
     ``after`` (it need not be when ``after`` lies in the second copy of an overlap), that instant is the
     answer the scan would give.
 
-    ``after`` is in UTC.
+    ``after`` is in UTC; ``both_folds`` None means the mode's default.
     """
+    if both_folds is None:
+        both_folds = not expr.wall_clock
     try:
         local = after.astimezone(tz)
         if local.date() < _EARLIEST_SHORTCUT_DAY:
             return None
-        if not expr.wall_clock and _is_first_of_two(local, tz):
-            return None  # In real-time mode the second copy of L, still to come, may fire.
+        if both_folds and _is_first_of_two(local, tz):
+            return None  # The second copy of L, still to come, may fire.
         wall = _next_matching_wall(expr, local)
         if wall is None:
             return None
@@ -376,17 +416,28 @@ def _unique_instant(wall: _Wall, tz: ZoneInfo) -> datetime | None:
 # --- the general scan ---
 
 
-def _next_by_scan(expr: CronExpr, tz: ZoneInfo, after: datetime, budget: Budget | None = None) -> datetime | None:
-    """The general evaluator, right for every input whatever the transitions nearby. ``after`` is in UTC."""
+def _next_by_scan(
+    expr: CronExpr,
+    tz: ZoneInfo,
+    after: datetime,
+    budget: Budget | None = None,
+    skip_gaps: bool | None = None,
+    both_folds: bool | None = None,
+) -> datetime | None:
+    """The general evaluator, right for every input whatever the transitions nearby. ``after`` is in UTC.
+
+    ``skip_gaps`` / ``both_folds`` None mean the mode's defaults.
+    """
+    skip_gaps, both_folds = effective_policy(expr, skip_gaps, both_folds)
     try:
-        if expr.wall_clock:
-            return _scan(expr, tz, after, fold=0, skip_gaps=False, budget=budget)
-        # Real time: the earliest of the first copies and the second copies of repeated wall times. Each
+        if not both_folds:
+            return _scan(expr, tz, after, fold=0, skip_gaps=skip_gaps, budget=budget)
+        # Both copies: the earliest of the first copies and the second copies of repeated wall times. Each
         # copy alone maps wall times onto instants monotonically; interleaved they do not.
         found = [
             instant
             for fold in (0, 1)
-            if (instant := _scan(expr, tz, after, fold=fold, skip_gaps=True, budget=budget)) is not None
+            if (instant := _scan(expr, tz, after, fold=fold, skip_gaps=skip_gaps, budget=budget)) is not None
         ]
         return min(found, default=None)
     except OverflowError:
@@ -399,8 +450,8 @@ def _scan(
 ) -> datetime | None:
     """The first matching wall time, in calendar order, whose instant (for this fold) is after ``after``.
 
-    With ``skip_gaps`` wall times inside a spring-forward gap are passed over (real-time mode); without it
-    they fire at the end of the gap (wall-clock mode).
+    With ``skip_gaps`` wall times inside a spring-forward gap are passed over (gap SKIP); without it they
+    fire at the end of the gap (gap SHIFT).
     """
     times = _TimesOfDay(expr)
     if not len(times):

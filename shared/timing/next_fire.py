@@ -19,7 +19,16 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from shared.model import CronTrigger, FixedDelayTrigger, OneShotTrigger, RRuleTrigger, Trigger
+from shared.model import (
+    CronTrigger,
+    DstGap,
+    DstOverlap,
+    DstPolicy,
+    FixedDelayTrigger,
+    OneShotTrigger,
+    RRuleTrigger,
+    Trigger,
+)
 from shared.timing.cron import CronExpr, cron_next, parse_cron
 from shared.timing.rrule import rrule_next
 
@@ -74,12 +83,31 @@ def _calendar_next(
         pass
     floor = after if trigger.start_at is None else max(after, trigger.start_at - _TICK)
     result: datetime | None
+    policy = trigger.dst_policy
     if isinstance(trigger, CronTrigger):
-        result = cron_next(compiled_cron(trigger.cron), zone(tz), floor, budget=budget)
+        if policy is None:
+            result = cron_next(compiled_cron(trigger.cron), zone(tz), floor, budget=budget)
+        else:
+            skip, both = dst_flags(policy)
+            result = cron_next(
+                compiled_cron(trigger.cron), zone(tz), floor, budget=budget, skip_gaps=skip, both_folds=both
+            )
     else:
         if trigger.start_at is None:
             raise ValueError("an RRULE trigger needs startAt as its anchor; see anchor_trigger()")
-        result = rrule_next(trigger.rrule, zone(tz), trigger.start_at, floor, budget=budget)
+        if policy is None:
+            result = rrule_next(trigger.rrule, zone(tz), trigger.start_at, floor, budget=budget)
+        else:
+            skip, both = dst_flags(policy)
+            result = rrule_next(
+                trigger.rrule,
+                zone(tz),
+                trigger.start_at,
+                floor,
+                budget=budget,
+                skip_gaps=bool(skip),
+                both_folds=bool(both),
+            )
     if result is not None and trigger.end_at is not None and result > trigger.end_at:
         result = None
     if len(_calendar_cache) >= _CACHE_SIZE:
@@ -87,6 +115,13 @@ def _calendar_next(
             del _calendar_cache[next(iter(_calendar_cache))]
     _calendar_cache[key] = result
     return result
+
+
+def dst_flags(policy: DstPolicy) -> tuple[bool | None, bool | None]:
+    """``(skip_gaps, both_folds)`` for the evaluators; None where the policy leaves the default."""
+    gap = None if policy.gap is None else policy.gap is DstGap.SKIP
+    overlap = None if policy.overlap is None else policy.overlap is DstOverlap.BOTH
+    return gap, overlap
 
 
 def first_fire(
@@ -117,7 +152,7 @@ def first_fire(
 def anchor_trigger(trigger: Trigger, now: datetime) -> Trigger:
     """Pin an RRULE without startAt to ``now`` (whole seconds), so its occurrences do not drift."""
     if isinstance(trigger, RRuleTrigger) and trigger.start_at is None:
-        return RRuleTrigger(rrule=trigger.rrule, start_at=_utc(now).replace(microsecond=0), end_at=trigger.end_at)
+        return msgspec.structs.replace(trigger, start_at=_utc(now).replace(microsecond=0))
     return trigger
 
 

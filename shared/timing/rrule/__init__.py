@@ -33,13 +33,22 @@ def validate_rrule(text: str) -> None:
 
 
 def rrule_next(
-    text: str, tz: ZoneInfo, anchor: datetime, after: datetime, *, budget: Budget | None = None
+    text: str,
+    tz: ZoneInfo,
+    anchor: datetime,
+    after: datetime,
+    *,
+    budget: Budget | None = None,
+    skip_gaps: bool = False,
+    both_folds: bool = False,
 ) -> datetime | None:
     """The first occurrence strictly after ``after`` as a UTC datetime; None once the rule has none left.
 
     ``anchor`` (aware) stands in for DTSTART when ``text`` has no DTSTART line; it is read as wall time in
     ``tz``. None is only ever a proof (COUNT or UNTIL reached, or no occurrence in a whole calendar cycle),
     never a search horizon; ``budget`` is ticked as the search goes and may cut it off instead.
+    ``skip_gaps`` (gap SKIP) and ``both_folds`` (overlap BOTH) are the trigger's DST policy; the defaults are
+    RFC 5545 §3.3.5.
     """
     if anchor.tzinfo is None or after.tzinfo is None:
         raise ValueError("anchor and after must be timezone-aware datetimes")
@@ -47,10 +56,16 @@ def rrule_next(
         raise ValueError("tz must be a ZoneInfo built from an IANA key")
     if anchor.tzinfo is not UTC or anchor.microsecond:
         anchor = anchor.astimezone(UTC).replace(microsecond=0)
+    if skip_gaps or both_folds:
+        return compile_rrule(text, tz.key, anchor, skip_gaps, both_folds).next_after(after, budget)
+    # The worker's hot path: a shorter cache key for the common case of no policy.
     return compile_rrule(text, tz.key, anchor).next_after(after, budget)
 
 
 @lru_cache(maxsize=1024)
-def compile_rrule(text: str, tz_key: str, anchor: datetime) -> Compiled:
-    """The evaluator for one text, zone and (UTC, whole-second) anchor; cached, with its COUNT checkpoints."""
-    return Compiled(parse_spec(text), ZoneInfo(tz_key), anchor)
+def compile_rrule(
+    text: str, tz_key: str, anchor: datetime, skip_gaps: bool = False, both_folds: bool = False
+) -> Compiled:
+    """The evaluator for one text, zone, (UTC, whole-second) anchor and DST policy; cached, with its COUNT
+    checkpoints."""
+    return Compiled(parse_spec(text), ZoneInfo(tz_key), anchor, skip_gaps=skip_gaps, both_folds=both_folds)

@@ -13,6 +13,12 @@ So the search for the first instant after ``after`` starts at ``after``'s wall t
 offset of the last day (to catch gap times the clock jumped over just before ``after``), and ends at the first
 regular (non-gap) wall time whose instant is no earlier than the best found.
 
+A trigger's ``dstPolicy`` changes that mapping: gap SKIP drops gap times (they still count for COUNT, like an
+EXDATE), overlap BOTH adds the second occurrence of a repeated wall time (one COUNT position, two instants).
+Second occurrences land up to one overlap length later than their wall time suggests, like gap times, so they
+never end the search early, and the search starts earlier to catch those of wall times before ``after``'s.
+The policy applies to every wall time of the set: rule, DTSTART, RDATE and EXDATE alike.
+
 COUNT counts generated occurrences in wall-time order from DTSTART. Counting to a far ``after`` walks every
 unit in between once; the counts are remembered (a checkpoint every ``_MARK_EVERY`` units plus where the last
 question ended), so a worker asking for each next occurrence in turn does constant work per call.
@@ -26,7 +32,7 @@ from threading import Lock
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from shared.timing.rrule.expand import Expander, key_of
+from shared.timing.rrule.expand import Expander, Grid, key_of
 from shared.timing.rrule.parse import DateValue, Spec
 
 if TYPE_CHECKING:
@@ -41,7 +47,9 @@ _MARK_EVERY = 64
 class Compiled:
     """One recurrence in one zone, ready to answer "the first occurrence after this instant"."""
 
-    def __init__(self, spec: Spec, tz: ZoneInfo, anchor: datetime) -> None:
+    def __init__(
+        self, spec: Spec, tz: ZoneInfo, anchor: datetime, *, skip_gaps: bool = False, both_folds: bool = False
+    ) -> None:
         # The rule runs on the clock of DTSTART's zone (RFC 5545 §3.3.10: the recurrence is computed from
         # DTSTART): its TZID, UTC for a ...Z value, else (floating, or no DTSTART line) the schedule's zone.
         if spec.dtstart is not None and spec.dtstart.zone is not None:
@@ -49,8 +57,11 @@ class Compiled:
         elif spec.dtstart is not None and spec.dtstart.utc:
             tz = ZoneInfo("UTC")
         self.tz = tz
+        self.skip_gaps = skip_gaps
+        self.both_folds = both_folds
         self._utc = tz.key in ("UTC", "Etc/UTC", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu")
-        rule = spec.rule
+        rule = self.spec_rule = spec.rule
+        self.explicit_dtstart = spec.dtstart is not None
         if spec.dtstart is None:
             dtstart = anchor.astimezone(tz).replace(tzinfo=None, microsecond=0)
         else:
@@ -58,20 +69,29 @@ class Compiled:
         self.expander = Expander(rule, dtstart, zero_defaults=spec.dtstart is None)
         self.count = rule.count
         self.until = None if rule.until is None else _until_instant(rule.until, tz)
-        self.exdates = frozenset(_instant(value, tz) for value in spec.exdates if not value.date_only)
+        # An EXDATE names a wall time, so under overlap BOTH it removes both of its occurrences; it removes a
+        # gap time whether or not the policy would have fired it.
+        self.exdates = frozenset(
+            instant
+            for value in spec.exdates
+            if not value.date_only
+            for instant in self._instants(value, tz, exclusion=True)
+        )
         self.exdays = frozenset(value.wall.date() for value in spec.exdates if value.date_only)
-        self.rdates = tuple(sorted({_instant(value, tz) for value in spec.rdates}))
+        self.rdates = tuple(sorted({instant for value in spec.rdates for instant in self._instants(value, tz)}))
         # RFC 5545 §3.8.5.3: an explicit DTSTART is always the first occurrence, and counts as one for COUNT
         # even when the rule itself would not generate it. A DTSTART taken from the anchor is only a start.
         expander = self.expander
-        self.dtstart_instant: datetime | None = None
+        self.dtstart_instants: tuple[datetime, ...] = ()
         extra = 0
         if spec.dtstart is not None:
-            self.dtstart_instant = self._map(expander.dtstart_key)[0]
+            self.dtstart_instants = self._instants(spec.dtstart, tz)
             grid = expander.grid(expander.first_unit)
             index = grid.position(expander.dtstart_key)
             generated = index < len(grid) and grid.key(index) == expander.dtstart_key
             extra = 0 if generated else 1
+            if generated:
+                self.dtstart_instants = ()  # the rule yields it, with the policy applied there
         self._marks: list[tuple[int, int]] = [(expander.first_unit, extra)]  # (unit, occurrences before it)
         self._cursor = self._marks[0]
         self._lock = Lock()
@@ -82,18 +102,14 @@ class Compiled:
         """The first occurrence strictly after ``after`` (UTC), or None when there is none."""
         after = after.astimezone(UTC)
         found = [self._next_from_rule(after, budget), self._next_rdate(after)]
-        if (
-            self.dtstart_instant is not None
-            and self.dtstart_instant > after
-            and not self.excludes(self.dtstart_instant)
-        ):
-            found.append(self.dtstart_instant)
+        found.extend(instant for instant in self.dtstart_instants if instant > after and not self.excludes(instant))
         return min((instant for instant in found if instant is not None), default=None)
 
     def _next_from_rule(self, after: datetime, budget: Budget | None) -> datetime | None:
         if self.until is not None and after >= self.until:
             return None
         expander, count = self.expander, self.count
+        skip_gaps, both_folds = self.skip_gaps, self.both_folds
         low = max(self._lower_key(after), expander.dtstart_key)
         start = expander.unit_of(low)
         ordinal = 0
@@ -114,16 +130,32 @@ class Compiled:
                     ordinal += 1
                     if ordinal > count:
                         return best
+                key = grid.key(position)
                 try:
-                    instant, in_gap = self._map(grid.key(position))
+                    instant, in_gap = self._map(key)
                 except OverflowError:
                     return best
                 if self.until is not None and instant > self.until:
                     if in_gap:
                         continue
                     return best
-                if instant > after and (best is None or instant < best) and not self.excludes(instant):
+                if (
+                    instant > after
+                    and (best is None or instant < best)
+                    and not (in_gap and skip_gaps)
+                    and not self.excludes(instant)
+                ):
                     best = instant
+                if both_folds and not in_gap:
+                    second = self._second_copy(key)
+                    if (
+                        second is not None
+                        and second > after
+                        and (best is None or second < best)
+                        and (self.until is None or second <= self.until)
+                        and not self.excludes(second)
+                    ):
+                        best = second
                 if best is not None and not in_gap and instant >= best:
                     return best
         return best
@@ -151,6 +183,29 @@ class Compiled:
         assert before is not None and later is not None
         return (wall - before).replace(tzinfo=UTC), later > before
 
+    def _second_copy(self, key: int) -> datetime | None:
+        """The instant of a wall time's second occurrence when a fall-back overlap repeats it, else None."""
+        if self._utc:
+            return None
+        aware = (_BASE + timedelta(seconds=key)).replace(tzinfo=self.tz)
+        first, second = aware.utcoffset(), aware.replace(fold=1).utcoffset()
+        assert first is not None and second is not None
+        return (aware.replace(tzinfo=None) - second).replace(tzinfo=UTC) if second < first else None
+
+    def _instants(self, value: DateValue, tz: ZoneInfo, *, exclusion: bool = False) -> tuple[datetime, ...]:
+        """The instants of an explicit DTSTART / RDATE / EXDATE value under the DST policy."""
+        if value.utc:
+            return (value.wall.replace(tzinfo=UTC),)
+        aware = value.wall.replace(tzinfo=value.zone or tz)
+        first, second = aware.utcoffset(), aware.replace(fold=1).utcoffset()
+        assert first is not None and second is not None
+        instant = (value.wall - first).replace(tzinfo=UTC)
+        if second > first:  # in a gap
+            return () if self.skip_gaps and not exclusion else (instant,)
+        if second < first and (self.both_folds or exclusion):  # repeated by an overlap
+            return instant, (value.wall - second).replace(tzinfo=UTC)
+        return (instant,)
+
     def _lower_key(self, after: datetime) -> int:
         """The earliest wall time whose instant can be after ``after``."""
         if self._utc:
@@ -161,10 +216,43 @@ class Compiled:
         except OverflowError:
             earlier = offset
         assert offset is not None and earlier is not None
+        smallest = min(offset, earlier)
+        if self.both_folds:
+            # The second occurrence of a wall time before after's local time may still be to come.
+            try:
+                later = (after + _MAX_GAP).astimezone(self.tz).utcoffset()
+            except OverflowError:
+                later = offset
+            assert later is not None
+            smallest = min(smallest, later)
         try:
-            return key_of((after + min(offset, earlier)).replace(tzinfo=None))
+            return key_of((after + smallest).replace(tzinfo=None))
         except OverflowError:
             return key_of(after.replace(tzinfo=None))
+
+    # --- explaining ------------------------------------------------------------------------------------------
+
+    def locate(self, key: int) -> tuple[int, Grid, int] | None:
+        """``(unit, grid, index)`` of a wall time the rule generates (from DTSTART on), else None."""
+        expander = self.expander
+        if key < expander.dtstart_key or expander.empty:
+            return None
+        unit = expander.unit_of(key)
+        grid = expander.grid(unit)
+        index = grid.position(key)
+        if index < len(grid) and grid.key(index) == key:
+            return unit, grid, index
+        return None
+
+    def occurrence_number(self, unit: int, grid: Grid, index: int, budget: Budget | None = None) -> int:
+        """The 1-based COUNT position of the generated wall time at ``grid``'s ``index`` (needs COUNT)."""
+        before = self._count_before(unit, budget)
+        first = self.expander.grid(unit).position(self.expander.dtstart_key) if unit == self.expander.first_unit else 0
+        return before + index - first + 1
+
+    def map_key(self, key: int) -> tuple[datetime, bool]:
+        """The §3.3.5 instant of a wall-time key and whether it lies in a gap."""
+        return self._map(key)
 
     # --- COUNT ----------------------------------------------------------------------------------------------
 
