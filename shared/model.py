@@ -117,6 +117,13 @@ class RetryPolicy(_Wire, omit_defaults=False, frozen=True):
 Labels = dict[str, str]
 
 
+class Notify(_Wire, omit_defaults=False, frozen=True):
+    """Which optional lifecycle events a schedule announces (every other event is always on)."""
+
+    # scheduler.run.succeeded for each successful run: off by default, as it is one more row per run.
+    run_succeeded: bool = False
+
+
 # --- schedules ------------------------------------------------------------------------------------------
 
 
@@ -133,6 +140,9 @@ class ScheduleCreate(_Wire, frozen=True):
     catch_up_limit: int = 100
     retry: RetryPolicy = RetryPolicy()
     labels: Labels = {}
+    # Pause after this many consecutive failed runs (Temporal's pauseOnFailure); null: never.
+    pause_on_failure: int | None = None
+    notify: Notify = Notify()
 
 
 class ScheduleUpdate(_Wire, frozen=True):
@@ -150,6 +160,8 @@ class ScheduleUpdate(_Wire, frozen=True):
     catch_up_limit: int | UnsetType = UNSET
     retry: RetryPolicy | UnsetType = UNSET
     labels: Labels | UnsetType = UNSET
+    pause_on_failure: int | UnsetType | None = UNSET
+    notify: Notify | UnsetType = UNSET
     version: int | UnsetType = UNSET
 
 
@@ -183,6 +195,13 @@ class Schedule(Struct, rename="camel", kw_only=True):
     version: int
     # The Standard Webhooks signing secret: shown only in the answers to create and secret:rotate.
     webhook_secret: str | None = None
+    # Set while the schedule is paused (enabled false): why, since when and by whom (the token's `sub`).
+    paused_reason: str | None = None
+    paused_at: datetime | None = None
+    paused_by: str | None = None
+    # Lifecycle events and pause on failure (issue 12, README "Lifecycle events").
+    pause_on_failure: int | None = None
+    notify: Notify = Notify()
 
 
 class SchedulePage(Struct, rename="camel", kw_only=True):

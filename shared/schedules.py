@@ -17,6 +17,7 @@ from shared.validation import (
     check_description,
     check_labels,
     check_name,
+    check_pause_on_failure,
     check_payload,
     check_retry,
     check_target,
@@ -44,6 +45,7 @@ def check_schedule(
         + check_labels(s.labels)
         + check_catch_up_limit(s.catch_up_limit)
         + check_retry(s.retry)
+        + check_pause_on_failure(s.pause_on_failure)
     )
 
 
@@ -85,6 +87,8 @@ def new_schedule(
         created_at=now,
         updated_at=now,
         version=1,
+        pause_on_failure=body.pause_on_failure,
+        notify=body.notify,
     )
     raise_if(check_credential_headers(schedule.target, credential_headers))
     check_schedule(schedule, now, max_payload, budget=budget)

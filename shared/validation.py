@@ -427,3 +427,14 @@ def url_origin(url: str) -> tuple[str, str, int]:
     except ValueError:
         port = -1
     return scheme, host.lower(), port
+
+
+# --- lifecycle events and pause on failure (issue 12) ---------------------------------------------------
+
+MAX_PAUSE_ON_FAILURE = 1000
+
+
+def check_pause_on_failure(count: int | None) -> list[FieldProblem]:
+    if count is not None and not 1 <= count <= MAX_PAUSE_ON_FAILURE:
+        return [FieldProblem("pauseOnFailure", f"must be null or between 1 and {MAX_PAUSE_ON_FAILURE}")]
+    return []

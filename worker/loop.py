@@ -37,6 +37,7 @@ from shared.timing.misfire import DuePlan, plan_due
 from shared.timing.uptime import FleetUptime
 from shared.tracing import tracer
 from worker.delivery import Deliverer
+from worker.events import EventRelay
 from worker.fairness import FAIR_EVERY_SEC, FireRates, fresh_candidates
 from worker.fire import Fire, RunUpdate, idempotency_key, occurrence_run_id
 from worker.leases import Leases
@@ -88,8 +89,10 @@ class Worker:
         leases: Leases,
         clock: Callable[[], datetime],
         monotonic: Callable[[], float] = time.monotonic,
+        relay: EventRelay | None = None,
     ) -> None:
         self.config = config
+        self.relay = relay  # the lifecycle events' outbox relay (worker/events.py)
         self.store = store
         self.deliverer = deliverer
         self.progress = progress
@@ -191,6 +194,7 @@ class Worker:
             "tenant_ids": [f.tenant_id for f in fires],
             "scheduled_for": [f.scheduled_for for f in fires],
             "keys": [f.key for f in fires],
+            "notify_succeeded": [f.notify_succeeded for f in fires],
         }
 
     def _plan_row(self, row: tuple[Any, ...], now: datetime) -> tuple[list[Fire], DuePlan]:
@@ -207,6 +211,7 @@ class Worker:
             catch_up_limit,
             due_at,
             webhook_secret,
+            notify_succeeded,
         ) = row
         plan = plan_due(
             decode_trigger(trigger),
@@ -246,6 +251,7 @@ class Worker:
                     retry=retry_policy,
                     webhook_secret=webhook_secret,
                     rearm=plan.parked,
+                    notify_succeeded=notify_succeeded,
                 )
             )
         return fires, plan
@@ -444,6 +450,8 @@ class Worker:
             await self.heartbeat_once()  # learn the fleet's uptime before the first claim judges misfires
         heartbeat_stop = asyncio.Event()
         heartbeat = asyncio.create_task(self.heartbeat_loop(heartbeat_stop), name="heartbeat")
+        relay_stop = asyncio.Event()
+        relay = asyncio.create_task(self.relay.run(relay_stop), name="events") if self.relay else None
         try:
             await self.claim_loop()
         finally:
@@ -454,9 +462,12 @@ class Worker:
             self.progress.deadline = max(ends, time.monotonic() + 5.0)
             writer_stop.set()
             await writer
+            relay_stop.set()  # after the writer: the events of the last outcomes may still go out
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
             await heartbeat
+            if relay is not None:
+                await relay
 
     def _writer_died(self, writer: asyncio.Task[None]) -> None:
         error = None if writer.cancelled() else writer.exception()

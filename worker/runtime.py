@@ -16,6 +16,7 @@ from shared.netguard import LOOPBACK, parse_networks
 from shared.secrets import key_ring
 from shared.settings import Settings
 from worker.delivery import Deliverer
+from worker.events import EventRelay
 from worker.health import health_app, serve_health
 from worker.leases import Leases
 from worker.loop import Worker, WorkerConfig, worker_id
@@ -92,8 +93,9 @@ async def open_worker(settings: Settings, clock: Callable[[], datetime] = system
     store = WorkerStore(pool, settings.postgres_url, worker_id())
     leases = Leases(store, clock, settings.run_lease_sec)
     progress = ProgressWriter(store)
+    publisher = NatsPublisher.from_settings(nc, clock, settings)
     deliverer = Deliverer(
-        publisher=NatsPublisher.from_settings(nc, clock, settings),
+        publisher=publisher,
         http=HttpSender(
             http_session, settings.worker_concurrency, keys, allowed, excerpt_bytes=settings.run_response_excerpt_bytes
         ),
@@ -104,7 +106,8 @@ async def open_worker(settings: Settings, clock: Callable[[], datetime] = system
         committed=progress.committed,
         leases=leases,
     )
-    worker = Worker(worker_config(settings), store, deliverer, progress, leases, clock)
+    relay = EventRelay(store, publisher, publisher.ns)
+    worker = Worker(worker_config(settings), store, deliverer, progress, leases, clock, relay=relay)
     health = await _start_health(settings, worker, nc)
     try:
         yield worker

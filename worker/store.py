@@ -8,7 +8,7 @@ retry) or ``SchedulerError`` (the database refused a statement: a bug or a value
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -155,6 +155,26 @@ class WorkerStore:
                     next_runs.append(rearm_at(row["trigger"], row["tz"], rearms[str(row["parked_run_id"])]))
                 if ids:
                     await conn.execute(sql("schedule_rearm_many"), {"ids": ids, "next_run_at": next_runs})
+
+    # --- lifecycle events (worker/events.py) -----------------------------------------------------------
+
+    async def relay_events(self, limit: int, publish: Callable[[list[dict[str, Any]]], Awaitable[list[int]]]) -> int:
+        """Lock the outbox (one relay at a time), take its oldest ``limit`` events, ``publish`` them and delete
+        those it returns (by seq, acknowledged), in one transaction. Returns how many were deleted."""
+        async with self._conn() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(sql("schedule_event_lock_relay"))
+            locked = await cur.fetchone()
+            if not locked or not locked["locked"]:
+                return 0
+            await cur.execute(sql("schedule_event_claim"), {"limit": limit})
+            rows = await cur.fetchall()
+            if not rows:
+                return 0
+            acked = await publish(rows)
+            if acked:
+                await cur.execute(sql("schedule_event_delete_many"), {"seqs": acked})
+        return len(acked)
 
     # --- the fleet --------------------------------------------------------------------------------------
 

@@ -6,10 +6,12 @@
 -- name: schedule_insert
 -- Store a new schedule and return it.
 INSERT INTO schedules (id, tenant_id, name, description, tz, trigger, target, payload, enabled, misfire_policy,
-                       catch_up_limit, retry, labels, next_run_at, created_at, updated_at, webhook_secret)
+                       catch_up_limit, retry, labels, next_run_at, created_at, updated_at, webhook_secret,
+                       pause_on_failure, notify_run_succeeded)
 VALUES (%(id)s, %(tenant_id)s, %(name)s, %(description)s, %(tz)s, %(trigger)s::jsonb, %(target)s::jsonb,
         %(payload)s::jsonb, %(enabled)s, %(misfire_policy)s, %(catch_up_limit)s, %(retry)s::jsonb,
-        %(labels)s::jsonb, %(next_run_at)s, %(now)s, %(now)s, %(webhook_secret)s)
+        %(labels)s::jsonb, %(next_run_at)s, %(now)s, %(now)s, %(webhook_secret)s,
+        %(pause_on_failure)s, %(notify_run_succeeded)s)
 RETURNING *;
 
 -- name: schedule_lock_tenant
@@ -35,6 +37,11 @@ UPDATE schedules
        target = %(target)s::jsonb, payload = %(payload)s::jsonb, enabled = %(enabled)s,
        misfire_policy = %(misfire_policy)s, catch_up_limit = %(catch_up_limit)s, retry = %(retry)s::jsonb,
        labels = %(labels)s::jsonb, updated_at = %(now)s, version = version + 1,
+       pause_on_failure = %(pause_on_failure)s, notify_run_succeeded = %(notify_run_succeeded)s,
+       -- Resumed: the reason it was paused for (by pauseOnFailure, say) no longer holds.
+       paused_reason = CASE WHEN %(enabled)s THEN NULL ELSE paused_reason END,
+       paused_at = CASE WHEN %(enabled)s THEN NULL ELSE paused_at END,
+       paused_by = CASE WHEN %(enabled)s THEN NULL ELSE paused_by END,
        -- A FIXED_DELAY schedule waiting for its run stays parked (no overlap); its run re-arms it.
        next_run_at = CASE WHEN parked_run_id IS NOT NULL AND %(trigger)s::jsonb ->> 'type' = 'FIXED_DELAY'
                           THEN NULL ELSE %(next_run_at)s::timestamptz END,
@@ -72,7 +79,8 @@ SELECT count(*) FROM schedules
 
 -- name: tenant_scope
 -- Scope the current transaction to one tenant: the row-level security policies (sql/0004) read this setting.
-SELECT set_config('app.tenant_id', %(tenant_id)s, true);
+-- It also names who acts (the token's sub, or ''), which the lifecycle events' outbox trigger (sql/0070) records.
+SELECT set_config('app.tenant_id', %(tenant_id)s, true), set_config('app.actor', %(actor)s, true);
 
 -- name: database_ping
 -- Readiness: the database answers.
@@ -84,7 +92,7 @@ SELECT 1;
 -- workers use schedule_claim_due_fair now and then. The id comes as text: the worker uses it as text, and a
 -- UUID object per row costs more than the cast.
 SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
-       webhook_secret
+       webhook_secret, notify_run_succeeded
   FROM schedules
  WHERE enabled AND next_run_at <= %(now)s AND tenant_id <> ALL(%(throttled)s::text[])
  ORDER BY next_run_at
@@ -110,13 +118,13 @@ picked AS (
      LIMIT %(fresh)s),
 fresh AS (
     SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
-           webhook_secret
+           webhook_secret, notify_run_succeeded
       FROM schedules
      WHERE id IN (SELECT id FROM picked) AND enabled AND next_run_at <= %(now)s
        FOR UPDATE SKIP LOCKED),
 oldest AS (
     SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
-           webhook_secret
+           webhook_secret, notify_run_succeeded
       FROM schedules
      WHERE enabled AND next_run_at <= %(now)s AND tenant_id <> ALL(%(throttled)s::text[])
        AND id NOT IN (SELECT id FROM picked)
@@ -156,12 +164,12 @@ WITH advanced AS (
                   %(parked_run_id)b::uuid[]) AS v(id, next_run_at, last_run_at, parked_run_id)
      WHERE s.id = v.id)
 INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, idempotency_key, status, lease_until, leased_by,
-                  created_at)
+                  created_at, notify_succeeded)
 SELECT r.id, r.schedule_id, r.tenant_id, r.scheduled_for, r.idempotency_key, 'PENDING', %(lease_until)s,
-       %(worker)s, %(now)s
+       %(worker)s, %(now)s, r.notify_succeeded
   FROM unnest(%(run_ids)b::uuid[], %(schedule_ids)b::uuid[], %(tenant_ids)b::text[],
-              %(scheduled_for)b::timestamptz[], %(keys)b::text[])
-       AS r(id, schedule_id, tenant_id, scheduled_for, idempotency_key)
+              %(scheduled_for)b::timestamptz[], %(keys)b::text[], %(notify_succeeded)b::boolean[])
+       AS r(id, schedule_id, tenant_id, scheduled_for, idempotency_key, notify_succeeded)
     ON CONFLICT (id) DO NOTHING
 RETURNING id::text;
 
@@ -169,8 +177,9 @@ RETURNING id::text;
 -- Queue a run of a tenant's schedule now, outside its sequence: its lease is already over, so the next
 -- worker to look for runs to rescue (woken by NOTIFY) delivers it.
 INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, manual, idempotency_key, status, lease_until,
-                  created_at, trace_context)
-SELECT %(id)s, s.id, s.tenant_id, %(now)s, true, %(key)s, 'PENDING', %(now)s, %(now)s, %(trace_context)s
+                  created_at, trace_context, notify_succeeded)
+SELECT %(id)s, s.id, s.tenant_id, %(now)s, true, %(key)s, 'PENDING', %(now)s, %(now)s, %(trace_context)s,
+       s.notify_run_succeeded
   FROM schedules AS s
  WHERE s.tenant_id = %(tenant_id)s AND s.id = %(schedule_id)s
 RETURNING *;
@@ -272,3 +281,22 @@ SELECT started_at, beat_at FROM fleet_heartbeats;
 -- name: worker_listen
 -- Receive the wake-ups of schedule_notify on this (dedicated, autocommit) connection.
 LISTEN scheduler_wakeup;
+
+-- Lifecycle events (sql/0070): the outbox's relay (worker/events.py, through worker/store.py).
+
+-- name: schedule_event_lock_relay
+-- One relay at a time (until the transaction ends): events leave in the order they were written; a worker
+-- that does not get the lock leaves the draining to the one that has it.
+SELECT pg_try_advisory_xact_lock(hashtextextended('scheduler_event_relay', 5309)) AS locked;
+
+-- name: schedule_event_claim
+-- The oldest events of the outbox, locked until the relay deleted them (or its transaction ended).
+SELECT seq, id::text, tenant_id, schedule_id::text, type, at, actor, reason, state, run
+  FROM schedule_events
+ ORDER BY seq
+ LIMIT %(limit)s
+   FOR UPDATE SKIP LOCKED;
+
+-- name: schedule_event_delete_many
+-- Events the tenants' streams acknowledged: relayed, off the outbox.
+DELETE FROM schedule_events WHERE seq = ANY(%(seqs)b::bigint[]);

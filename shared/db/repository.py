@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from shared.db.queries import sql
 from shared.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, Unavailable
 from shared.model import (
     MisfirePolicy,
+    Notify,
     Run,
     RunStatus,
     Schedule,
@@ -31,6 +33,10 @@ from shared.model import (
 _labels = msgspec.json.Decoder(dict[str, str])
 _any = msgspec.json.Decoder()
 _encode = msgspec.json.encode
+
+# Who acts in this request (the token's ``sub``), set by the API's authentication: every tenant-scoped
+# transaction names it, so the lifecycle events' outbox trigger (sql/0070) records the actor of each change.
+current_actor: ContextVar[str] = ContextVar("current_actor", default="")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,8 @@ def schedule_params(s: Schedule) -> dict[str, Any]:
         "retry": _encode(s.retry).decode(),
         "labels": _encode(s.labels).decode(),
         "next_run_at": s.next_run_at,
+        "pause_on_failure": s.pause_on_failure,
+        "notify_run_succeeded": s.notify.run_succeeded,
     }
 
 
@@ -88,6 +96,11 @@ def schedule_from_row(row: dict[str, Any]) -> Schedule:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         version=row["version"],
+        paused_reason=row.get("paused_reason"),
+        paused_at=row.get("paused_at"),
+        paused_by=row.get("paused_by"),
+        pause_on_failure=row.get("pause_on_failure"),
+        notify=Notify(run_succeeded=row.get("notify_run_succeeded", False)),
     )
 
 
@@ -142,7 +155,7 @@ class Repository:
         async with translated_errors(name), self.pool.connection() as conn:
             conn.row_factory = dict_row  # type: ignore[assignment]
             if tenant_id is not None:
-                await conn.execute(sql("tenant_scope"), {"tenant_id": tenant_id})
+                await conn.execute(sql("tenant_scope"), {"tenant_id": tenant_id, "actor": current_actor.get()})
             yield conn  # type: ignore[misc]
 
     async def ping(self) -> None:
