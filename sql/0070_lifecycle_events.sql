@@ -36,7 +36,8 @@ CREATE TABLE schedule_events (
 );
 
 GRANT INSERT ON schedule_events TO scheduler_api;
-GRANT SELECT, INSERT, DELETE ON schedule_events TO scheduler_worker;
+-- UPDATE only for the relay's FOR UPDATE lock: nobody updates an event.
+GRANT SELECT, INSERT, UPDATE, DELETE ON schedule_events TO scheduler_worker;
 ALTER TABLE schedule_events ENABLE ROW LEVEL SECURITY;
 CREATE POLICY schedule_events_tenant ON schedule_events TO scheduler_api
     WITH CHECK (tenant_id = current_setting('app.tenant_id', true));

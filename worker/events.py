@@ -61,6 +61,10 @@ class LifecycleEvent(msgspec.Struct):
     data: Any
 
 
+def _json(value: Any) -> Any:
+    return msgspec.json.decode(value) if isinstance(value, str | bytes) else value
+
+
 def schedule_view(state: dict[str, Any]) -> dict[str, Any]:
     """A schedule row as ``to_jsonb`` stored it, shown as GET /schedules/{id} shows it (secrets masked)."""
     row = dict(state)
@@ -78,7 +82,9 @@ def schedule_view(state: dict[str, Any]) -> dict[str, Any]:
 
 def render(row: dict[str, Any]) -> tuple[str, bytes]:
     """The subject topic and the CloudEvent of one outbox row."""
-    state = row["state"]
+    # The worker's connections load JSON as text (decoded where needed, not on every claimed row).
+    state = _json(row["state"])
+    run = _json(row["run"])
     kind = row["type"]
     data = {
         "type": kind,
@@ -88,7 +94,7 @@ def render(row: dict[str, Any]) -> tuple[str, bytes]:
         "actor": row["actor"],
         "reason": row["reason"],
         "schedule": schedule_view(state) if state else None,
-        "run": row["run"],
+        "run": run,
     }
     event = LifecycleEvent(
         specversion="1.0",
