@@ -169,7 +169,7 @@ async def test_run_succeeded_is_announced_when_asked_for(client, headers, worker
         client, headers, trigger={"type": "ONE_SHOT", "startAt": soon()}, notify={"runSucceeded": True}
     )
     assert created["notify"] == {"runSucceeded": True}
-    types = []
+    types: list[str] = []
     while len(types) < 3:
         _, event, _ = await next_event(sub)
         types.append(event["type"])
