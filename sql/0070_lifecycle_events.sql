@@ -77,8 +77,10 @@ BEGIN
         PERFORM scheduler_event_insert('schedule.updated', NEW, NULL, NULL);
     END IF;
     IF NEW.version IS NOT DISTINCT FROM OLD.version AND NEW.enabled AND OLD.enabled
-       AND OLD.next_run_at IS NOT NULL AND NEW.next_run_at IS NULL AND NEW.parked_run_id IS NULL THEN
-        -- A worker's advance found no occurrence left: it will never fire again.
+       AND (OLD.next_run_at IS NOT NULL OR OLD.parked_run_id IS NOT NULL)
+       AND NEW.next_run_at IS NULL AND NEW.parked_run_id IS NULL THEN
+        -- A worker's advance (or a FIXED_DELAY's re-arm past its endAt) found no occurrence left: it will
+        -- never fire again.
         PERFORM scheduler_event_insert('schedule.exhausted', NEW, NULL, NULL);
     END IF;
     RETURN NULL;
@@ -91,7 +93,8 @@ CREATE TRIGGER schedules_events_write AFTER INSERT OR DELETE ON schedules
 CREATE TRIGGER schedules_events_update AFTER UPDATE ON schedules
     FOR EACH ROW
     WHEN (NEW.version IS DISTINCT FROM OLD.version OR NEW.enabled IS DISTINCT FROM OLD.enabled
-          OR (OLD.next_run_at IS NOT NULL AND NEW.next_run_at IS NULL AND NEW.parked_run_id IS NULL))
+          OR ((OLD.next_run_at IS NOT NULL OR OLD.parked_run_id IS NOT NULL)
+              AND NEW.next_run_at IS NULL AND NEW.parked_run_id IS NULL))
     EXECUTE FUNCTION scheduler_schedule_events();
 
 CREATE FUNCTION scheduler_run_events() RETURNS trigger

@@ -277,3 +277,16 @@ async def test_bad_event_settings_are_a_problem_naming_the_field(client, headers
     assert response.headers["content-type"].startswith("application/problem+json")
     problem = response.json()
     assert any(field in (e.get("field") or "") for e in problem.get("errors", [])) or field in problem["detail"]
+
+
+async def test_a_fixed_delay_past_its_end_is_exhausted_when_its_last_run_finishes(client, headers, worker, nc, tenant):
+    sub = await lifecycle(nc, tenant)
+    end = (datetime.now(UTC) + timedelta(seconds=1.5)).isoformat()
+    created = await create(client, headers, trigger={"type": "FIXED_DELAY", "delaySec": 1, "endAt": end})
+    types: list[str] = []
+    while "scheduler.schedule.exhausted" not in types:
+        _, event, _ = await next_event(sub, timeout=15)
+        types.append(event["type"])
+    assert types[0] == "scheduler.schedule.created" and types.count("scheduler.schedule.exhausted") == 1
+    shown = (await client.get(f"/schedules/{created['id']}", headers=headers())).json()
+    assert shown["status"] == "COMPLETED"
