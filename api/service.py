@@ -37,6 +37,7 @@ from shared.secrets import KeyRing, mask_target, new_webhook_secret, seal_target
 from shared.settings import Settings
 from shared.timing.budget import Budget
 from shared.timing.next_fire import anchor_trigger, fire_times, first_fire
+from shared.timing.occurrence import due_at
 from shared.tracing import current_trace_context
 from shared.validation import (
     check_http_url,
@@ -212,7 +213,10 @@ class ScheduleService:
         )
         if start is None:
             return FireTimes([])
-        return FireTimes([start, *fire_times(s.trigger, s.tz, max(start, now), count - 1, budget=budget)])
+        nominal = [start, *fire_times(s.trigger, s.tz, max(start, now), count - 1, budget=budget)]
+        if not s.jitter_sec:
+            return FireTimes(nominal)
+        return FireTimes(nominal, due_times=[due_at(s.id, t, s.jitter_sec) or t for t in nominal])
 
     async def preview_trigger(self, tenant_id: str, request: TriggerPreviewRequest) -> FireTimes:
         now = self.clock()

@@ -143,6 +143,8 @@ class ScheduleCreate(_Wire, frozen=True):
     # Pause after this many consecutive failed runs (Temporal's pauseOnFailure); null: never.
     pause_on_failure: int | None = None
     notify: Notify = Notify()
+    # Spread each occurrence's fire time by a deterministic offset in [0, jitterSec) (shared/timing/occurrence.py).
+    jitter_sec: int | None = None
 
 
 class ScheduleUpdate(_Wire, frozen=True):
@@ -162,6 +164,7 @@ class ScheduleUpdate(_Wire, frozen=True):
     labels: Labels | UnsetType = UNSET
     pause_on_failure: int | UnsetType | None = UNSET
     notify: Notify | UnsetType = UNSET
+    jitter_sec: int | UnsetType | None = UNSET
     version: int | UnsetType = UNSET
 
 
@@ -202,6 +205,9 @@ class Schedule(Struct, rename="camel", kw_only=True):
     # Lifecycle events and pause on failure (issue 12, README "Lifecycle events").
     pause_on_failure: int | None = None
     notify: Notify = Notify()
+    jitter_sec: int | None = None
+    # When nextRunAt is fired: nextRunAt (the nominal occurrence, its run's scheduledFor) plus its jitter offset.
+    next_due_at: datetime | None = None
 
 
 class SchedulePage(Struct, rename="camel", kw_only=True):
@@ -218,8 +224,10 @@ class TriggerPreviewRequest(_Wire, frozen=True):
     count: Annotated[int, Meta(ge=1, le=1000)] = 10
 
 
-class FireTimes(Struct, rename="camel"):
+class FireTimes(Struct, rename="camel", omit_defaults=True):
     fire_times: list[datetime]
+    # With jitterSec: when each of fireTimes (the nominal occurrences) is fired.
+    due_times: list[datetime] | None = None
 
 
 # Stored JSON -> typed structs. Many schedules share a trigger, target or retry policy, and these structs are

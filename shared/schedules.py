@@ -15,6 +15,7 @@ from shared.validation import (
     check_catch_up_limit,
     check_credential_headers,
     check_description,
+    check_jitter,
     check_labels,
     check_name,
     check_pause_on_failure,
@@ -46,6 +47,7 @@ def check_schedule(
         + check_catch_up_limit(s.catch_up_limit)
         + check_retry(s.retry)
         + check_pause_on_failure(s.pause_on_failure)
+        + check_jitter(s.jitter_sec, s.trigger)
     )
 
 
@@ -89,6 +91,7 @@ def new_schedule(
         version=1,
         pause_on_failure=body.pause_on_failure,
         notify=body.notify,
+        jitter_sec=body.jitter_sec,
     )
     raise_if(check_credential_headers(schedule.target, credential_headers))
     check_schedule(schedule, now, max_payload, budget=budget)

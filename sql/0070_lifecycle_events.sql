@@ -19,6 +19,10 @@ ALTER TABLE schedules ADD COLUMN pause_on_failure integer CHECK (pause_on_failur
 -- notify.runSucceeded: also announce every successful run (off by default: a row per run doubles the writes).
 ALTER TABLE schedules ADD COLUMN notify_run_succeeded boolean NOT NULL DEFAULT false;
 ALTER TABLE runs ADD COLUMN notify_succeeded boolean NOT NULL DEFAULT false;
+-- jitterSec (shared/timing/occurrence.py): next_run_at is when the occurrence is fired, next_nominal_at the
+-- occurrence itself (its runs' scheduled_for and idempotency key) when the two differ; NULL: they do not.
+ALTER TABLE schedules ADD COLUMN jitter_sec integer CHECK (jitter_sec IS NULL OR jitter_sec >= 0);
+ALTER TABLE schedules ADD COLUMN next_nominal_at timestamptz;
 
 CREATE TABLE schedule_events (
     seq          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -54,7 +58,7 @@ $$;
 CREATE FUNCTION scheduler_editable(s schedules) RETURNS jsonb
 LANGUAGE sql IMMUTABLE AS $$
     SELECT to_jsonb(s) - ARRAY['enabled', 'paused_reason', 'paused_at', 'paused_by', 'version', 'updated_at',
-                               'next_run_at', 'last_run_at', 'parked_run_id'];
+                               'next_run_at', 'next_nominal_at', 'last_run_at', 'parked_run_id'];
 $$;
 
 CREATE FUNCTION scheduler_schedule_events() RETURNS trigger
@@ -123,7 +127,7 @@ BEGIN
                  LIMIT s.pause_on_failure) AS recent;
         IF streak >= s.pause_on_failure THEN
             UPDATE schedules
-               SET enabled = false, next_run_at = NULL, version = version + 1, updated_at = now(),
+               SET enabled = false, next_run_at = NULL, next_nominal_at = NULL, version = version + 1, updated_at = now(),
                    paused_reason = format('pauseOnFailure: %s consecutive failed run(s), the last %s',
                                           s.pause_on_failure, NEW.id),
                    paused_at = now(), paused_by = 'scheduler'

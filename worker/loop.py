@@ -34,6 +34,7 @@ from shared.model import (
     decode_trigger,
 )
 from shared.timing.misfire import DuePlan, plan_due
+from shared.timing.occurrence import due_at
 from shared.timing.uptime import FleetUptime
 from shared.tracing import tracer
 from worker.delivery import Deliverer
@@ -164,7 +165,13 @@ class Worker:
         with the transaction and they stay due for the next claim.
         """
         fires: list[Fire] = []
-        advance: dict[str, list[Any]] = {"ids": [], "next_run_at": [], "last_run_at": [], "parked_run_id": []}
+        advance: dict[str, list[Any]] = {
+            "ids": [],
+            "next_run_at": [],
+            "next_nominal_at": [],
+            "last_run_at": [],
+            "parked_run_id": [],
+        }
         for row in rows:
             if fires and len(fires) >= budget:
                 break
@@ -175,12 +182,16 @@ class Worker:
                 logger.exception("schedule {} cannot be planned; retrying it in {}", schedule_id, POISON_BACKOFF)
                 advance["ids"].append(schedule_id)
                 advance["next_run_at"].append(now + POISON_BACKOFF)
+                advance["next_nominal_at"].append(None)
                 advance["last_run_at"].append(None)
                 advance["parked_run_id"].append(None)
                 continue
             fires += row_fires
             advance["ids"].append(schedule_id)
-            advance["next_run_at"].append(plan.next_run_at)
+            jitter = row[12]
+            # jitterSec: fired at the occurrence plus its offset; the occurrence itself is kept beside it.
+            advance["next_run_at"].append(due_at(schedule_id, plan.next_run_at, jitter) if jitter else plan.next_run_at)
+            advance["next_nominal_at"].append(plan.next_run_at if jitter else None)
             advance["last_run_at"].append(plan.fire_at[-1] if plan.fire_at else None)
             advance["parked_run_id"].append(row_fires[-1].run_id if plan.parked and row_fires else None)
         lease_until = self.leases.until(now)
@@ -212,6 +223,7 @@ class Worker:
             due_at,
             webhook_secret,
             notify_succeeded,
+            _jitter_sec,  # used by _plan (row[12])
         ) = row
         plan = plan_due(
             decode_trigger(trigger),

@@ -7,11 +7,11 @@
 -- Store a new schedule and return it.
 INSERT INTO schedules (id, tenant_id, name, description, tz, trigger, target, payload, enabled, misfire_policy,
                        catch_up_limit, retry, labels, next_run_at, created_at, updated_at, webhook_secret,
-                       pause_on_failure, notify_run_succeeded)
+                       pause_on_failure, notify_run_succeeded, jitter_sec, next_nominal_at)
 VALUES (%(id)s, %(tenant_id)s, %(name)s, %(description)s, %(tz)s, %(trigger)s::jsonb, %(target)s::jsonb,
         %(payload)s::jsonb, %(enabled)s, %(misfire_policy)s, %(catch_up_limit)s, %(retry)s::jsonb,
         %(labels)s::jsonb, %(next_run_at)s, %(now)s, %(now)s, %(webhook_secret)s,
-        %(pause_on_failure)s, %(notify_run_succeeded)s)
+        %(pause_on_failure)s, %(notify_run_succeeded)s, %(jitter_sec)s, %(next_nominal_at)s)
 RETURNING *;
 
 -- name: schedule_lock_tenant
@@ -38,6 +38,7 @@ UPDATE schedules
        misfire_policy = %(misfire_policy)s, catch_up_limit = %(catch_up_limit)s, retry = %(retry)s::jsonb,
        labels = %(labels)s::jsonb, updated_at = %(now)s, version = version + 1,
        pause_on_failure = %(pause_on_failure)s, notify_run_succeeded = %(notify_run_succeeded)s,
+       jitter_sec = %(jitter_sec)s, next_nominal_at = %(next_nominal_at)s,
        -- Resumed: the reason it was paused for (by pauseOnFailure, say) no longer holds.
        paused_reason = CASE WHEN %(enabled)s THEN NULL ELSE paused_reason END,
        paused_at = CASE WHEN %(enabled)s THEN NULL ELSE paused_at END,
@@ -91,8 +92,8 @@ SELECT 1;
 -- over their fire rate (`throttled`). While the fleet keeps up this is fair to every tenant; under a backlog
 -- workers use schedule_claim_due_fair now and then. The id comes as text: the worker uses it as text, and a
 -- UUID object per row costs more than the cast.
-SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
-       webhook_secret, notify_run_succeeded
+SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit,
+       COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec
   FROM schedules
  WHERE enabled AND next_run_at <= %(now)s AND tenant_id <> ALL(%(throttled)s::text[])
  ORDER BY next_run_at
@@ -117,14 +118,14 @@ picked AS (
      ORDER BY turn, next_run_at
      LIMIT %(fresh)s),
 fresh AS (
-    SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
-           webhook_secret, notify_run_succeeded
+    SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit,
+           COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec
       FROM schedules
      WHERE id IN (SELECT id FROM picked) AND enabled AND next_run_at <= %(now)s
        FOR UPDATE SKIP LOCKED),
 oldest AS (
-    SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
-           webhook_secret, notify_run_succeeded
+    SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit,
+           COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec
       FROM schedules
      WHERE enabled AND next_run_at <= %(now)s AND tenant_id <> ALL(%(throttled)s::text[])
        AND id NOT IN (SELECT id FROM picked)
@@ -158,10 +159,12 @@ UPDATE schedules AS s
 WITH advanced AS (
     UPDATE schedules AS s
        SET next_run_at = v.next_run_at,
+           next_nominal_at = v.next_nominal_at,
            last_run_at = COALESCE(v.last_run_at, s.last_run_at),
            parked_run_id = v.parked_run_id
-      FROM unnest(%(ids)b::uuid[], %(next_run_at)b::timestamptz[], %(last_run_at)b::timestamptz[],
-                  %(parked_run_id)b::uuid[]) AS v(id, next_run_at, last_run_at, parked_run_id)
+      FROM unnest(%(ids)b::uuid[], %(next_run_at)b::timestamptz[], %(next_nominal_at)b::timestamptz[],
+                  %(last_run_at)b::timestamptz[], %(parked_run_id)b::uuid[])
+           AS v(id, next_run_at, next_nominal_at, last_run_at, parked_run_id)
      WHERE s.id = v.id)
 INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, idempotency_key, status, lease_until, leased_by,
                   created_at, notify_succeeded)

@@ -29,6 +29,7 @@ from shared.model import (
     decode_target,
     decode_trigger,
 )
+from shared.timing.occurrence import due_at
 
 _labels = msgspec.json.Decoder(dict[str, str])
 _any = msgspec.json.Decoder()
@@ -62,14 +63,19 @@ def schedule_params(s: Schedule) -> dict[str, Any]:
         "catch_up_limit": s.catch_up_limit,
         "retry": _encode(s.retry).decode(),
         "labels": _encode(s.labels).decode(),
-        "next_run_at": s.next_run_at,
+        # The column is when the occurrence is due (fired); the nominal one is kept beside it when they differ.
+        "next_run_at": due_at(s.id, s.next_run_at, s.jitter_sec),
+        "next_nominal_at": s.next_run_at if s.jitter_sec else None,
+        "jitter_sec": s.jitter_sec,
         "pause_on_failure": s.pause_on_failure,
         "notify_run_succeeded": s.notify.run_succeeded,
     }
 
 
 def schedule_from_row(row: dict[str, Any]) -> Schedule:
-    next_run_at = row["next_run_at"]
+    due = row["next_run_at"]
+    nominal = row.get("next_nominal_at")
+    next_run_at = due if nominal is None or due is None else nominal
     if not row["enabled"]:
         status = ScheduleStatus.PAUSED
     elif next_run_at is None and row["parked_run_id"] is None:
@@ -101,6 +107,8 @@ def schedule_from_row(row: dict[str, Any]) -> Schedule:
         paused_by=row.get("paused_by"),
         pause_on_failure=row.get("pause_on_failure"),
         notify=Notify(run_succeeded=row.get("notify_run_succeeded", False)),
+        jitter_sec=row.get("jitter_sec"),
+        next_due_at=due,
     )
 
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from nats.aio.subscription import Subscription
 
 from shared.settings import Settings
+from shared.timing.occurrence import idempotency_key, jitter_offset
 from tests.integration.conftest import Headers, event_subject
 from tests.integration.receivers import HttpReceiver, eventually
 from worker.runtime import open_worker
@@ -259,6 +260,8 @@ async def test_a_success_resets_the_failure_streak(client, headers, worker, nc, 
     ("body", "field"),
     [
         ({"pauseOnFailure": 0}, "pauseOnFailure"),
+        ({"jitterSec": -1}, "jitterSec"),
+        ({"jitterSec": 86401}, "jitterSec"),
         ({"pauseOnFailure": 1001}, "pauseOnFailure"),
         ({"pauseOnFailure": "3"}, "pauseOnFailure"),
         ({"notify": {"runSucceeded": "yes"}}, "notify.runSucceeded"),
@@ -290,3 +293,43 @@ async def test_a_fixed_delay_past_its_end_is_exhausted_when_its_last_run_finishe
     assert types[0] == "scheduler.schedule.created" and types.count("scheduler.schedule.exhausted") == 1
     shown = (await client.get(f"/schedules/{created['id']}", headers=headers())).json()
     assert shown["status"] == "COMPLETED"
+
+
+async def test_jitter_fires_at_the_nominal_time_plus_the_keys_offset(client, headers, worker):
+    nominal = (datetime.now(UTC) + timedelta(seconds=1)).replace(microsecond=0)
+    created = await create(client, headers, trigger={"type": "ONE_SHOT", "startAt": nominal.isoformat()}, jitterSec=4)
+    sid = created["id"]
+    offset = jitter_offset(idempotency_key(sid, nominal), 4)
+    assert created["jitterSec"] == 4
+    assert datetime.fromisoformat(created["nextRunAt"]) == nominal
+    assert datetime.fromisoformat(created["nextDueAt"]) == nominal + offset
+    preview = (await client.get(f"/schedules/{sid}/preview?count=1", headers=headers())).json()
+    assert [datetime.fromisoformat(t) for t in preview["fireTimes"]] == [nominal]
+    assert [datetime.fromisoformat(t) for t in preview["dueTimes"]] == [nominal + offset]
+
+    runs: list[dict] = []
+
+    async def fired() -> bool:
+        nonlocal runs
+        runs = (await client.get(f"/schedules/{sid}/runs", headers=headers())).json()["items"]
+        return bool(runs) and runs[0]["status"] == "SUCCEEDED"
+
+    await eventually(fired, 15)
+    [run] = runs
+    assert datetime.fromisoformat(run["scheduledFor"]) == nominal
+    assert run["idempotencyKey"] == idempotency_key(sid, nominal)
+    started = datetime.fromisoformat(run["startedAt"])
+    # Not before its due time (the claim reads it), and not at the nominal time when the offset is noticeable.
+    assert started >= nominal + offset
+    assert started < nominal + offset + timedelta(seconds=5)
+
+
+async def test_jitter_is_refused_where_it_cannot_apply(client, headers):
+    body = {
+        "name": "jittery",
+        "trigger": {"type": "FIXED_DELAY", "delaySec": 5},
+        "target": {"kind": "EVENT", "eventTopic": "x"},
+        "jitterSec": 5,
+    }
+    response = await client.post("/schedules", json=body, headers=headers())
+    assert response.status_code == 400 and "jitterSec" in response.text
