@@ -117,6 +117,13 @@ class RetryPolicy(_Wire, omit_defaults=False, frozen=True):
 Labels = dict[str, str]
 
 
+class ActionAfterCompletion(enum.StrEnum):
+    """What becomes of a schedule with no occurrence left (a ONE_SHOT that fired, an exhausted rule)."""
+
+    KEEP = "KEEP"  # it stays, COMPLETED
+    DELETE = "DELETE"  # deleted once its last runs finished (they stay readable)
+
+
 class Notify(_Wire, omit_defaults=False, frozen=True):
     """Which optional lifecycle events a schedule announces (every other event is always on)."""
 
@@ -145,6 +152,7 @@ class ScheduleCreate(_Wire, frozen=True):
     notify: Notify = Notify()
     # Spread each occurrence's fire time by a deterministic offset in [0, jitterSec) (shared/timing/occurrence.py).
     jitter_sec: int | None = None
+    action_after_completion: ActionAfterCompletion = ActionAfterCompletion.KEEP
 
 
 class ScheduleUpdate(_Wire, frozen=True):
@@ -165,6 +173,7 @@ class ScheduleUpdate(_Wire, frozen=True):
     pause_on_failure: int | UnsetType | None = UNSET
     notify: Notify | UnsetType = UNSET
     jitter_sec: int | UnsetType | None = UNSET
+    action_after_completion: ActionAfterCompletion | UnsetType = UNSET
     version: int | UnsetType = UNSET
 
 
@@ -206,6 +215,7 @@ class Schedule(Struct, rename="camel", kw_only=True):
     pause_on_failure: int | None = None
     notify: Notify = Notify()
     jitter_sec: int | None = None
+    action_after_completion: ActionAfterCompletion = ActionAfterCompletion.KEEP
     # When nextRunAt is fired: nextRunAt (the nominal occurrence, its run's scheduledFor) plus its jitter offset.
     next_due_at: datetime | None = None
 

@@ -92,6 +92,7 @@ def new_schedule(
         pause_on_failure=body.pause_on_failure,
         notify=body.notify,
         jitter_sec=body.jitter_sec,
+        action_after_completion=body.action_after_completion,
     )
     raise_if(check_credential_headers(schedule.target, credential_headers))
     check_schedule(schedule, now, max_payload, budget=budget)

@@ -143,3 +143,30 @@ CREATE TRIGGER runs_events AFTER UPDATE OF status ON runs
     WHEN (NEW.status IS DISTINCT FROM OLD.status
           AND (NEW.status = 'FAILED' OR (NEW.status = 'SUCCEEDED' AND NEW.notify_succeeded)))
     EXECUTE FUNCTION scheduler_run_events();
+
+-- actionAfterCompletion (EventBridge's ActionAfterCompletion): DELETE removes a schedule once it is completed
+-- (no occurrence left) and its last runs are finished, so a worker that dies mid-delivery still has the
+-- schedule to deliver the rescued run with. Its runs stay readable (GET /runs/{id}); the deletion is announced
+-- (schedule.deleted) by the trigger above. Workers have no DELETE on schedules: they call this function, which
+-- can delete nothing else.
+ALTER TABLE schedules ADD COLUMN action_after_completion text NOT NULL DEFAULT 'KEEP'
+    CHECK (action_after_completion IN ('KEEP', 'DELETE'));
+CREATE INDEX schedules_completed_delete_idx ON schedules (id)
+    WHERE action_after_completion = 'DELETE' AND next_run_at IS NULL AND parked_run_id IS NULL AND enabled;
+
+CREATE FUNCTION scheduler_delete_completed(max_rows integer) RETURNS integer
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    WITH gone AS (
+        DELETE FROM schedules AS s
+         WHERE s.id IN (SELECT c.id FROM schedules AS c
+                         WHERE c.action_after_completion = 'DELETE' AND c.next_run_at IS NULL
+                           AND c.parked_run_id IS NULL AND c.enabled
+                           AND NOT EXISTS (SELECT FROM runs AS r
+                                            WHERE r.schedule_id = c.id AND r.status IN ('PENDING', 'RETRYING'))
+                         LIMIT max_rows
+                           FOR UPDATE SKIP LOCKED)
+        RETURNING 1)
+    SELECT count(*)::integer FROM gone;
+$$;
+REVOKE ALL ON FUNCTION scheduler_delete_completed(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION scheduler_delete_completed(integer) TO scheduler_worker;

@@ -138,6 +138,9 @@ class EventRelay:
         failures = 0
         while not stop.is_set():
             try:
+                # Housekeeping that ends in events: completed schedules to delete go first, so their
+                # schedule.deleted leaves in this round.
+                await self.store.delete_completed(self.batch)
                 relayed = await self.relay_once()
                 failures = 0
                 if relayed >= self.batch:

@@ -176,6 +176,14 @@ class WorkerStore:
                 await cur.execute(sql("schedule_event_delete_many"), {"seqs": acked})
         return len(acked)
 
+    async def delete_completed(self, limit: int) -> int:
+        """actionAfterCompletion DELETE: remove up to ``limit`` completed schedules whose runs all finished."""
+        async with self._conn() as conn:
+            cur = await conn.execute(sql("schedule_delete_completed"), {"limit": limit})
+            row = await cur.fetchone()
+            await conn.commit()
+        return int(row[0]) if row else 0
+
     # --- the fleet --------------------------------------------------------------------------------------
 
     async def beat(

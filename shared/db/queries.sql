@@ -7,11 +7,13 @@
 -- Store a new schedule and return it.
 INSERT INTO schedules (id, tenant_id, name, description, tz, trigger, target, payload, enabled, misfire_policy,
                        catch_up_limit, retry, labels, next_run_at, created_at, updated_at, webhook_secret,
-                       pause_on_failure, notify_run_succeeded, jitter_sec, next_nominal_at)
+                       pause_on_failure, notify_run_succeeded, jitter_sec, next_nominal_at,
+                       action_after_completion)
 VALUES (%(id)s, %(tenant_id)s, %(name)s, %(description)s, %(tz)s, %(trigger)s::jsonb, %(target)s::jsonb,
         %(payload)s::jsonb, %(enabled)s, %(misfire_policy)s, %(catch_up_limit)s, %(retry)s::jsonb,
         %(labels)s::jsonb, %(next_run_at)s, %(now)s, %(now)s, %(webhook_secret)s,
-        %(pause_on_failure)s, %(notify_run_succeeded)s, %(jitter_sec)s, %(next_nominal_at)s)
+        %(pause_on_failure)s, %(notify_run_succeeded)s, %(jitter_sec)s, %(next_nominal_at)s,
+        %(action_after_completion)s)
 RETURNING *;
 
 -- name: schedule_lock_tenant
@@ -39,6 +41,7 @@ UPDATE schedules
        labels = %(labels)s::jsonb, updated_at = %(now)s, version = version + 1,
        pause_on_failure = %(pause_on_failure)s, notify_run_succeeded = %(notify_run_succeeded)s,
        jitter_sec = %(jitter_sec)s, next_nominal_at = %(next_nominal_at)s,
+       action_after_completion = %(action_after_completion)s,
        -- Resumed: the reason it was paused for (by pauseOnFailure, say) no longer holds.
        paused_reason = CASE WHEN %(enabled)s THEN NULL ELSE paused_reason END,
        paused_at = CASE WHEN %(enabled)s THEN NULL ELSE paused_at END,
@@ -303,3 +306,7 @@ SELECT seq, id::text, tenant_id, schedule_id::text, type, at, actor, reason, sta
 -- name: schedule_event_delete_many
 -- Events the tenants' streams acknowledged: relayed, off the outbox.
 DELETE FROM schedule_events WHERE seq = ANY(%(seqs)b::bigint[]);
+
+-- name: schedule_delete_completed
+-- actionAfterCompletion DELETE: remove up to `limit` completed schedules whose runs are all finished (sql/0070).
+SELECT scheduler_delete_completed(%(limit)s) AS deleted;

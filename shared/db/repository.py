@@ -19,6 +19,7 @@ from shared.db.pool import CONNECTION_ERRORS
 from shared.db.queries import sql
 from shared.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, Unavailable
 from shared.model import (
+    ActionAfterCompletion,
     MisfirePolicy,
     Notify,
     Run,
@@ -67,6 +68,7 @@ def schedule_params(s: Schedule) -> dict[str, Any]:
         "next_run_at": due_at(s.id, s.next_run_at, s.jitter_sec),
         "next_nominal_at": s.next_run_at if s.jitter_sec else None,
         "jitter_sec": s.jitter_sec,
+        "action_after_completion": s.action_after_completion.value,
         "pause_on_failure": s.pause_on_failure,
         "notify_run_succeeded": s.notify.run_succeeded,
     }
@@ -108,6 +110,7 @@ def schedule_from_row(row: dict[str, Any]) -> Schedule:
         pause_on_failure=row.get("pause_on_failure"),
         notify=Notify(run_succeeded=row.get("notify_run_succeeded", False)),
         jitter_sec=row.get("jitter_sec"),
+        action_after_completion=ActionAfterCompletion(row.get("action_after_completion") or "KEEP"),
         next_due_at=due,
     )
 

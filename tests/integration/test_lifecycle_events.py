@@ -261,6 +261,7 @@ async def test_a_success_resets_the_failure_streak(client, headers, worker, nc, 
     [
         ({"pauseOnFailure": 0}, "pauseOnFailure"),
         ({"jitterSec": -1}, "jitterSec"),
+        ({"actionAfterCompletion": "ARCHIVE"}, "actionAfterCompletion"),
         ({"jitterSec": 86401}, "jitterSec"),
         ({"pauseOnFailure": 1001}, "pauseOnFailure"),
         ({"pauseOnFailure": "3"}, "pauseOnFailure"),
@@ -333,3 +334,51 @@ async def test_jitter_is_refused_where_it_cannot_apply(client, headers):
     }
     response = await client.post("/schedules", json=body, headers=headers())
     assert response.status_code == 400 and "jitterSec" in response.text
+
+
+async def test_delete_after_completion_deletes_once_the_last_run_finished(
+    client, headers, worker, nc, tenant, receiver
+):
+    async def slow(n: int) -> web.Response:
+        await asyncio.sleep(1.0)
+        return web.Response(status=200)
+
+    receiver.behave["/slow-last"] = slow
+    sub = await lifecycle(nc, tenant)
+    created = await create(
+        client,
+        headers,
+        trigger={"type": "ONE_SHOT", "startAt": soon()},
+        target={"kind": "HTTP", "http": {"url": f"{receiver.url}/slow-last"}},
+        actionAfterCompletion="DELETE",
+    )
+    sid = created["id"]
+    assert created["actionAfterCompletion"] == "DELETE"
+    types: list[str] = []
+    while "scheduler.schedule.deleted" not in types:
+        _, event, _ = await next_event(sub, timeout=15)
+        types.append(event["type"])
+        if event["type"] == "scheduler.schedule.exhausted":
+            # Completed, but its run is still in flight: the schedule is kept until it finishes.
+            shown = await client.get(f"/schedules/{sid}", headers=headers())
+            assert shown.status_code == 200 and shown.json()["status"] == "COMPLETED"
+    assert types == ["scheduler.schedule.created", "scheduler.schedule.exhausted", "scheduler.schedule.deleted"]
+    assert event["data"]["actor"] is None and event["data"]["schedule"]["status"] == "COMPLETED"
+    assert (await client.get(f"/schedules/{sid}", headers=headers())).status_code == 404
+    [delivered] = receiver.on("/slow-last")
+    run_id = delivered.headers["X-Scheduler-Run-Id"]
+    run = await client.get(f"/runs/{run_id}", headers=headers())
+    assert run.status_code == 200 and run.json()["status"] == "SUCCEEDED"
+
+
+async def test_keep_after_completion_is_the_default(client, headers, worker, nc, tenant):
+    created = await create(client, headers, trigger={"type": "ONE_SHOT", "startAt": soon()})
+    assert created["actionAfterCompletion"] == "KEEP"
+
+    async def completed() -> bool:
+        shown = await client.get(f"/schedules/{created['id']}", headers=headers())
+        return shown.json()["status"] == "COMPLETED"
+
+    await eventually(completed, 10)
+    await asyncio.sleep(0.6)  # a few relay rounds
+    assert (await client.get(f"/schedules/{created['id']}", headers=headers())).status_code == 200
