@@ -36,8 +36,8 @@ from shared.schedules import apply_patch, new_schedule
 from shared.secrets import KeyRing, mask_target, new_webhook_secret, seal_target
 from shared.settings import Settings
 from shared.timing.budget import Budget
+from shared.timing.jitter import due_at
 from shared.timing.next_fire import anchor_trigger, fire_times, first_fire
-from shared.timing.occurrence import due_at
 from shared.tracing import current_trace_context
 from shared.validation import (
     check_http_url,

@@ -150,7 +150,7 @@ class ScheduleCreate(_Wire, frozen=True):
     # Pause after this many consecutive failed runs (Temporal's pauseOnFailure); null: never.
     pause_on_failure: int | None = None
     notify: Notify = Notify()
-    # Spread each occurrence's fire time by a deterministic offset in [0, jitterSec) (shared/timing/occurrence.py).
+    # Spread each occurrence's fire time by a deterministic offset in [0, jitterSec) (shared/timing/jitter.py).
     jitter_sec: int | None = None
     action_after_completion: ActionAfterCompletion = ActionAfterCompletion.KEEP
 

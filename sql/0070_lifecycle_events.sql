@@ -19,7 +19,7 @@ ALTER TABLE schedules ADD COLUMN pause_on_failure integer CHECK (pause_on_failur
 -- notify.runSucceeded: also announce every successful run (off by default: a row per run doubles the writes).
 ALTER TABLE schedules ADD COLUMN notify_run_succeeded boolean NOT NULL DEFAULT false;
 ALTER TABLE runs ADD COLUMN notify_succeeded boolean NOT NULL DEFAULT false;
--- jitterSec (shared/timing/occurrence.py): next_run_at is when the occurrence is fired, next_nominal_at the
+-- jitterSec (shared/timing/jitter.py): next_run_at is when the occurrence is fired, next_nominal_at the
 -- occurrence itself (its runs' scheduled_for and idempotency key) when the two differ; NULL: they do not.
 ALTER TABLE schedules ADD COLUMN jitter_sec integer CHECK (jitter_sec IS NULL OR jitter_sec >= 0);
 ALTER TABLE schedules ADD COLUMN next_nominal_at timestamptz;

@@ -33,8 +33,8 @@ from shared.model import (
     decode_target,
     decode_trigger,
 )
+from shared.timing.jitter import due_at
 from shared.timing.misfire import DuePlan, plan_due
-from shared.timing.occurrence import due_at
 from shared.timing.uptime import FleetUptime
 from shared.tracing import tracer
 from worker.delivery import Deliverer

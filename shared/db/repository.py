@@ -30,7 +30,7 @@ from shared.model import (
     decode_target,
     decode_trigger,
 )
-from shared.timing.occurrence import due_at
+from shared.timing.jitter import due_at
 
 _labels = msgspec.json.Decoder(dict[str, str])
 _any = msgspec.json.Decoder()

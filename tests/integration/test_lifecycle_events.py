@@ -17,7 +17,7 @@ from aiohttp import web
 from nats.aio.subscription import Subscription
 
 from shared.settings import Settings
-from shared.timing.occurrence import idempotency_key, jitter_offset
+from shared.timing.jitter import idempotency_key, jitter_offset
 from tests.integration.conftest import Headers, event_subject
 from tests.integration.receivers import HttpReceiver, eventually
 from worker.runtime import open_worker

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 from shared.model import CronTrigger, FixedDelayTrigger
-from shared.timing.occurrence import due_at, idempotency_key, jitter_offset
+from shared.timing.jitter import due_at, idempotency_key, jitter_offset
 from shared.validation import check_jitter
 from worker.fire import idempotency_key as worker_key
 

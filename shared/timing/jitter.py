@@ -1,4 +1,4 @@
-"""An occurrence's identity and when it is due: its idempotency key, and the jitter derived from that key.
+"""jitterSec: when an occurrence is due, from a hash of its idempotency key.
 
 The key is the nominal occurrence (``<schedule id>:<UTC instant>``): the same on every attempt, redelivery and
 worker. ``jitterSec`` moves when the occurrence is *due* (fired) by a deterministic offset in [0, jitterSec)
@@ -13,6 +13,8 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 
 
+# The occurrence's key, as worker/fire.py makes it (main moved both to shared/occurrences.py: on merging, import
+# them from there instead; tests/unit/test_jitter.py checks the two agree).
 # Cached: a batch formats the same few instants many times (every key and envelope of a burst due at one
 # instant, the envelope's scheduledfor after the key, one publish time per batch). The result depends only on
 # the instant, and equal aware datetimes are equal keys whatever their zone, so sharing entries is correct.
