@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,8 @@ from worker.targets.nats import NatsPublisher
 
 BATCH = 500
 POLL_SEC = 0.2
+# An event its tenant's stream did not take is left aside this long, so it cannot block the others behind it.
+HOLD_SEC = 5.0
 TOPIC_PREFIX = "scheduler."  # reserved in every tenant's namespace (shared/messaging/subjects.py)
 EVENT_TYPES = (
     "schedule.created",
@@ -117,6 +120,8 @@ class EventRelay:
         self.publisher = publisher
         self.ns = ns
         self.batch = batch
+        # seq -> monotonic time before which an event whose publish failed is not tried again
+        self._held: dict[int, float] = {}
 
     async def _publish(self, rows: list[dict[str, Any]]) -> list[int]:
         messages = []
@@ -127,12 +132,20 @@ class EventRelay:
         failed = len(rows) - sum(acked)
         if failed:
             logger.warning("{} of {} lifecycle event(s) not acknowledged; publishing them again", failed, len(rows))
+        retry_at = time.monotonic() + HOLD_SEC
+        for row, ok in zip(rows, acked, strict=True):
+            if ok:
+                self._held.pop(row["seq"], None)
+            else:
+                self._held[row["seq"]] = retry_at
         return [row["seq"] for row, ok in zip(rows, acked, strict=True) if ok]
 
     async def relay_once(self) -> int:
         """Publish and delete one batch of the outbox; returns how many events left it (0: empty, or another
         worker's relay holds it)."""
-        return await self.store.relay_events(self.batch, self._publish)
+        now = time.monotonic()
+        self._held = {seq: until for seq, until in self._held.items() if until > now}
+        return await self.store.relay_events(self.batch, self._publish, list(self._held))
 
     async def run(self, stop: asyncio.Event, poll_sec: float = POLL_SEC) -> None:
         failures = 0

@@ -158,16 +158,19 @@ class WorkerStore:
 
     # --- lifecycle events (worker/events.py) -----------------------------------------------------------
 
-    async def relay_events(self, limit: int, publish: Callable[[list[dict[str, Any]]], Awaitable[list[int]]]) -> int:
-        """Lock the outbox (one relay at a time), take its oldest ``limit`` events, ``publish`` them and delete
-        those it returns (by seq, acknowledged), in one transaction. Returns how many were deleted."""
+    async def relay_events(
+        self, limit: int, publish: Callable[[list[dict[str, Any]]], Awaitable[list[int]]], held: list[int]
+    ) -> int:
+        """Lock the outbox (one relay at a time), take its oldest ``limit`` events but the ``held`` ones,
+        ``publish`` them and delete those it returns (by seq, acknowledged), in one transaction. Returns how many
+        were deleted."""
         async with self._conn() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(sql("schedule_event_lock_relay"))
             locked = await cur.fetchone()
             if not locked or not locked["locked"]:
                 return 0
-            await cur.execute(sql("schedule_event_claim"), {"limit": limit})
+            await cur.execute(sql("schedule_event_claim"), {"limit": limit, "held": held})
             rows = await cur.fetchall()
             if not rows:
                 return 0

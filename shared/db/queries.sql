@@ -296,9 +296,12 @@ LISTEN scheduler_wakeup;
 SELECT pg_try_advisory_xact_lock(hashtextextended('scheduler_event_relay', 5309)) AS locked;
 
 -- name: schedule_event_claim
--- The oldest events of the outbox, locked until the relay deleted them (or its transaction ended).
+-- The oldest events of the outbox, locked until the relay deleted them (or its transaction ended); `held`: ones
+-- whose publish failed a moment ago (their tenant's stream is unavailable), left out so they do not block
+-- every other tenant's events behind them.
 SELECT seq, id::text, tenant_id, schedule_id::text, type, at, actor, reason, state, run
   FROM schedule_events
+ WHERE seq <> ALL(%(held)b::bigint[])
  ORDER BY seq
  LIMIT %(limit)s
    FOR UPDATE SKIP LOCKED;

@@ -4,6 +4,7 @@ its events to the next one, which publishes them again with the same ids (the st
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -94,3 +95,45 @@ async def test_outbox_rows_are_tenant_scoped_for_the_api_role(db_url, tenant):
             conn.execute(
                 "INSERT INTO schedule_events (tenant_id, schedule_id, type) VALUES ('other', gen_random_uuid(), 'x')"
             )
+
+
+async def test_a_tenant_whose_stream_refuses_events_does_not_hold_up_the_others(
+    client, headers, settings: Settings, nats_url, db_url
+):
+    from nats.js.api import DiscardPolicy, StreamConfig
+
+    from worker.events import EventRelay
+
+    blocked, fine = f"blk-{uuid.uuid4().hex[:6]}", f"ok-{uuid.uuid4().hex[:6]}"
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    # An operator's full stream in the way of the blocked tenant's events: every publish there is refused.
+    await js.add_stream(
+        StreamConfig(
+            name=f"FULL_{blocked.replace('-', '_')}",
+            subjects=[f"tenants.{blocked}.>"],
+            max_msgs=1,
+            discard=DiscardPolicy.NEW,
+        )
+    )
+    await js.publish(f"tenants.{blocked}.filler", b"{}")
+    sub = await nc.subscribe(event_subject(fine, "scheduler.>"))
+    start = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    for tenant_id in (blocked, blocked, blocked, fine):
+        body = {
+            "name": f"s-{uuid.uuid4().hex[:6]}",
+            "trigger": {"type": "ONE_SHOT", "startAt": start},
+            "target": {"kind": "EVENT", "eventTopic": "x"},
+        }
+        assert (await client.post("/schedules", json=body, headers=headers(tenant_id=tenant_id))).status_code == 201
+
+    config = dataclasses.replace(settings, nats_url=nats_url)
+    async with open_worker(config) as worker:
+        assert worker.relay is not None
+        relay = EventRelay(worker.store, worker.relay.publisher, worker.relay.ns, batch=2)
+        for _ in range(3):
+            await relay.relay_once()
+    event = msgspec.json.decode((await sub.next_msg(timeout=5)).data)
+    assert event["tenantid"] == fine and event["type"] == "scheduler.schedule.created"
+    assert outbox(db_url, blocked) == 3 and outbox(db_url, fine) == 0  # kept, to be published once it can be
+    await nc.close()
