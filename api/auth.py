@@ -20,6 +20,7 @@ from litestar.params import HeaderParameter
 from loguru import logger
 
 from api.devmode import DEV_ISSUER, dev_jwks
+from shared.db.repository import current_actor
 from shared.errors import Forbidden, InvalidInput, TooManyRequests, Unauthenticated, Unavailable
 from shared.ratelimit import TokenBuckets
 from shared.settings import Settings
@@ -189,6 +190,8 @@ class BearerAuth(AbstractAuthenticationMiddleware):
             raise Unauthenticated("an `Authorization: Bearer <token>` header is required")
         verifier: TokenVerifier = connection.app.state.verifier
         principal = verifier.verify(token.strip())
+        # The request's own task runs the handler after this: its transactions name the actor (sql/0070).
+        current_actor.set(principal.subject)
         return AuthenticationResult(user=principal, auth=token)
 
 

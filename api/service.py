@@ -57,6 +57,7 @@ from shared.secrets import KeyRing, mask_target, new_webhook_secret, open_target
 from shared.settings import Settings
 from shared.timing.budget import Budget
 from shared.timing.explain import effective_dst_policy, explain_fire_times
+from shared.timing.jitter import due_at
 from shared.timing.misfire import plan_due
 from shared.timing.next_fire import anchor_trigger, fire_times, first_fire, next_fire
 from shared.tracing import current_trace_context
@@ -86,7 +87,7 @@ def explained(times: FireTimes, trigger: Trigger, tz: str, budget: Budget) -> Fi
         FireTimeDetail(at=e.at, local=e.local, matched=list(e.matched), dst=e.dst, reason=e.reason)
         for e in explain_fire_times(trigger, tz, times.fire_times, budget=budget)
     ]
-    return FireTimes(times.fire_times, dst_policy=effective_dst_policy(trigger), details=details)
+    return msgspec.structs.replace(times, dst_policy=effective_dst_policy(trigger), details=details)
 
 
 def public(schedule: Schedule) -> Schedule:
@@ -522,10 +523,12 @@ class ScheduleService:
         start = (
             s.next_run_at if s.enabled else first_fire(s.trigger, s.tz, now, s.last_run_at is not None, budget=budget)
         )
-        times = (
-            [] if start is None else [start, *fire_times(s.trigger, s.tz, max(start, now), count - 1, budget=budget)]
-        )
-        return explained(FireTimes(times), s.trigger, s.tz, budget) if explain else FireTimes(times)
+        if start is None:
+            return FireTimes([])
+        times = [start, *fire_times(s.trigger, s.tz, max(start, now), count - 1, budget=budget)]
+        due = [due_at(s.id, t, s.jitter_sec) or t for t in times] if s.jitter_sec else None
+        result = FireTimes(times, due_times=due)
+        return explained(result, s.trigger, s.tz, budget) if explain else result
 
     async def preview_trigger(self, tenant_id: str, request: TriggerPreviewRequest) -> FireTimes:
         now = self.clock()

@@ -144,6 +144,20 @@ class RetryPolicy(_Wire, omit_defaults=False, frozen=True):
 Labels = dict[str, str]
 
 
+class ActionAfterCompletion(enum.StrEnum):
+    """What becomes of a schedule with no occurrence left (a ONE_SHOT that fired, an exhausted rule)."""
+
+    KEEP = "KEEP"  # it stays, COMPLETED
+    DELETE = "DELETE"  # deleted once its last runs finished (they stay readable)
+
+
+class Notify(_Wire, omit_defaults=False, frozen=True):
+    """Which optional lifecycle events a schedule announces (every other event is always on)."""
+
+    # scheduler.run.succeeded for each successful run: off by default, as it is one more row per run.
+    run_succeeded: bool = False
+
+
 # --- schedules ------------------------------------------------------------------------------------------
 
 
@@ -160,6 +174,12 @@ class ScheduleCreate(_Wire, frozen=True):
     catch_up_limit: int = 100
     retry: RetryPolicy = RetryPolicy()
     labels: Labels = {}
+    # Pause after this many consecutive failed runs (Temporal's pauseOnFailure); null: never.
+    pause_on_failure: int | None = None
+    notify: Notify = Notify()
+    # Spread each occurrence's fire time by a deterministic offset in [0, jitterSec) (shared/timing/jitter.py).
+    jitter_sec: int | None = None
+    action_after_completion: ActionAfterCompletion = ActionAfterCompletion.KEEP
 
 
 class ScheduleApply(ScheduleCreate, kw_only=True, frozen=True):
@@ -183,6 +203,10 @@ class ScheduleUpdate(_Wire, frozen=True):
     catch_up_limit: int | UnsetType = UNSET
     retry: RetryPolicy | UnsetType = UNSET
     labels: Labels | UnsetType = UNSET
+    pause_on_failure: int | UnsetType | None = UNSET
+    notify: Notify | UnsetType = UNSET
+    jitter_sec: int | UnsetType | None = UNSET
+    action_after_completion: ActionAfterCompletion | UnsetType = UNSET
     version: int | UnsetType = UNSET
 
 
@@ -220,6 +244,13 @@ class Schedule(Struct, rename="camel", kw_only=True):
     paused_reason: str | None = None
     paused_at: datetime | None = None
     paused_by: str | None = None
+    # Lifecycle events and pause on failure (issue 12, README "Lifecycle events").
+    pause_on_failure: int | None = None
+    notify: Notify = Notify()
+    jitter_sec: int | None = None
+    action_after_completion: ActionAfterCompletion = ActionAfterCompletion.KEEP
+    # When nextRunAt is fired: nextRunAt (the nominal occurrence, its run's scheduledFor) plus its jitter offset.
+    next_due_at: datetime | None = None
 
 
 class SchedulePage(Struct, rename="camel", kw_only=True):
@@ -274,6 +305,8 @@ class FireTimes(Struct, rename="camel", omit_defaults=True):
     """The next fire times (UTC); with explain, also why each fires and what DST did to it."""
 
     fire_times: list[datetime]
+    # With jitterSec: when each of fireTimes (the nominal occurrences) is fired.
+    due_times: list[datetime] | None = None
     # Only with explain: the DST policy in effect (the trigger's, with defaults filled in; CRON and RRULE) and
     # one detail per fire time, in the same order as fireTimes.
     dst_policy: DstPolicy | None = None

@@ -15,8 +15,10 @@ from shared.validation import (
     check_catch_up_limit,
     check_credential_headers,
     check_description,
+    check_jitter,
     check_labels,
     check_name,
+    check_pause_on_failure,
     check_payload,
     check_retry,
     check_target,
@@ -44,6 +46,8 @@ def check_schedule(
         + check_labels(s.labels)
         + check_catch_up_limit(s.catch_up_limit)
         + check_retry(s.retry)
+        + check_pause_on_failure(s.pause_on_failure)
+        + check_jitter(s.jitter_sec, s.trigger)
     )
 
 
@@ -85,6 +89,10 @@ def new_schedule(
         created_at=now,
         updated_at=now,
         version=1,
+        pause_on_failure=body.pause_on_failure,
+        notify=body.notify,
+        jitter_sec=body.jitter_sec,
+        action_after_completion=body.action_after_completion,
     )
     raise_if(check_credential_headers(schedule.target, credential_headers))
     check_schedule(schedule, now, max_payload, budget=budget)

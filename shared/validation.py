@@ -427,3 +427,27 @@ def url_origin(url: str) -> tuple[str, str, int]:
     except ValueError:
         port = -1
     return scheme, host.lower(), port
+
+
+# --- lifecycle events and pause on failure (issue 12) ---------------------------------------------------
+
+MAX_PAUSE_ON_FAILURE = 1000
+
+
+def check_pause_on_failure(count: int | None) -> list[FieldProblem]:
+    if count is not None and not 1 <= count <= MAX_PAUSE_ON_FAILURE:
+        return [FieldProblem("pauseOnFailure", f"must be null or between 1 and {MAX_PAUSE_ON_FAILURE}")]
+    return []
+
+
+MAX_JITTER_SEC = 24 * 3600
+
+
+def check_jitter(jitter_sec: int | None, trigger: object) -> list[FieldProblem]:
+    if jitter_sec is None:
+        return []
+    if not 0 <= jitter_sec <= MAX_JITTER_SEC:
+        return [FieldProblem("jitterSec", f"must be null or between 0 and {MAX_JITTER_SEC}")]
+    if jitter_sec and type(trigger).__name__ == "FixedDelayTrigger":
+        return [FieldProblem("jitterSec", "does not apply to FIXED_DELAY (its delay counts from the last run)")]
+    return []

@@ -41,6 +41,8 @@ class Fire:
     # This worker's lease on the run ends then (its own clock); renewed by heartbeat (worker/leases.py).
     lease_until: datetime | None = None
     lost: bool = False  # another worker took the run over: deliver and record nothing more of it
+    # Its success is announced (notify.runSucceeded): recorded with the run, read by the outbox trigger (sql/0070).
+    notify_succeeded: bool = False
 
 
 @dataclass(slots=True)

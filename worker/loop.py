@@ -34,10 +34,12 @@ from shared.model import (
     decode_target,
     decode_trigger,
 )
+from shared.timing.jitter import due_at
 from shared.timing.misfire import DuePlan, plan_due
 from shared.timing.uptime import FleetUptime
 from shared.tracing import tracer
 from worker.delivery import Deliverer
+from worker.events import EventRelay
 from worker.fairness import FAIR_EVERY_SEC, FireRates, fresh_candidates
 from worker.fire import Fire, RunUpdate, idempotency_key
 from worker.leases import Leases
@@ -89,8 +91,10 @@ class Worker:
         leases: Leases,
         clock: Callable[[], datetime],
         monotonic: Callable[[], float] = time.monotonic,
+        relay: EventRelay | None = None,
     ) -> None:
         self.config = config
+        self.relay = relay  # the lifecycle events' outbox relay (worker/events.py)
         self.store = store
         self.deliverer = deliverer
         self.progress = progress
@@ -162,7 +166,13 @@ class Worker:
         with the transaction and they stay due for the next claim.
         """
         fires: list[Fire] = []
-        advance: dict[str, list[Any]] = {"ids": [], "next_run_at": [], "last_run_at": [], "parked_run_id": []}
+        advance: dict[str, list[Any]] = {
+            "ids": [],
+            "next_run_at": [],
+            "next_nominal_at": [],
+            "last_run_at": [],
+            "parked_run_id": [],
+        }
         for row in rows:
             if fires and len(fires) >= budget:
                 break
@@ -173,12 +183,16 @@ class Worker:
                 logger.exception("schedule {} cannot be planned; retrying it in {}", schedule_id, POISON_BACKOFF)
                 advance["ids"].append(schedule_id)
                 advance["next_run_at"].append(now + POISON_BACKOFF)
+                advance["next_nominal_at"].append(None)
                 advance["last_run_at"].append(None)
                 advance["parked_run_id"].append(None)
                 continue
             fires += row_fires
             advance["ids"].append(schedule_id)
-            advance["next_run_at"].append(plan.next_run_at)
+            jitter = row[12]
+            # jitterSec: fired at the occurrence plus its offset; the occurrence itself is kept beside it.
+            advance["next_run_at"].append(due_at(schedule_id, plan.next_run_at, jitter) if jitter else plan.next_run_at)
+            advance["next_nominal_at"].append(plan.next_run_at if jitter else None)
             advance["last_run_at"].append(plan.fire_at[-1] if plan.fire_at else None)
             advance["parked_run_id"].append(row_fires[-1].run_id if plan.parked and row_fires else None)
         lease_until = self.leases.until(now)
@@ -192,6 +206,7 @@ class Worker:
             "tenant_ids": [f.tenant_id for f in fires],
             "scheduled_for": [f.scheduled_for for f in fires],
             "keys": [f.key for f in fires],
+            "notify_succeeded": [f.notify_succeeded for f in fires],
         }
 
     def _plan_row(self, row: tuple[Any, ...], now: datetime) -> tuple[list[Fire], DuePlan]:
@@ -208,6 +223,8 @@ class Worker:
             catch_up_limit,
             due_at,
             webhook_secret,
+            notify_succeeded,
+            _jitter_sec,  # used by _plan (row[12])
         ) = row
         plan = plan_due(
             decode_trigger(trigger),
@@ -247,6 +264,7 @@ class Worker:
                     retry=retry_policy,
                     webhook_secret=webhook_secret,
                     rearm=plan.parked,
+                    notify_succeeded=notify_succeeded,
                 )
             )
         return fires, plan
@@ -445,6 +463,8 @@ class Worker:
             await self.heartbeat_once()  # learn the fleet's uptime before the first claim judges misfires
         heartbeat_stop = asyncio.Event()
         heartbeat = asyncio.create_task(self.heartbeat_loop(heartbeat_stop), name="heartbeat")
+        relay_stop = asyncio.Event()
+        relay = asyncio.create_task(self.relay.run(relay_stop), name="events") if self.relay else None
         try:
             await self.claim_loop()
         finally:
@@ -455,9 +475,12 @@ class Worker:
             self.progress.deadline = max(ends, time.monotonic() + 5.0)
             writer_stop.set()
             await writer
+            relay_stop.set()  # after the writer: the events of the last outcomes may still go out
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
             await heartbeat
+            if relay is not None:
+                await relay
 
     def _writer_died(self, writer: asyncio.Task[None]) -> None:
         error = None if writer.cancelled() else writer.exception()

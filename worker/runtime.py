@@ -16,6 +16,7 @@ from shared.netguard import LOOPBACK, parse_networks
 from shared.secrets import key_ring
 from shared.settings import Settings
 from worker.delivery import Deliverer
+from worker.events import EventRelay
 from worker.health import health_app, serve_health
 from worker.leases import Leases
 from worker.loop import Worker, WorkerConfig, worker_id
@@ -93,8 +94,9 @@ async def open_worker(settings: Settings, clock: Callable[[], datetime] = system
     store = WorkerStore(pool, settings.postgres_url, worker_id())
     leases = Leases(store, clock, settings.run_lease_sec)
     progress = ProgressWriter(store)
+    publisher = NatsPublisher.from_settings(nc, clock, settings)
     deliverer = Deliverer(
-        publisher=NatsPublisher.from_settings(nc, clock, settings),
+        publisher=publisher,
         http=HttpSender(
             http_session, settings.worker_concurrency, keys, allowed, excerpt_bytes=settings.run_response_excerpt_bytes
         ),
@@ -106,7 +108,8 @@ async def open_worker(settings: Settings, clock: Callable[[], datetime] = system
         leases=leases,
         begin_retry=progress.begin_attempt,
     )
-    worker = Worker(worker_config(settings), store, deliverer, progress, leases, clock)
+    relay = EventRelay(store, publisher, publisher.ns)
+    worker = Worker(worker_config(settings), store, deliverer, progress, leases, clock, relay=relay)
     health = await _start_health(settings, worker, nc)
     maintenance = await start_maintenance(settings, pool, clock)
     try:

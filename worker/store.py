@@ -8,7 +8,7 @@ retry) or ``SchedulerError`` (the database refused a statement: a bug or a value
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -166,6 +166,37 @@ class WorkerStore:
                 await conn.execute(sql("run_update_many"), pending | {"worker": self.worker_id})
             cur = await conn.execute(sql("run_attempt_begin"), {"id": run_id, **id_span([run_id])})
             return await cur.fetchone() is not None
+
+    # --- lifecycle events (worker/events.py) -----------------------------------------------------------
+
+    async def relay_events(
+        self, limit: int, publish: Callable[[list[dict[str, Any]]], Awaitable[list[int]]], held: list[int]
+    ) -> int:
+        """Lock the outbox (one relay at a time), take its oldest ``limit`` events but the ``held`` ones,
+        ``publish`` them and delete those it returns (by seq, acknowledged), in one transaction. Returns how many
+        were deleted."""
+        async with self._conn() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(sql("schedule_event_lock_relay"))
+            locked = await cur.fetchone()
+            if not locked or not locked["locked"]:
+                return 0
+            await cur.execute(sql("schedule_event_claim"), {"limit": limit, "held": held})
+            rows = await cur.fetchall()
+            if not rows:
+                return 0
+            acked = await publish(rows)
+            if acked:
+                await cur.execute(sql("schedule_event_delete_many"), {"seqs": acked})
+        return len(acked)
+
+    async def delete_completed(self, limit: int) -> int:
+        """actionAfterCompletion DELETE: remove up to ``limit`` completed schedules whose runs all finished."""
+        async with self._conn() as conn:
+            cur = await conn.execute(sql("schedule_delete_completed"), {"limit": limit})
+            row = await cur.fetchone()
+            await conn.commit()
+        return int(row[0]) if row else 0
 
     # --- the fleet --------------------------------------------------------------------------------------
 

@@ -19,6 +19,9 @@ UPDATE schedules
        misfire_policy = %(misfire_policy)s, catch_up_limit = %(catch_up_limit)s, retry = %(retry)s::jsonb,
        labels = %(labels)s::jsonb, updated_at = %(now)s, version = version + 1,
        paused_reason = %(paused_reason)s, paused_at = %(paused_at)s, paused_by = %(paused_by)s,
+       pause_on_failure = %(pause_on_failure)s, notify_run_succeeded = %(notify_run_succeeded)s,
+       jitter_sec = %(jitter_sec)s, next_nominal_at = %(next_nominal_at)s,
+       action_after_completion = %(action_after_completion)s,
        -- A FIXED_DELAY schedule waiting for its run stays parked (no overlap); its run re-arms it.
        next_run_at = CASE WHEN parked_run_id IS NOT NULL AND %(trigger)s::jsonb ->> 'type' = 'FIXED_DELAY'
                           THEN NULL ELSE %(next_run_at)s::timestamptz END,
@@ -103,7 +106,8 @@ SELECT * FROM schedules
 
 -- name: tenant_scope
 -- Scope the current transaction to one tenant: the row-level security policies (sql/0004) read this setting.
-SELECT set_config('app.tenant_id', %(tenant_id)s, true);
+-- It also names who acts (the token's sub, or ''), which the lifecycle events' outbox trigger (sql/0070) records.
+SELECT set_config('app.tenant_id', %(tenant_id)s, true), set_config('app.actor', %(actor)s, true);
 
 -- name: database_ping
 -- Readiness: the database answers.
@@ -114,8 +118,8 @@ SELECT 1;
 -- over their fire rate (`throttled`). While the fleet keeps up this is fair to every tenant; under a backlog
 -- workers use schedule_claim_due_fair now and then. The id comes as text: the worker uses it as text, and a
 -- UUID object per row costs more than the cast.
-SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
-       webhook_secret
+SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit,
+       COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec
   FROM schedules
  WHERE enabled AND next_run_at <= %(now)s AND tenant_id <> ALL(%(throttled)s::text[])
  ORDER BY next_run_at
@@ -140,14 +144,14 @@ picked AS (
      ORDER BY turn, next_run_at
      LIMIT %(fresh)s),
 fresh AS (
-    SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
-           webhook_secret
+    SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit,
+           COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec
       FROM schedules
      WHERE id IN (SELECT id FROM picked) AND enabled AND next_run_at <= %(now)s
        FOR UPDATE SKIP LOCKED),
 oldest AS (
-    SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit, next_run_at,
-           webhook_secret
+    SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit,
+           COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec
       FROM schedules
      WHERE enabled AND next_run_at <= %(now)s AND tenant_id <> ALL(%(throttled)s::text[])
        AND id NOT IN (SELECT id FROM picked)
@@ -181,18 +185,20 @@ UPDATE schedules AS s
 WITH advanced AS (
     UPDATE schedules AS s
        SET next_run_at = v.next_run_at,
+           next_nominal_at = v.next_nominal_at,
            last_run_at = COALESCE(v.last_run_at, s.last_run_at),
            parked_run_id = v.parked_run_id
-      FROM unnest(%(ids)b::uuid[], %(next_run_at)b::timestamptz[], %(last_run_at)b::timestamptz[],
-                  %(parked_run_id)b::uuid[]) AS v(id, next_run_at, last_run_at, parked_run_id)
+      FROM unnest(%(ids)b::uuid[], %(next_run_at)b::timestamptz[], %(next_nominal_at)b::timestamptz[],
+                  %(last_run_at)b::timestamptz[], %(parked_run_id)b::uuid[])
+           AS v(id, next_run_at, next_nominal_at, last_run_at, parked_run_id)
      WHERE s.id = v.id)
 INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, idempotency_key, status, lease_until, leased_by,
-                  created_at)
+                  created_at, notify_succeeded)
 SELECT r.id, r.schedule_id, r.tenant_id, r.scheduled_for, r.idempotency_key, 'PENDING', %(lease_until)s,
-       %(worker)s, %(now)s
+       %(worker)s, %(now)s, r.notify_succeeded
   FROM unnest(%(run_ids)b::uuid[], %(schedule_ids)b::uuid[], %(tenant_ids)b::text[],
-              %(scheduled_for)b::timestamptz[], %(keys)b::text[])
-       AS r(id, schedule_id, tenant_id, scheduled_for, idempotency_key)
+              %(scheduled_for)b::timestamptz[], %(keys)b::text[], %(notify_succeeded)b::boolean[])
+       AS r(id, schedule_id, tenant_id, scheduled_for, idempotency_key, notify_succeeded)
     ON CONFLICT (id, scheduled_for) DO NOTHING
 RETURNING id::text;
 
@@ -200,8 +206,9 @@ RETURNING id::text;
 -- Queue a run of a tenant's schedule now, outside its sequence: its lease is already over, so the next
 -- worker to look for runs to rescue (woken by NOTIFY) delivers it.
 INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, manual, idempotency_key, status, lease_until,
-                  created_at, trace_context)
-SELECT %(id)s, s.id, s.tenant_id, %(now)s, true, %(key)s, 'PENDING', %(now)s, %(now)s, %(trace_context)s
+                  created_at, trace_context, notify_succeeded)
+SELECT %(id)s, s.id, s.tenant_id, %(now)s, true, %(key)s, 'PENDING', %(now)s, %(now)s, %(trace_context)s,
+       s.notify_run_succeeded
   FROM schedules AS s
  WHERE s.tenant_id = %(tenant_id)s AND s.id = %(schedule_id)s
 RETURNING *;
@@ -474,17 +481,22 @@ WITH scope AS MATERIALIZED (
            set_config('app.max_schedules', %(quota)s, true) AS quota)
 INSERT INTO schedules (id, tenant_id, name, description, tz, trigger, target, payload, enabled, misfire_policy,
                        catch_up_limit, retry, labels, next_run_at, created_at, updated_at, webhook_secret,
-                       paused_reason, paused_at, paused_by)
+                       paused_reason, paused_at, paused_by, pause_on_failure, notify_run_succeeded, jitter_sec,
+                       next_nominal_at, action_after_completion)
 SELECT v.id, scope.tenant_id, v.name, v.description, v.tz, v.trigger::jsonb, v.target::jsonb, v.payload::jsonb,
        v.enabled, v.misfire_policy, v.catch_up_limit, v.retry::jsonb, v.labels::jsonb, v.next_run_at,
-       v.created_at, v.created_at, v.webhook_secret, v.paused_reason, v.paused_at, v.paused_by
+       v.created_at, v.created_at, v.webhook_secret, v.paused_reason, v.paused_at, v.paused_by, v.pause_on_failure,
+       v.notify_run_succeeded, v.jitter_sec, v.next_nominal_at, v.action_after_completion
   FROM unnest(%(ids)s::uuid[], %(names)s::text[], %(descriptions)s::text[], %(tzs)s::text[], %(triggers)s::text[],
               %(targets)s::text[], %(payloads)s::text[], %(enabled)s::boolean[], %(misfire_policies)s::text[],
               %(catch_up_limits)s::integer[], %(retries)s::text[], %(labels)s::text[],
               %(next_run_ats)s::timestamptz[], %(webhook_secrets)s::text[], %(created_ats)s::timestamptz[],
-              %(paused_reasons)s::text[], %(paused_ats)s::timestamptz[], %(paused_bys)s::text[])
+              %(paused_reasons)s::text[], %(paused_ats)s::timestamptz[], %(paused_bys)s::text[],
+              %(pause_on_failures)s::integer[], %(notify_run_succeededs)s::boolean[], %(jitter_secs)s::integer[],
+              %(next_nominal_ats)s::timestamptz[], %(actions_after_completion)s::text[])
        AS v(id, name, description, tz, trigger, target, payload, enabled, misfire_policy, catch_up_limit, retry,
-            labels, next_run_at, webhook_secret, created_at, paused_reason, paused_at, paused_by)
+            labels, next_run_at, webhook_secret, created_at, paused_reason, paused_at, paused_by, pause_on_failure,
+            notify_run_succeeded, jitter_sec, next_nominal_at, action_after_completion)
  CROSS JOIN scope
 RETURNING *;
 
@@ -529,3 +541,29 @@ SELECT count(*) FROM (
        AND (%(next_run_before)s::timestamptz IS NULL OR (enabled AND next_run_at < %(next_run_before)s::timestamptz))
        AND (%(next_run_after)s::timestamptz IS NULL OR (enabled AND next_run_at > %(next_run_after)s::timestamptz))
      LIMIT %(cap)s) AS matching;
+
+-- Lifecycle events (sql/0070): the outbox's relay (worker/events.py, through worker/store.py).
+
+-- name: schedule_event_lock_relay
+-- One relay at a time (until the transaction ends): events leave in the order they were written; a worker
+-- that does not get the lock leaves the draining to the one that has it.
+SELECT pg_try_advisory_xact_lock(hashtextextended('scheduler_event_relay', 5309)) AS locked;
+
+-- name: schedule_event_claim
+-- The oldest events of the outbox, locked until the relay deleted them (or its transaction ended); `held`: ones
+-- whose publish failed a moment ago (their tenant's stream is unavailable), left out so they do not block
+-- every other tenant's events behind them.
+SELECT seq, id::text, tenant_id, schedule_id::text, type, at, actor, reason, state, run
+  FROM schedule_events
+ WHERE seq <> ALL(%(held)b::bigint[])
+ ORDER BY seq
+ LIMIT %(limit)s
+   FOR UPDATE SKIP LOCKED;
+
+-- name: schedule_event_delete_many
+-- Events the tenants' streams acknowledged: relayed, off the outbox.
+DELETE FROM schedule_events WHERE seq = ANY(%(seqs)b::bigint[]);
+
+-- name: schedule_delete_completed
+-- actionAfterCompletion DELETE: remove up to `limit` completed schedules whose runs are all finished (sql/0070).
+SELECT scheduler_delete_completed(%(limit)s) AS deleted;

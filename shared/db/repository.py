@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,9 +21,11 @@ from shared.db.pool import CONNECTION_ERRORS
 from shared.db.queries import sql
 from shared.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, Unavailable
 from shared.model import (
+    ActionAfterCompletion,
     AuditAction,
     AuditEntry,
     MisfirePolicy,
+    Notify,
     Run,
     RunStatus,
     Schedule,
@@ -33,10 +36,15 @@ from shared.model import (
     decode_target,
     decode_trigger,
 )
+from shared.timing.jitter import due_at
 
 _labels = msgspec.json.Decoder(dict[str, str])
 _any = msgspec.json.Decoder()
 _encode = msgspec.json.encode
+
+# Who acts in this request (the token's ``sub``), set by the API's authentication: every tenant-scoped
+# transaction names it, so the lifecycle events' outbox trigger (sql/0070) records the actor of each change.
+current_actor: ContextVar[str] = ContextVar("current_actor", default="")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +126,16 @@ def schedule_params(s: Schedule) -> dict[str, Any]:
         "catch_up_limit": s.catch_up_limit,
         "retry": _encode(s.retry).decode(),
         "labels": _encode(s.labels).decode(),
-        "next_run_at": s.next_run_at,
+        # The column is when the occurrence is due (fired); the nominal one is kept beside it when they differ.
         "paused_reason": s.paused_reason,
         "paused_at": s.paused_at,
         "paused_by": s.paused_by,
+        "next_run_at": due_at(s.id, s.next_run_at, s.jitter_sec),
+        "next_nominal_at": s.next_run_at if s.jitter_sec else None,
+        "jitter_sec": s.jitter_sec,
+        "action_after_completion": s.action_after_completion.value,
+        "pause_on_failure": s.pause_on_failure,
+        "notify_run_succeeded": s.notify.run_succeeded,
     }
 
 
@@ -142,18 +156,25 @@ def schedule_many_params(tenant_id: str, items: list[tuple[Schedule, str]], now:
         "catch_up_limits": [s.catch_up_limit for s in schedules],
         "retries": [_encode(s.retry).decode() for s in schedules],
         "labels": [_encode(s.labels).decode() for s in schedules],
-        "next_run_ats": [s.next_run_at for s in schedules],
+        "next_run_ats": [due_at(s.id, s.next_run_at, s.jitter_sec) for s in schedules],
         "webhook_secrets": [secret for _, secret in items],
         "created_ats": [now + timedelta(microseconds=i) for i in range(len(items))],
         "paused_reasons": [s.paused_reason for s in schedules],
         "paused_ats": [s.paused_at for s in schedules],
         "paused_bys": [s.paused_by for s in schedules],
+        "pause_on_failures": [s.pause_on_failure for s in schedules],
+        "notify_run_succeededs": [s.notify.run_succeeded for s in schedules],
+        "jitter_secs": [s.jitter_sec for s in schedules],
+        "next_nominal_ats": [s.next_run_at if s.jitter_sec else None for s in schedules],
+        "actions_after_completion": [s.action_after_completion.value for s in schedules],
     }
     return params
 
 
 def schedule_from_row(row: dict[str, Any]) -> Schedule:
-    next_run_at = row["next_run_at"]
+    due = row["next_run_at"]
+    nominal = row.get("next_nominal_at")
+    next_run_at = due if nominal is None or due is None else nominal
     if not row["enabled"]:
         status = ScheduleStatus.PAUSED
     elif next_run_at is None and row["parked_run_id"] is None:
@@ -181,9 +202,14 @@ def schedule_from_row(row: dict[str, Any]) -> Schedule:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         version=row["version"],
-        paused_reason=row["paused_reason"],
-        paused_at=row["paused_at"],
-        paused_by=row["paused_by"],
+        paused_reason=row.get("paused_reason"),
+        paused_at=row.get("paused_at"),
+        paused_by=row.get("paused_by"),
+        pause_on_failure=row.get("pause_on_failure"),
+        notify=Notify(run_succeeded=row.get("notify_run_succeeded", False)),
+        jitter_sec=row.get("jitter_sec"),
+        action_after_completion=ActionAfterCompletion(row.get("action_after_completion") or "KEEP"),
+        next_due_at=due,
     )
 
 
@@ -287,7 +313,7 @@ class Repository:
         async with translated_errors(name), self.pool.connection() as conn:
             conn.row_factory = dict_row  # type: ignore[assignment]
             if tenant_id is not None:
-                await conn.execute(sql("tenant_scope"), {"tenant_id": tenant_id})
+                await conn.execute(sql("tenant_scope"), {"tenant_id": tenant_id, "actor": current_actor.get()})
             yield conn  # type: ignore[misc]
 
     @asynccontextmanager

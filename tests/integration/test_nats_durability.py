@@ -96,6 +96,8 @@ async def stored_keys(url: str, tenant: str) -> list[str]:
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             msg = await js.get_msg(stream, seq)
             assert msg.headers is not None
+            if msg.subject and msg.subject.startswith(NAMESPACE.event_subject(tenant, "scheduler.")):
+                continue  # a lifecycle event (schedule.exhausted...), which the tenant's stream keeps too
             keys.append(msg.headers["Nats-Msg-Id"])
         return keys
     finally:

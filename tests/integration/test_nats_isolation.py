@@ -90,7 +90,12 @@ async def settled(client, headers: Headers, schedule_id: str, tenant: str | None
 
 
 async def messages(nc: nats.NATS, stream: str) -> int:
-    return (await nc.jsm().stream_info(stream)).state.messages
+    """Messages in ``stream`` other than the scheduler's lifecycle events (``<prefix>scheduler.…``), which a
+    tenant's event stream keeps too."""
+    info = await nc.jsm().stream_info(stream, subjects_filter=">")
+    subjects = info.state.subjects or {}
+    lifecycle = sum(n for s, n in subjects.items() if s.startswith("tenants.") and s.split(".")[2:3] == ["scheduler"])
+    return info.state.messages - lifecycle
 
 
 # --- validation -------------------------------------------------------------------------------------------

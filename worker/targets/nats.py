@@ -306,6 +306,31 @@ class NatsPublisher:
                 outcomes[i] = Delivered({**detail, "subject": subject, "delivery": EventDelivery.DURABLE.value})
         return outcomes  # type: ignore[return-value]
 
+    async def publish_stream_many(self, messages: list[tuple[str, str, bytes, str]]) -> list[bool]:
+        """(tenant, subject, body, Nats-Msg-Id) into the tenants' event streams, in order, the acks awaited
+        together; whether each was acknowledged (stored, or dropped as a duplicate of that id)."""
+        ok = [False] * len(messages)
+        tenants = list({tenant_id: None for tenant_id, *_ in messages})
+        ensured = await asyncio.gather(*(self._event_stream(t) for t in tenants), return_exceptions=True)
+        refused = {t for t, result in zip(tenants, ensured, strict=True) if isinstance(result, BaseException)}
+        batch = await self._acks.open(len(messages))
+        for i, (tenant_id, subject, body, msg_id) in enumerate(messages):
+            if tenant_id in refused:
+                batch.settle(i)
+                continue
+            try:
+                headers = {"Nats-Msg-Id": msg_id, "Content-Type": "application/cloudevents+json"}
+                await self.nc.publish(subject, body, reply=batch.reply(i), headers=headers)
+            except NATS_ERRORS:
+                batch.settle(i)
+        for i, ack in enumerate(await batch.wait(PUBLISH_TIMEOUT_SEC)):
+            if ack is None or ack is _NO_RESPONDERS or not ack.stream:
+                if ack is not None and messages[i][0] not in refused:
+                    self._event_streams.pop(messages[i][0], None)  # gone: ensured again next time
+                continue
+            ok[i] = ack.error is None
+        return ok
+
     async def _event_stream(self, tenant_id: str) -> str:
         task = self._event_streams.get(tenant_id)
         if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
