@@ -347,6 +347,7 @@ class ScheduleService:
         """
         now = self.clock()
         await self.check_reachable(body.target)
+        raise_if(check_target(body.target))  # before anything is made on NATS for it
         await self.provision(tenant_id, body.target)
         # Evaluated before the transaction, off the event loop: the schedule this body would create. Its problems
         # count only if it is created (a body that sends the secret mask back is fine for an update).

@@ -4,6 +4,7 @@ one this version does not know must not silently return everything."""
 from __future__ import annotations
 
 import re
+import weakref
 from typing import Any
 
 from litestar import Request
@@ -12,30 +13,30 @@ from litestar.handlers import HTTPRouteHandler
 from shared.errors import FieldProblem, InvalidInput
 
 _PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
-_aliases: dict[int, dict[str, str]] = {}
+# Keyed by the handler object, weakly: ids are reused once an app (tests make many) is gone, and a stale entry
+# would judge one route by another's parameters.
+_aliases: weakref.WeakKeyDictionary[HTTPRouteHandler, dict[str, str]] = weakref.WeakKeyDictionary()
+_query: weakref.WeakKeyDictionary[HTTPRouteHandler, frozenset[str]] = weakref.WeakKeyDictionary()
 
 
 def parameter_aliases(handler: HTTPRouteHandler) -> dict[str, str]:
     """Python name -> wire name of the query, header and cookie parameters ``handler`` and its dependencies
     take (``page_size`` -> ``pageSize``): errors name parameters as clients send them."""
-    cached = _aliases.get(id(handler))
+    cached = _aliases.get(handler)
     if cached is None:
         path_names = {name for path in handler.paths for name in _PATH_PARAM.findall(path)}
         model = handler.create_kwargs_model(path_parameters=dict.fromkeys(path_names))  # type: ignore[arg-type]
         params = model.expected_query_params | model.expected_header_params | model.expected_cookie_params
-        cached = _aliases[id(handler)] = {p.field_name: p.field_alias for p in params}
-        _query[id(handler)] = frozenset(p.field_alias for p in model.expected_query_params)
+        cached = _aliases[handler] = {p.field_name: p.field_alias for p in params}
+        _query[handler] = frozenset(p.field_alias for p in model.expected_query_params)
     return cached
-
-
-_query: dict[int, frozenset[str]] = {}
 
 
 def declared_query_parameters(handler: HTTPRouteHandler) -> frozenset[str]:
     """The query parameter names (as on the wire) ``handler`` and its dependencies take."""
-    if id(handler) not in _query:
+    if handler not in _query:
         parameter_aliases(handler)
-    return _query[id(handler)]
+    return _query[handler]
 
 
 async def reject_unknown_query(request: Request[Any, Any, Any]) -> None:

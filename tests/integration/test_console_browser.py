@@ -25,10 +25,9 @@ from shared.settings import Settings
 from tests.integration.live import chromium, serve, skip_or_fail_without_browser, with_csp, worker_process
 
 ROOT = Path(__file__).resolve().parents[2]
-# `make screenshots` points this at docs/screenshots; otherwise they go to a scratch folder.
-SHOTS = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tempfile.gettempdir()) / (
-    "" if os.environ.get("CONSOLE_SCREENSHOTS") else "scheduler-console-screenshots"
-)
+# `make screenshots` points this at docs/screenshots; otherwise they go to a scratch folder of this process (a
+# fixed /tmp name would be another user's on a shared machine).
+SHOTS = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tempfile.mkdtemp(prefix="scheduler-console-screenshots-"))
 TIMEOUT = 20
 
 

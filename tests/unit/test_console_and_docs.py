@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,8 +31,12 @@ UNREACHABLE_DB = "postgresql://127.0.0.1:1/none?connect_timeout=1"
 CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
 
 
+# One private dev-data folder per test process: a fixed /tmp path would be another user's on a shared machine.
+DEV_DATA = tempfile.mkdtemp(prefix="sched-unit-dev-")
+
+
 def make_app(**overrides: Any) -> Litestar:
-    base = {"postgres_url": UNREACHABLE_DB, "auth_mode": "dev", "dev_data_dir": "/tmp/sched-unit-dev"}
+    base = {"postgres_url": UNREACHABLE_DB, "auth_mode": "dev", "dev_data_dir": DEV_DATA}
     return create_app(Settings(**{**base, **overrides}))
 
 
