@@ -4,6 +4,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import nats
 import pytest
 from litestar.testing import AsyncTestClient
 
@@ -12,6 +13,7 @@ from api.auth import ADMIN, EDITOR, VIEWER
 from api.devmode import mint_dev_token
 from shared.messaging.subjects import Namespace
 from shared.settings import Settings
+from tests.integration.receivers import HttpReceiver
 
 NAMESPACE = Namespace()  # the default layout: tenants.<tenant>.<topic>, queues.<tenant>.<topic>
 
@@ -61,3 +63,20 @@ def headers(dev_dir: Path, tenant: str) -> Headers:
 
 
 __all__ = ["ADMIN", "EDITOR", "VIEWER"]
+
+
+@pytest.fixture(scope="module")
+async def receiver() -> AsyncIterator[HttpReceiver]:
+    """A local HTTP target for the module's deliveries (tests/integration/receivers.py)."""
+    r = HttpReceiver()
+    await r.start()
+    yield r
+    await r.stop()
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[nats.NATS]:
+    """A NATS connection of the test's own, to subscribe to what workers publish."""
+    conn = await nats.connect(nats_url)
+    yield conn
+    await conn.close()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -18,19 +16,14 @@ import nats
 import psycopg
 import pytest
 
-from shared.db.repository import schedule_params
 from shared.model import (
     EventTarget,
     HttpSpec,
     HttpTarget,
-    MisfirePolicy,
-    OneShotTrigger,
-    RetryPolicy,
-    Schedule,
-    ScheduleStatus,
     Target,
 )
 from tests.integration.conftest import event_subject
+from tests.integration.fleet_tools import seed_due, spawn_worker
 from tests.integration.receivers import HttpReceiver, eventually
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
@@ -40,52 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def seed(db_url: str, tenant: str, count: int, target: Target, window_sec: float, start_in: float = 1.0) -> None:
     """``count`` ONE_SHOT schedules due spread over ``window_sec`` seconds from ``start_in`` seconds from now."""
     now = datetime.now(UTC)
-    rows = []
-    for i in range(count):
-        due = now + timedelta(seconds=start_in + window_sec * i / count)
-        rows.append(
-            Schedule(
-                id=str(uuid.uuid4()),
-                tenant_id=tenant,
-                name=f"fleet-{i}",
-                description=None,
-                tz="UTC",
-                trigger=OneShotTrigger(start_at=due),
-                target=target,
-                payload={"i": i},
-                enabled=True,
-                misfire_policy=MisfirePolicy.FIRE_ONCE,
-                catch_up_limit=100,
-                retry=RetryPolicy(),
-                labels={},
-                status=ScheduleStatus.ACTIVE,
-                next_run_at=due,
-                last_run_at=None,
-                created_at=now,
-                updated_at=now,
-                version=1,
-            )
-        )
-    columns = list(schedule_params(rows[0]))
-    with psycopg.connect(db_url) as conn, conn.cursor() as cur:
-        with cur.copy(f"COPY schedules ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(list(schedule_params(row).values()))
-        conn.commit()
-
-
-def spawn_worker(db_url: str, nats_url: str, **env: str) -> subprocess.Popen[bytes]:
-    environment = {
-        **os.environ,
-        "POSTGRES_URL": db_url,
-        "NATS_URL": nats_url,
-        "LOG_LEVEL": "warning",
-        "WORKER_POLL_MAX_SEC": "0.2",
-        "HTTP_TARGET_ALLOW_CIDRS": "127.0.0.0/8",  # the tests' receivers
-        "WORKER_METRICS_PORT": "0",  # several workers on one machine
-        **env,
-    }
-    return subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=environment)
+    seed_due(db_url, tenant, [now + timedelta(seconds=start_in + window_sec * i / count) for i in range(count)], target)
 
 
 @pytest.fixture

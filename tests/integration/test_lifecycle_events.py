@@ -19,7 +19,7 @@ from nats.aio.subscription import Subscription
 from shared.settings import Settings
 from shared.timing.jitter import idempotency_key, jitter_offset
 from tests.integration.conftest import Headers, event_subject
-from tests.integration.receivers import HttpReceiver, eventually
+from tests.integration.receivers import eventually
 from worker.runtime import open_worker
 
 pytestmark = pytest.mark.asyncio
@@ -34,21 +34,6 @@ async def worker(settings: Settings, nats_url: str) -> AsyncIterator[None]:
         yield
         w.request_stop()
         await asyncio.wait_for(task, 30)
-
-
-@pytest.fixture(scope="module")
-async def receiver() -> AsyncIterator[HttpReceiver]:
-    r = HttpReceiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[nats.NATS]:
-    conn = await nats.connect(nats_url)
-    yield conn
-    await conn.close()
 
 
 def soon(seconds: float = 0.3) -> str:

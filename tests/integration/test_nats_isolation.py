@@ -21,7 +21,7 @@ from nats.js.api import DiscardPolicy
 from api.app import create_app
 from shared.settings import Settings
 from tests.integration.conftest import EDITOR, NAMESPACE, Headers, event_subject
-from tests.integration.receivers import HttpReceiver, eventually
+from tests.integration.receivers import eventually
 from worker.runtime import open_worker
 
 pytestmark = pytest.mark.asyncio
@@ -36,21 +36,6 @@ async def worker(settings: Settings) -> AsyncIterator[None]:
         yield
         w.request_stop()
         await asyncio.wait_for(task, 30)
-
-
-@pytest.fixture(scope="module")
-async def receiver() -> AsyncIterator[HttpReceiver]:
-    r = HttpReceiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[nats.NATS]:
-    conn = await nats.connect(nats_url)
-    yield conn
-    await conn.close()
 
 
 @pytest.fixture

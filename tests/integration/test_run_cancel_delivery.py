@@ -48,14 +48,6 @@ async def running_worker(settings: Settings, nats_url: str, **overrides: object)
         assert not thread.is_alive(), "the worker did not stop"
 
 
-@pytest.fixture(scope="module")
-async def receiver() -> AsyncIterator[HttpReceiver]:
-    r = HttpReceiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
 async def http_schedule(client, headers: Headers, url: str, retry: dict | None = None) -> dict:
     far = (datetime.now(UTC) + timedelta(days=30)).isoformat()
     body = {

@@ -5,24 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
 
 import pytest
 
 from shared.secrets import dev_secrets_spec
-from tests.integration.receivers import HttpReceiver
 from tests.integration.test_worker_delivery import create, settled_runs
 from worker.runtime import open_worker
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture(scope="module")
-async def receiver() -> AsyncIterator[HttpReceiver]:
-    r = HttpReceiver()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 async def test_workers_refuse_internal_addresses_at_delivery(client, headers, settings, nats_url, receiver):

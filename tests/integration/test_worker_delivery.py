@@ -19,7 +19,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from shared.model import RetryPolicy, Target
 from shared.settings import Settings
 from tests.integration.conftest import NAMESPACE, Headers, event_subject
-from tests.integration.receivers import HttpReceiver, eventually
+from tests.integration.receivers import eventually
 from worker.fire import Delivered, Fire
 from worker.runtime import open_worker
 from worker.targets.nats import NatsPublisher
@@ -36,14 +36,6 @@ async def worker(settings: Settings, nats_url: str) -> AsyncIterator[None]:
         yield
         w.request_stop()
         await asyncio.wait_for(task, 30)
-
-
-@pytest.fixture(scope="module")
-async def receiver() -> AsyncIterator[HttpReceiver]:
-    r = HttpReceiver()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 @pytest.fixture
