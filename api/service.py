@@ -593,7 +593,7 @@ class ScheduleService:
         if body.to > now:
             raise InvalidInput.field("to", "must not be in the future: workers fire those occurrences themselves")
 
-        def occurrences(schedule: Schedule, open_runs: int) -> list[tuple[str, datetime, str]]:
+        async def occurrences(schedule: Schedule, open_runs: int) -> list[tuple[str, datetime, str]]:
             if isinstance(schedule.trigger, FixedDelayTrigger):
                 raise InvalidInput.field(
                     "trigger", "a FIXED_DELAY schedule's occurrences depend on when each run finished: no backfill"
@@ -602,8 +602,16 @@ class ScheduleService:
                 raise Conflict("the schedule is paused: resume it first (workers do not deliver a paused one's runs)")
             if body.overlap is BackfillOverlap.SKIP and open_runs and not body.dry_run:
                 raise Conflict(f"{open_runs} run(s) of this schedule are still open (overlap: SKIP)")
+            # Budgeted and off the event loop, like every other evaluation a request asks for.
             times = [
-                t for t in fire_times(schedule.trigger, schedule.tz, body.from_ - _TICK, limit + 1) if t <= body.to
+                t
+                for t in await self.evaluator.run(
+                    lambda budget: fire_times(
+                        schedule.trigger, schedule.tz, body.from_ - _TICK, limit + 1, budget=budget
+                    ),
+                    tenant_id,
+                )
+                if t <= body.to
             ]
             if len(times) > limit:
                 raise InvalidInput.field(
@@ -643,17 +651,23 @@ class ScheduleService:
         if until < since:
             raise InvalidInput.field("until", "must not be before since")
         s = await self.repo.schedule_get(tenant_id, schedule_id)
-        due = (
-            first_fire(s.trigger, s.tz, since - _TICK)
-            if isinstance(s.trigger, FixedDelayTrigger)
-            else next_fire(s.trigger, s.tz, since - _TICK)
-        )
         grace = timedelta(seconds=self.settings.misfire_grace_sec)
+
+        def first_due(budget: Budget) -> datetime | None:
+            if isinstance(s.trigger, FixedDelayTrigger):
+                return first_fire(s.trigger, s.tz, since - _TICK, budget=budget)
+            return next_fire(s.trigger, s.tz, since - _TICK, budget=budget)
+
+        due = await self.evaluator.run(first_due, tenant_id)
         if due is None or due > until:
             return CatchupPreview(
                 misfire_policy=s.misfire_policy, since=since, until=until, missed=0, skipped=0, runs=[], next_run_at=due
             )
-        plan = plan_due(s.trigger, s.tz, due, until, s.misfire_policy, s.catch_up_limit, grace)
+        # plan_due takes no budget (its scan is bounded: catchUpLimit, and 1,000 occurrences at most), but it runs
+        # off the event loop, as every evaluation a request asks for.
+        plan = await self.evaluator.run(
+            lambda _: plan_due(s.trigger, s.tz, due, until, s.misfire_policy, s.catch_up_limit, grace), tenant_id
+        )
         return CatchupPreview(
             misfire_policy=s.misfire_policy,
             since=since,

@@ -713,7 +713,7 @@ class Repository:
         self,
         tenant_id: str,
         schedule_id: str,
-        check: Callable[[Schedule, int], list[tuple[str, datetime, str]]],
+        check: Callable[[Schedule, int], Awaitable[list[tuple[str, datetime, str]]]],
         now: datetime,
         dry_run: bool,
         audit: Audit,
@@ -730,7 +730,7 @@ class Repository:
             cur = await conn.execute(sql("run_count_open"), {"tenant_id": tenant_id, "schedule_id": schedule_id})
             open_runs = await cur.fetchone()
             assert open_runs is not None
-            occurrences = check(schedule, open_runs["count"])
+            occurrences = await check(schedule, open_runs["count"])
             ids = [o[0] for o in occurrences]
             if dry_run or not occurrences:
                 cur = await conn.execute(sql("run_existing_many"), {"tenant_id": tenant_id, "ids": ids})

@@ -10,6 +10,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,25 @@ async def test_a_stored_schedule_preview_is_budgeted_too(client, headers, settin
         problem(await strict_client.get(f"{path}?count=1000", headers=headers(VIEWER)), 422)
     cheap = await client.get(f"/schedules/{created.json()['id']}/preview?count=3", headers=headers(VIEWER))
     assert cheap.status_code == 200 and len(cheap.json()["fireTimes"]) == 3
+
+
+async def test_a_backfill_is_budgeted_too(client, headers, settings):
+    body = {
+        "name": "dense-backfill",
+        "trigger": {"type": "RRULE", "rrule": "FREQ=SECONDLY;BYSECOND=0,7,13,29,41,53"},
+        "target": {"kind": "EVENT", "eventTopic": "a.b"},
+    }
+    created = await client.post("/schedules", json=body, headers=headers())
+    assert created.status_code == 201, created.text
+    path = f"/schedules/{created.json()['id']}"
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    strict = dataclasses.replace(settings, trigger_eval_budget_ms=1)
+    async with AsyncTestClient(app=create_app(strict)) as strict_client:
+        backfill = {"from": hour_ago, "to": datetime.now(UTC).isoformat(), "dryRun": True}
+        problem(await strict_client.post(f"{path}/backfill", json=backfill, headers=headers()), 422)
+    # The same dry run within the normal budget answers.
+    ok = await client.post(f"{path}/backfill", json={**backfill, "to": hour_ago}, headers=headers())
+    assert ok.status_code == 200, ok.text
 
 
 async def test_previews_need_a_tenant_the_token_grants(client, dev_dir, headers, tenant):
