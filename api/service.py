@@ -445,25 +445,35 @@ class ScheduleService:
             case "pause":
                 params |= {"reason": body.reason, "actor": actor}
 
-                def plan(matched: list[Schedule]) -> list[Schedule]:
+                async def plan(matched: list[Schedule]) -> list[Schedule]:
                     return [s for s in matched if s.enabled]
 
             case "resume":
-                plan_next: dict[str, datetime | None] = {}
+                limit = self.evaluator.limit_sec
 
-                def plan(matched: list[Schedule]) -> list[Schedule]:
+                async def plan(matched: list[Schedule]) -> list[Schedule]:
                     chosen = [s for s in matched if not s.enabled]
-                    for s in chosen:
-                        resumed = apply_patch(
-                            s, ScheduleUpdate(enabled=True), None, now, self.settings.max_payload_bytes
-                        )
-                        plan_next[s.id] = resumed.next_run_at
-                    params["next_run_at"] = [plan_next[s.id] for s in chosen]
+
+                    def next_runs(_: Budget) -> list[datetime | None]:
+                        # Off the event loop, each schedule with a budget of its own (as a batch create).
+                        return [
+                            apply_patch(
+                                s,
+                                ScheduleUpdate(enabled=True),
+                                None,
+                                now,
+                                self.settings.max_payload_bytes,
+                                budget=Budget(time.thread_time, limit),
+                            ).next_run_at
+                            for s in chosen
+                        ]
+
+                    params["next_run_at"] = await self.evaluator.run(next_runs, tenant_id)
                     return chosen
 
             case _:
 
-                def plan(matched: list[Schedule]) -> list[Schedule]:
+                async def plan(matched: list[Schedule]) -> list[Schedule]:
                     return matched
 
         matched, changed = await self.repo.schedule_bulk(

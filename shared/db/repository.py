@@ -508,7 +508,7 @@ class Repository:
         tenant_id: str,
         labels: dict[str, str],
         limit: int,
-        plan: Callable[[list[Schedule]], list[Schedule]],
+        plan: Callable[[list[Schedule]], Awaitable[list[Schedule]]],
         apply: str | None,
         audit: Audit,
         params: dict[str, Any],
@@ -526,7 +526,7 @@ class Repository:
                 raise InvalidInput.field(
                     "labels", f"selects more than {limit} schedules (BULK_MAX_SCHEDULES); narrow the selector"
                 )
-            targets = plan(matched)
+            targets = await plan(matched)
             if apply is None or not targets:
                 return matched, targets
             statement = {
