@@ -613,16 +613,13 @@ class ScheduleService:
             if body.overlap is BackfillOverlap.SKIP and open_runs and not body.dry_run:
                 raise Conflict(f"{open_runs} run(s) of this schedule are still open (overlap: SKIP)")
             # Budgeted and off the event loop, like every other evaluation a request asks for.
-            times = [
-                t
-                for t in await self.evaluator.run(
-                    lambda budget: fire_times(
-                        schedule.trigger, schedule.tz, body.from_ - _TICK, limit + 1, budget=budget
-                    ),
-                    tenant_id,
-                )
-                if t <= body.to
-            ]
+            # Bounded by the range too: a short range of a dense rule must not evaluate `limit` occurrences.
+            times = await self.evaluator.run(
+                lambda budget: fire_times(
+                    schedule.trigger, schedule.tz, body.from_ - _TICK, limit + 1, budget=budget, until=body.to
+                ),
+                tenant_id,
+            )
             if len(times) > limit:
                 raise InvalidInput.field(
                     "to", f"the range holds more than {limit} occurrences (BACKFILL_MAX_RUNS); split it"

@@ -157,15 +157,22 @@ def anchor_trigger(trigger: Trigger, now: datetime) -> Trigger:
 
 
 def fire_times(
-    trigger: Trigger, tz: str, after: datetime, count: int, *, budget: Budget | None = None
+    trigger: Trigger,
+    tz: str,
+    after: datetime,
+    count: int,
+    *,
+    budget: Budget | None = None,
+    until: datetime | None = None,
 ) -> list[datetime]:
-    """The next ``count`` fire times strictly after ``after`` (fewer when the trigger runs out)."""
+    """The next ``count`` fire times strictly after ``after`` and not after ``until`` (fewer when the trigger
+    runs out first)."""
     times: list[datetime] = []
     current = _utc(after)
     trigger = _utc_bounds(trigger)
     while len(times) < count:
         nxt = next_fire(trigger, tz, current, budget=budget)
-        if nxt is None:
+        if nxt is None or (until is not None and nxt > until):
             break
         times.append(nxt)
         current = nxt

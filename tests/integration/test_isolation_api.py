@@ -82,8 +82,8 @@ async def test_a_stored_schedule_preview_is_budgeted_too(client, headers, settin
     }
     created = await client.post("/schedules", json=body, headers=headers())
     assert created.status_code == 201, created.text
-    # The same database behind an API whose budget is 1 ms of CPU: 1000 fire times exceed it.
-    strict = dataclasses.replace(settings, trigger_eval_budget_ms=1)
+    # The same database behind an API whose budget is 0 ms of CPU: 1000 fire times exceed it on any machine.
+    strict = dataclasses.replace(settings, trigger_eval_budget_ms=0)
     async with AsyncTestClient(app=create_app(strict)) as strict_client:
         path = f"/schedules/{created.json()['id']}/preview"
         problem(await strict_client.get(f"{path}?count=1000", headers=headers(VIEWER)), 422)
@@ -92,22 +92,31 @@ async def test_a_stored_schedule_preview_is_budgeted_too(client, headers, settin
 
 
 async def test_a_backfill_is_budgeted_too(client, headers, settings):
+    now = datetime.now(UTC).replace(second=0, microsecond=0)  # second 0: both ends of the ranges below fire
+    hour_ago = now - timedelta(hours=1)
     body = {
         "name": "dense-backfill",
-        "trigger": {"type": "RRULE", "rrule": "FREQ=SECONDLY;BYSECOND=0,7,13,29,41,53"},
+        "trigger": {
+            "type": "RRULE",
+            "rrule": "FREQ=SECONDLY;BYSECOND=0,7,13,29,41,53",
+            "startAt": (now - timedelta(hours=2)).isoformat(),
+        },
         "target": {"kind": "EVENT", "eventTopic": "a.b"},
     }
     created = await client.post("/schedules", json=body, headers=headers())
     assert created.status_code == 201, created.text
     path = f"/schedules/{created.json()['id']}"
-    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    strict = dataclasses.replace(settings, trigger_eval_budget_ms=1)
+    # An hour of this rule is 360 occurrences, far more work than a budget of 0 ms allows (a budget is checked
+    # every 64 units of work, so any real evaluation exceeds it, on any machine).
+    strict = dataclasses.replace(settings, trigger_eval_budget_ms=0)
+    backfill = {"from": hour_ago.isoformat(), "to": now.isoformat(), "dryRun": True}
     async with AsyncTestClient(app=create_app(strict)) as strict_client:
-        backfill = {"from": hour_ago, "to": datetime.now(UTC).isoformat(), "dryRun": True}
         problem(await strict_client.post(f"{path}/backfill", json=backfill, headers=headers()), 422)
-    # The same dry run within the normal budget answers.
-    ok = await client.post(f"{path}/backfill", json={**backfill, "to": hour_ago}, headers=headers())
+    # Ten minutes of it within the normal budget: the evaluation stops at `to`, whatever BACKFILL_MAX_RUNS is.
+    short = {**backfill, "to": (hour_ago + timedelta(minutes=10)).isoformat()}
+    ok = await client.post(f"{path}/backfill", json=short, headers=headers())
     assert ok.status_code == 200, ok.text
+    assert len(ok.json()["runs"]) == 60 + 1  # both ends included
 
 
 async def test_previews_need_a_tenant_the_token_grants(client, dev_dir, headers, tenant):

@@ -1041,3 +1041,38 @@ def test_dense_rules_across_transitions(tz: ZoneInfo, text: str, after: datetime
     anchor = after.replace(minute=0) - timedelta(days=3)
     found = chain(text, tz, anchor, after - timedelta(seconds=1), 4)
     assert [instant.astimezone(tz).strftime("%H:%M %Z") for instant in found] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "after", "expected"),
+    [
+        # A DTSTART the rule generates, with UNTIL before it: §3.8.5.3 still makes it the first occurrence,
+        # as it does for a DTSTART the rule does not generate (found by the property test in the gap form).
+        (
+            "DTSTART;TZID=Europe/Berlin:20240601T090000\nRRULE:FREQ=DAILY;UNTIL=20240601T060000Z",
+            utc(2024, 6, 1),
+            utc(2024, 6, 1, 7),
+        ),
+        (
+            "DTSTART;TZID=Europe/Berlin:20240601T090000\nRRULE:FREQ=DAILY;BYHOUR=10;UNTIL=20240601T060000Z",
+            utc(2024, 6, 1),
+            utc(2024, 6, 1, 7),
+        ),
+        # The same in a gap: 02:01 does not exist on 2024-03-31 in Berlin and means 03:01 CEST (01:01Z).
+        (
+            "DTSTART;TZID=Europe/Berlin:20240331T020100\nRRULE:FREQ=WEEKLY;UNTIL=20240331T010000Z",
+            utc(2024, 3, 31, 1),
+            utc(2024, 3, 31, 1, 1),
+        ),
+        # Nothing after it.
+        (
+            "DTSTART;TZID=Europe/Berlin:20240601T090000\nRRULE:FREQ=DAILY;UNTIL=20240601T060000Z",
+            utc(2024, 6, 1, 7),
+            None,
+        ),
+    ],
+)
+def test_dtstart_is_the_first_occurrence_even_after_until(
+    text: str, after: datetime, expected: datetime | None
+) -> None:
+    assert rrule_next(text, BERLIN, utc(2020, 1, 1), after) == expected
