@@ -34,6 +34,9 @@ claim_batch = Histogram(
 retries = Counter("scheduler_retries_total", "Delivery attempts that will be retried", ["target"])
 dead_letters = Counter("scheduler_dead_letters_total", "Runs that failed for good", ["target"])
 missed = Counter("scheduler_missed_occurrences_total", "Occurrences missed while no worker ran", ["policy", "fate"])
+overlap_skipped = Counter(
+    "scheduler_overlap_skipped_total", "Occurrences not fired because their previous run was in flight", ["policy"]
+)
 http_status = Counter("scheduler_http_target_responses_total", "HTTP target answers by status", ["status"])
 
 # Worker fleet: fencing.

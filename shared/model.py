@@ -151,6 +151,15 @@ class ActionAfterCompletion(enum.StrEnum):
     DELETE = "DELETE"  # deleted once its last runs finished (they stay readable)
 
 
+class OverlapPolicy(enum.StrEnum):
+    """What an occurrence does while the previous run of its schedule is still in flight (worker/overlap.py)."""
+
+    ALLOW = "ALLOW"  # it fires anyway: runs may overlap
+    SKIP = "SKIP"  # it is skipped (counted in overlapSkipped)
+    BUFFER_ONE = "BUFFER_ONE"  # one waits and fires when the run finishes; more are skipped
+    CANCEL_OTHER = "CANCEL_OTHER"  # the run in flight is cancelled and this one fires (HTTP and QUEUE targets)
+
+
 class Notify(_Wire, omit_defaults=False, frozen=True):
     """Which optional lifecycle events a schedule announces (every other event is always on)."""
 
@@ -180,6 +189,7 @@ class ScheduleCreate(_Wire, frozen=True):
     # Spread each occurrence's fire time by a deterministic offset in [0, jitterSec) (shared/timing/jitter.py).
     jitter_sec: int | None = None
     action_after_completion: ActionAfterCompletion = ActionAfterCompletion.KEEP
+    overlap: OverlapPolicy = OverlapPolicy.ALLOW
 
 
 class ScheduleApply(ScheduleCreate, kw_only=True, frozen=True):
@@ -207,6 +217,7 @@ class ScheduleUpdate(_Wire, frozen=True):
     notify: Notify | UnsetType = UNSET
     jitter_sec: int | UnsetType | None = UNSET
     action_after_completion: ActionAfterCompletion | UnsetType = UNSET
+    overlap: OverlapPolicy | UnsetType = UNSET
     version: int | UnsetType = UNSET
 
 
@@ -249,6 +260,9 @@ class Schedule(Struct, rename="camel", kw_only=True):
     notify: Notify = Notify()
     jitter_sec: int | None = None
     action_after_completion: ActionAfterCompletion = ActionAfterCompletion.KEEP
+    overlap: OverlapPolicy = OverlapPolicy.ALLOW
+    # Occurrences the overlap policy did not fire because a run was still in flight (read-only).
+    overlap_skipped: int = 0
     # When nextRunAt is fired: nextRunAt (the nominal occurrence, its run's scheduledFor) plus its jitter offset.
     next_due_at: datetime | None = None
 

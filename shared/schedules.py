@@ -18,6 +18,7 @@ from shared.validation import (
     check_jitter,
     check_labels,
     check_name,
+    check_overlap,
     check_pause_on_failure,
     check_payload,
     check_retry,
@@ -48,6 +49,7 @@ def check_schedule(
         + check_retry(s.retry)
         + check_pause_on_failure(s.pause_on_failure)
         + check_jitter(s.jitter_sec, s.trigger)
+        + check_overlap(s.overlap, s.trigger, s.target)
     )
 
 
@@ -93,6 +95,7 @@ def new_schedule(
         notify=body.notify,
         jitter_sec=body.jitter_sec,
         action_after_completion=body.action_after_completion,
+        overlap=body.overlap,
     )
     raise_if(check_credential_headers(schedule.target, credential_headers))
     check_schedule(schedule, now, max_payload, budget=budget)

@@ -24,6 +24,7 @@ from shared.model import (
     FixedDelayTrigger,
     HttpTarget,
     Labels,
+    OverlapPolicy,
     QueueTarget,
     RetryPolicy,
     RRuleTrigger,
@@ -450,4 +451,20 @@ def check_jitter(jitter_sec: int | None, trigger: object) -> list[FieldProblem]:
         return [FieldProblem("jitterSec", f"must be null or between 0 and {MAX_JITTER_SEC}")]
     if jitter_sec and type(trigger).__name__ == "FixedDelayTrigger":
         return [FieldProblem("jitterSec", "does not apply to FIXED_DELAY (its delay counts from the last run)")]
+    return []
+
+
+def check_overlap(policy: OverlapPolicy, trigger: Trigger, target: Target) -> list[FieldProblem]:
+    if policy is OverlapPolicy.ALLOW:
+        return []
+    if isinstance(trigger, FixedDelayTrigger):
+        return [
+            FieldProblem("overlap", "must be ALLOW for FIXED_DELAY: its runs never overlap (each delay counts from "
+                         "the end of the previous run)")
+        ]  # fmt: skip
+    if policy is OverlapPolicy.CANCEL_OTHER and isinstance(target, EventTarget):
+        return [
+            FieldProblem("overlap", "CANCEL_OTHER needs a target whose run can be cancelled (HTTP, QUEUE): an EVENT "
+                         "is delivered by one publish")
+        ]  # fmt: skip
     return []

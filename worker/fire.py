@@ -36,8 +36,10 @@ class Fire:
     attempt: int = 0  # attempts already made
     trace_context: str | None = None
     webhook_secret: str | None = None  # sealed; the HTTP target opens it to sign the request
-    # FIXED_DELAY: the schedule is parked behind this run and is re-armed when it finishes.
+    # Its schedule waits for this run (FIXED_DELAY parking, or an overlap policy): told when it finishes.
     rearm: bool = False
+    # BUFFER_ONE: recorded with no lease, delivered once the run in flight releases it (worker/overlap.py).
+    waiting: bool = False
     # This worker's lease on the run ends then (its own clock); renewed by heartbeat (worker/leases.py).
     lease_until: datetime | None = None
     lost: bool = False  # another worker took the run over: deliver and record nothing more of it

@@ -30,6 +30,8 @@ from shared.errors import SchedulerError, Unavailable
 from shared.model import (
     EventTarget,
     MisfirePolicy,
+    OverlapPolicy,
+    QueueTarget,
     decode_retry,
     decode_target,
     decode_trigger,
@@ -43,6 +45,7 @@ from worker.events import EventRelay
 from worker.fairness import FAIR_EVERY_SEC, FireRates, fresh_candidates
 from worker.fire import Fire, RunUpdate, idempotency_key
 from worker.leases import Leases
+from worker.overlap import WAITING, decide, in_flight
 from worker.parking import parks
 from worker.progress import ProgressWriter
 from worker.store import WorkerStore
@@ -52,6 +55,7 @@ MIN_IDLE_SLEEP_SEC = 0.02
 
 # MisfirePolicy(text) goes through Enum's metaclass call: a dict lookup per claimed row is ten times cheaper.
 _POLICIES = {policy.value: policy for policy in MisfirePolicy}
+_OVERLAPS = {policy.value: policy for policy in OverlapPolicy}
 
 # A schedule whose row cannot be planned (a bug, a zone missing after a tzdata change) is set aside this long
 # instead of blocking every worker behind it.
@@ -61,6 +65,18 @@ POISON_BACKOFF = timedelta(minutes=5)
 # finally claimed (a fleet busy for a whole day is down in all but name).
 UPTIME_HISTORY = timedelta(days=1)
 _FOREVER = datetime.max.replace(tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class OverlapActions:
+    """What a claim's overlap decisions leave to do once it committed (worker/overlap.py)."""
+
+    cancel: list[tuple[str, datetime, str]]  # runs superseded by CANCEL_OTHER: (id, scheduled_for, why)
+    withdraw: list[tuple[str, datetime, str, str, int]]  # QUEUE ones published: (id, at, why, stream, seq)
+    release: list[tuple[str, datetime]]  # buffered runs whose predecessor ended without releasing them
+
+    def __bool__(self) -> bool:
+        return bool(self.cancel or self.withdraw or self.release)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +129,8 @@ class Worker:
         self._rescue_requested = False  # a NOTIFY: maybe a manual run to deliver now
         self._deliveries: dict[str, tuple[Fire, asyncio.Task[None]]] = {}
         self._task_fires: dict[asyncio.Task[None], list[Fire]] = {}
+        self._overlap = OverlapActions([], [], [])  # of the claim being planned
+        self._chores: set[asyncio.Task[None]] = set()  # overlap actions under way after a claim
         self.last_tick = time.monotonic()  # /ready: the claim loop went round recently
 
     # --- one batch ----------------------------------------------------------------------------------
@@ -140,6 +158,7 @@ class Worker:
         fresh = 0
         if self._backlog and tick - self._last_fair >= FAIR_EVERY_SEC:
             fresh, self._last_fair = fresh_candidates(limit), tick
+        self._overlap = OverlapActions([], [], [])
         fires, taken, advanced = await self.store.claim(
             now, limit, fresh, self.rates.throttled(tick), lambda rows: self._plan(rows, now, budget)
         )
@@ -151,11 +170,15 @@ class Worker:
         for fire in taken:
             # Already recorded (ON CONFLICT): that run is not ours to deliver; a schedule parked behind it would
             # wait for ever, so it is re-armed as if that run had just finished.
-            if fire.rearm:
+            if fire.rearm and not fire.waiting:
                 self.progress.rearm(fire.run_id, now)
+        if self._overlap:
+            chore = asyncio.create_task(self._settle_overlap(self._overlap, now), name="overlap")
+            self._chores.add(chore)
+            chore.add_done_callback(self._chores.discard)
         if self.rates.rate > 0:
             self.rates.spend(Counter(f.tenant_id for f in fires), self.monotonic())
-        self._start(fires)
+        self._start(f for f in fires if not f.waiting)
         return advanced
 
     def _plan(self, rows: list[tuple[Any, ...]], now: datetime, budget: int) -> tuple[list[Fire], dict[str, Any]]:
@@ -172,6 +195,11 @@ class Worker:
             "next_nominal_at": [],
             "last_run_at": [],
             "parked_run_id": [],
+            "overlap_run_id": [],
+            "overlap_run_at": [],
+            "overlap_buffered_run_id": [],
+            "overlap_buffered_at": [],
+            "overlap_skipped": [],
         }
         for row in rows:
             if fires and len(fires) >= budget:
@@ -186,14 +214,28 @@ class Worker:
                 advance["next_nominal_at"].append(None)
                 advance["last_run_at"].append(None)
                 advance["parked_run_id"].append(None)
+                self._keep_overlap(advance, row, 0)
                 continue
+            last_run_at = plan.fire_at[-1] if plan.fire_at else None
+            policy = _OVERLAPS[row[13]]
+            if policy is not OverlapPolicy.ALLOW and row_fires and not plan.parked:
+                row_fires, holder, buffered, skipped = self._decide_overlap(row, policy, row_fires)
+                fired = [f.scheduled_for for f in row_fires if not f.waiting]
+                last_run_at = fired[-1] if fired else None
+                advance["overlap_run_id"].append(holder[0] if holder else None)
+                advance["overlap_run_at"].append(holder[1] if holder else None)
+                advance["overlap_buffered_run_id"].append(buffered[0] if buffered else None)
+                advance["overlap_buffered_at"].append(buffered[1] if buffered else None)
+                advance["overlap_skipped"].append(skipped)
+            else:
+                self._keep_overlap(advance, row, 0)
             fires += row_fires
             advance["ids"].append(schedule_id)
             jitter = row[12]
             # jitterSec: fired at the occurrence plus its offset; the occurrence itself is kept beside it.
             advance["next_run_at"].append(due_at(schedule_id, plan.next_run_at, jitter) if jitter else plan.next_run_at)
             advance["next_nominal_at"].append(plan.next_run_at if jitter else None)
-            advance["last_run_at"].append(plan.fire_at[-1] if plan.fire_at else None)
+            advance["last_run_at"].append(last_run_at)
             advance["parked_run_id"].append(row_fires[-1].run_id if plan.parked and row_fires else None)
         lease_until = self.leases.until(now)
         for fire in fires:
@@ -207,7 +249,87 @@ class Worker:
             "scheduled_for": [f.scheduled_for for f in fires],
             "keys": [f.key for f in fires],
             "notify_succeeded": [f.notify_succeeded for f in fires],
+            "waiting": [f.waiting for f in fires],
         }
+
+    @staticmethod
+    def _keep_overlap(advance: dict[str, list[Any]], row: tuple[Any, ...], skipped: int) -> None:
+        """The overlap state as the claim read it (the advance writes every column of every row back)."""
+        advance["overlap_run_id"].append(row[15])
+        advance["overlap_run_at"].append(row[16])
+        advance["overlap_buffered_run_id"].append(row[17])
+        advance["overlap_buffered_at"].append(row[18])
+        advance["overlap_skipped"].append(skipped)
+
+    def _decide_overlap(
+        self, row: tuple[Any, ...], policy: OverlapPolicy, fires: list[Fire]
+    ) -> tuple[list[Fire], tuple[str, datetime] | None, tuple[str, datetime] | None, int]:
+        """Which of a row's due occurrences fire, wait or are skipped under its overlap policy; returns those
+        runs and the schedule's new (run in flight, buffered run, skipped occurrences)."""
+        state = row[14]  # [status, stream, seq] of the run it waits for; None: there is none
+        holder: tuple[str, datetime] | None = (row[15], row[16]) if row[15] else None
+        buffered: tuple[str, datetime] | None = (row[17], row[18]) if row[17] else None
+        status = state[0] if state else None
+        queue = isinstance(fires[0].target, QueueTarget)
+        if buffered is not None and not (holder is not None and in_flight(status, queue)):
+            # The run in flight ended without releasing its buffered successor (its worker died in between).
+            holder, buffered, status = buffered, None, WAITING
+        if status == WAITING and holder is not None:
+            self._overlap.release.append(holder)
+        busy = holder is not None and in_flight(status, queue)
+        by_time = {f.scheduled_for: f for f in fires}
+        decision = decide(policy, list(by_time), busy, buffered is not None)
+        chosen = [by_time[at] for at in decision.fire]
+        if decision.cancel and holder is not None and chosen:
+            why = f"superseded by the occurrence of {chosen[-1].scheduled_for.isoformat()} (overlap CANCEL_OTHER)"
+            if queue and status == "SUCCEEDED" and state and state[1] and state[2]:
+                self._overlap.withdraw.append((holder[0], holder[1], why, state[1], int(state[2])))
+            else:
+                self._overlap.cancel.append((holder[0], holder[1], why))
+        if chosen:
+            holder = (chosen[-1].run_id, chosen[-1].scheduled_for)
+        if decision.buffer is not None:
+            waiting = by_time[decision.buffer]
+            waiting.waiting = True
+            buffered = (waiting.run_id, waiting.scheduled_for)
+            chosen.append(waiting)
+        for fire in chosen:
+            fire.rearm = True  # its end releases the schedule
+        if decision.skipped:
+            metrics.overlap_skipped.labels(policy.value).inc(decision.skipped)
+            logger.info(
+                "schedule {} skipped {} occurrence(s): its previous run is still in flight (overlap {})",
+                row[0],
+                decision.skipped,
+                policy.value,
+            )
+        return chosen, holder, buffered, decision.skipped
+
+    async def _settle_overlap(self, actions: OverlapActions, now: datetime) -> None:
+        """After a claim committed: cancel the runs CANCEL_OTHER superseded (a published QUEUE message is
+        withdrawn from its stream instead, if no consumer acked it yet), hand over buffered runs left waiting."""
+        try:
+            await self.store.settle_overlap(actions.cancel, actions.release, now)
+            for run_id, at, why, stream, seq in actions.withdraw:
+                if await self.deliverer.publisher.withdraw(stream, seq):
+                    await self.store.withdrawn(
+                        run_id, at, f"withdrawn from the queue before any consumer acked it: {why}"
+                    )
+        except Exception:
+            # Not fatal: a superseded run not cancelled runs to its end, a buffered run is handed over by a
+            # later claim (the claim reads it as WAITING).
+            logger.exception("overlap actions after a claim failed")
+
+    async def poll_queue_holds(self) -> int:
+        """Release the schedules whose QUEUE run in flight was consumed: its message left the work queue stream
+        (a consumer acked it). Returns how many were released."""
+        held = await self.store.queue_holds(self.config.batch_size)
+        if not held:
+            return 0
+        gone = [run_id for run_id, stream, seq in held if not await self.deliverer.publisher.still_queued(stream, seq)]
+        if gone:
+            await self.store.release_overlap(gone, self.clock(), acked=True)
+        return len(gone)
 
     def _plan_row(self, row: tuple[Any, ...], now: datetime) -> tuple[list[Fire], DuePlan]:
         # The columns of schedule_claim_due, in order (tuple rows: a dict per row costs more than its use).
@@ -225,6 +347,7 @@ class Worker:
             webhook_secret,
             notify_succeeded,
             _jitter_sec,  # used by _plan (row[12])
+            *_overlap,  # used by _plan and _decide_overlap (row[13:19])
         ) = row
         plan = plan_due(
             decode_trigger(trigger),
@@ -295,7 +418,10 @@ class Worker:
                     )
                 )
                 continue
-            parked = parks(decode_trigger(schedule["trigger"]), run["manual"])
+            # A run its schedule waits for (FIXED_DELAY parking, an overlap policy) tells it when it ends.
+            parked = parks(decode_trigger(schedule["trigger"]), run["manual"]) or (
+                schedule["overlap"] != OverlapPolicy.ALLOW.value and not run["manual"]
+            )
             fires.append(
                 Fire(
                     run_id=str(run["id"]),
@@ -402,6 +528,7 @@ class Worker:
                 claimed = await self.claim_once()
                 if rescue_now or loop.time() - last_rescue >= RESCUE_INTERVAL_SEC:
                     last_rescue = loop.time()
+                    await self.poll_queue_holds()
                     claimed += await self.rescue_once()
                     if claimed >= self.config.batch_size:
                         await self.next_due_in()  # busy: still measure the backlog, about once a second

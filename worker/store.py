@@ -157,6 +157,55 @@ class WorkerStore:
                     next_runs.append(rearm_at(row["trigger"], row["tz"], rearms[str(row["parked_run_id"])]))
                 if ids:
                     await conn.execute(sql("schedule_rearm_many"), {"ids": ids, "next_run_at": next_runs})
+                # The same runs' end releases the schedules whose overlap policy waits for them.
+                await self._release_overlap(conn, list(rearms), min(rearms.values()), acked=False)
+
+    async def release_overlap(self, run_ids: list[str], now: datetime, *, acked: bool) -> None:
+        """Release the schedules waiting for these runs (``acked``: even a QUEUE run that SUCCEEDED)."""
+        async with self._conn() as conn, conn.transaction():
+            await self._release_overlap(conn, run_ids, now, acked=acked)
+
+    @staticmethod
+    async def _release_overlap(
+        conn: psycopg.AsyncConnection[Any], run_ids: list[str], now: datetime, *, acked: bool
+    ) -> None:
+        cur = await conn.execute(sql("schedule_overlap_release_many"), {"run_ids": run_ids, "now": now, "acked": acked})
+        if cur.rowcount:
+            # Buffered runs handed over: wake the workers to deliver them now, not at their next rescue.
+            await conn.execute(sql("schedule_notify"), {"reason": "overlap"})
+
+    async def settle_overlap(
+        self, cancel: list[tuple[str, datetime, str]], release: list[tuple[str, datetime]], now: datetime
+    ) -> None:
+        """After a claim: cancel the runs CANCEL_OTHER superseded, hand over buffered runs left waiting."""
+        async with self._conn() as conn, conn.transaction():
+            if cancel:
+                await conn.execute(
+                    sql("run_cancel_superseded"),
+                    {"ids": [c[0] for c in cancel], "at": [c[1] for c in cancel], "errors": [c[2] for c in cancel],
+                     "now": now},
+                )  # fmt: skip
+            if release:
+                cur = await conn.execute(
+                    sql("run_release_waiting"),
+                    {"ids": [r[0] for r in release], "at": [r[1] for r in release], "now": now},
+                )
+                if cur.rowcount:
+                    await conn.execute(sql("schedule_notify"), {"reason": "overlap"})
+
+    async def withdrawn(self, run_id: str, at: datetime, error: str) -> None:
+        """A QUEUE run's message was deleted from its stream unconsumed (CANCEL_OTHER): the run is CANCELLED."""
+        async with self._conn() as conn:
+            await conn.execute(sql("run_withdrawn"), {"id": run_id, "at": at, "error": error})
+            await conn.commit()
+
+    async def queue_holds(self, limit: int) -> list[tuple[str, str, int]]:
+        """QUEUE runs that were published and still hold their schedule: (run id, stream, seq)."""
+        async with self._conn() as conn:
+            cur = await conn.execute(sql("schedule_overlap_queue_held"), {"limit": limit})
+            rows = await cur.fetchall()
+            await conn.commit()
+        return [(r[0], r[1], r[2]) for r in rows if r[1] and r[2] is not None]
 
     async def begin_attempt(self, run_id: str, pending: dict[str, Any] | None) -> bool:
         """Write ``pending`` (the run's own update not flushed yet), then mark the run's retry as under way; False

@@ -21,7 +21,7 @@ UPDATE schedules
        paused_reason = %(paused_reason)s, paused_at = %(paused_at)s, paused_by = %(paused_by)s,
        pause_on_failure = %(pause_on_failure)s, notify_run_succeeded = %(notify_run_succeeded)s,
        jitter_sec = %(jitter_sec)s, next_nominal_at = %(next_nominal_at)s,
-       action_after_completion = %(action_after_completion)s,
+       action_after_completion = %(action_after_completion)s, overlap = %(overlap)s,
        -- A FIXED_DELAY schedule waiting for its run stays parked (no overlap); its run re-arms it.
        next_run_at = CASE WHEN parked_run_id IS NOT NULL AND %(trigger)s::jsonb ->> 'type' = 'FIXED_DELAY'
                           THEN NULL ELSE %(next_run_at)s::timestamptz END,
@@ -119,7 +119,14 @@ SELECT 1;
 -- workers use schedule_claim_due_fair now and then. The id comes as text: the worker uses it as text, and a
 -- UUID object per row costs more than the cast.
 SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit,
-       COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec
+       COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec,
+       -- The overlap policy (sql/0080, worker/overlap.py): the state of the run it waits for, read only then
+       -- (WAITING: a buffered run nobody released yet).
+       overlap, CASE WHEN overlap <> 'ALLOW' AND overlap_run_id IS NOT NULL THEN
+                     (SELECT ARRAY[CASE WHEN r.lease_until IS NULL AND r.status = 'PENDING' THEN 'WAITING' ELSE r.status END,
+                             r.delivery ->> 'stream', r.delivery ->> 'seq'] FROM runs AS r
+                       WHERE r.id = schedules.overlap_run_id AND r.scheduled_for = schedules.overlap_run_at) END,
+       overlap_run_id::text, overlap_run_at, overlap_buffered_run_id::text, overlap_buffered_at
   FROM schedules
  WHERE enabled AND next_run_at <= %(now)s AND tenant_id <> ALL(%(throttled)s::text[])
  ORDER BY next_run_at
@@ -145,13 +152,23 @@ picked AS (
      LIMIT %(fresh)s),
 fresh AS (
     SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit,
-           COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec
+           COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec,
+           overlap, CASE WHEN overlap <> 'ALLOW' AND overlap_run_id IS NOT NULL THEN
+                         (SELECT ARRAY[CASE WHEN r.lease_until IS NULL AND r.status = 'PENDING' THEN 'WAITING' ELSE r.status END,
+                             r.delivery ->> 'stream', r.delivery ->> 'seq'] FROM runs AS r
+                           WHERE r.id = schedules.overlap_run_id AND r.scheduled_for = schedules.overlap_run_at) END,
+           overlap_run_id::text, overlap_run_at, overlap_buffered_run_id::text, overlap_buffered_at
       FROM schedules
      WHERE id IN (SELECT id FROM picked) AND enabled AND next_run_at <= %(now)s
        FOR UPDATE SKIP LOCKED),
 oldest AS (
     SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit,
-           COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec
+           COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec,
+           overlap, CASE WHEN overlap <> 'ALLOW' AND overlap_run_id IS NOT NULL THEN
+                         (SELECT ARRAY[CASE WHEN r.lease_until IS NULL AND r.status = 'PENDING' THEN 'WAITING' ELSE r.status END,
+                             r.delivery ->> 'stream', r.delivery ->> 'seq'] FROM runs AS r
+                           WHERE r.id = schedules.overlap_run_id AND r.scheduled_for = schedules.overlap_run_at) END,
+           overlap_run_id::text, overlap_run_at, overlap_buffered_run_id::text, overlap_buffered_at
       FROM schedules
      WHERE enabled AND next_run_at <= %(now)s AND tenant_id <> ALL(%(throttled)s::text[])
        AND id NOT IN (SELECT id FROM picked)
@@ -179,28 +196,93 @@ UPDATE schedules AS s
 
 -- name: schedule_advance_and_record
 -- A claim's writes, in one statement so that they commit together or not at all: set the next occurrence
--- (and the last fired one, and the FIXED_DELAY parking) of the claimed schedules, and record the runs they owe
--- (the outbox); an occurrence already recorded is not recorded twice. Claimed runs are never manual and carry
--- no trace context: those columns keep their defaults.
+-- (and the last fired one, the FIXED_DELAY parking and the overlap policy's state, which the worker read with
+-- the claim and passes back unchanged where it did not change it) of the claimed schedules, and record the runs
+-- they owe (the outbox); an occurrence already recorded is not recorded twice. A run BUFFER_ONE keeps waiting
+-- (`waiting`) gets no lease, so no worker delivers it until it is released. Claimed runs are never manual and
+-- carry no trace context: those columns keep their defaults.
 WITH advanced AS (
     UPDATE schedules AS s
        SET next_run_at = v.next_run_at,
            next_nominal_at = v.next_nominal_at,
            last_run_at = COALESCE(v.last_run_at, s.last_run_at),
-           parked_run_id = v.parked_run_id
+           parked_run_id = v.parked_run_id,
+           overlap_run_id = v.overlap_run_id, overlap_run_at = v.overlap_run_at,
+           overlap_buffered_run_id = v.overlap_buffered_run_id, overlap_buffered_at = v.overlap_buffered_at,
+           overlap_skipped = s.overlap_skipped + v.overlap_skipped
       FROM unnest(%(ids)b::uuid[], %(next_run_at)b::timestamptz[], %(next_nominal_at)b::timestamptz[],
-                  %(last_run_at)b::timestamptz[], %(parked_run_id)b::uuid[])
-           AS v(id, next_run_at, next_nominal_at, last_run_at, parked_run_id)
+                  %(last_run_at)b::timestamptz[], %(parked_run_id)b::uuid[], %(overlap_run_id)b::uuid[],
+                  %(overlap_run_at)b::timestamptz[], %(overlap_buffered_run_id)b::uuid[],
+                  %(overlap_buffered_at)b::timestamptz[], %(overlap_skipped)b::int[])
+           AS v(id, next_run_at, next_nominal_at, last_run_at, parked_run_id, overlap_run_id, overlap_run_at,
+                overlap_buffered_run_id, overlap_buffered_at, overlap_skipped)
      WHERE s.id = v.id)
 INSERT INTO runs (id, schedule_id, tenant_id, scheduled_for, idempotency_key, status, lease_until, leased_by,
                   created_at, notify_succeeded)
-SELECT r.id, r.schedule_id, r.tenant_id, r.scheduled_for, r.idempotency_key, 'PENDING', %(lease_until)s,
-       %(worker)s, %(now)s, r.notify_succeeded
+SELECT r.id, r.schedule_id, r.tenant_id, r.scheduled_for, r.idempotency_key, 'PENDING',
+       CASE WHEN r.waiting THEN NULL ELSE %(lease_until)s::timestamptz END,
+       CASE WHEN r.waiting THEN NULL ELSE %(worker)s END, %(now)s, r.notify_succeeded
   FROM unnest(%(run_ids)b::uuid[], %(schedule_ids)b::uuid[], %(tenant_ids)b::text[],
-              %(scheduled_for)b::timestamptz[], %(keys)b::text[], %(notify_succeeded)b::boolean[])
-       AS r(id, schedule_id, tenant_id, scheduled_for, idempotency_key, notify_succeeded)
+              %(scheduled_for)b::timestamptz[], %(keys)b::text[], %(notify_succeeded)b::boolean[],
+              %(waiting)b::boolean[])
+       AS r(id, schedule_id, tenant_id, scheduled_for, idempotency_key, notify_succeeded, waiting)
     ON CONFLICT (id, scheduled_for) DO NOTHING
 RETURNING id::text;
+
+-- name: run_cancel_superseded
+-- Overlap CANCEL_OTHER, after the claim that fired the new occurrence committed: cancel the runs it supersedes
+-- if they are still open (the worker delivering one sees its lease gone at its next heartbeat and aborts).
+UPDATE runs AS r
+   SET status = 'CANCELLED', finished_at = %(now)s, next_attempt_at = NULL, lease_until = NULL, error = c.error
+  FROM unnest(%(ids)b::uuid[], %(at)b::timestamptz[], %(errors)b::text[]) AS c(id, at, error)
+ WHERE r.id = c.id AND r.scheduled_for = c.at AND r.status IN ('PENDING', 'RETRYING')
+RETURNING r.id::text;
+
+-- name: run_withdrawn
+-- Overlap CANCEL_OTHER of a QUEUE run: its message was deleted from the stream before any consumer acked it.
+UPDATE runs SET status = 'CANCELLED', error = %(error)s,
+                delivery = COALESCE(delivery, '{}'::jsonb) || '{"withdrawn": true}'::jsonb
+ WHERE id = %(id)s AND scheduled_for = %(at)s AND status = 'SUCCEEDED';
+
+-- name: run_release_waiting
+-- Hand BUFFER_ONE's waiting runs to the workers now (the runs they waited for ended): the next rescue delivers.
+UPDATE runs AS r SET lease_until = %(now)s
+  FROM unnest(%(ids)b::uuid[], %(at)b::timestamptz[]) AS c(id, at)
+ WHERE r.id = c.id AND r.scheduled_for = c.at AND r.status = 'PENDING' AND r.lease_until IS NULL
+RETURNING r.id::text;
+
+-- name: schedule_overlap_release_many
+-- Runs that ended: the schedules waiting for them are released, their buffered run (if any) becoming the one in
+-- flight and handed to the workers. A QUEUE run that SUCCEEDED still holds until a consumer acked its message
+-- (`acked`: the stream poll found it gone, or the run was cancelled).
+WITH released AS (
+    UPDATE schedules AS s
+       SET overlap_run_id = s.overlap_buffered_run_id, overlap_run_at = s.overlap_buffered_at,
+           overlap_buffered_run_id = NULL, overlap_buffered_at = NULL
+     WHERE s.overlap_run_id = ANY(%(run_ids)b::uuid[])
+       AND (%(acked)s OR s.target ->> 'kind' <> 'QUEUE'
+            OR NOT EXISTS (SELECT 1 FROM runs AS r WHERE r.id = s.overlap_run_id
+                              AND r.scheduled_for = s.overlap_run_at AND r.status = 'SUCCEEDED'))
+    RETURNING s.overlap_run_id, s.overlap_run_at)
+UPDATE runs AS r SET lease_until = %(now)s
+  FROM released
+ WHERE r.id = released.overlap_run_id AND r.scheduled_for = released.overlap_run_at
+   AND r.status = 'PENDING' AND r.lease_until IS NULL
+RETURNING r.id::text;
+
+-- name: schedule_overlap_forget_buffered
+-- A cancelled run was a schedule's buffered one: the buffer is free again.
+UPDATE schedules SET overlap_buffered_run_id = NULL, overlap_buffered_at = NULL
+ WHERE tenant_id = %(tenant_id)s AND overlap_buffered_run_id = %(run_id)s;
+
+-- name: schedule_overlap_queue_held
+-- QUEUE runs that SUCCEEDED (published) and still hold their schedule: is their message still in the stream?
+SELECT r.id::text, r.delivery ->> 'stream', (r.delivery ->> 'seq')::bigint
+  FROM schedules AS s
+  JOIN runs AS r ON r.id = s.overlap_run_id AND r.scheduled_for = s.overlap_run_at
+ WHERE s.overlap_run_id IS NOT NULL AND s.overlap <> 'ALLOW' AND s.target ->> 'kind' = 'QUEUE'
+   AND r.status = 'SUCCEEDED'
+ LIMIT %(limit)s;
 
 -- name: run_insert_manual
 -- Queue a run of a tenant's schedule now, outside its sequence: its lease is already over, so the next
@@ -289,7 +371,7 @@ SELECT count(*) FROM runs
 
 -- name: schedule_targets_many
 -- What rescued runs need to be delivered: their schedules' target, payload and retry policy.
-SELECT id, tenant_id, tz, trigger, target, payload, retry, enabled, webhook_secret
+SELECT id, tenant_id, tz, trigger, target, payload, retry, enabled, webhook_secret, overlap
   FROM schedules WHERE id = ANY(%(ids)b::uuid[]);
 
 -- name: schedule_notify
@@ -482,21 +564,21 @@ WITH scope AS MATERIALIZED (
 INSERT INTO schedules (id, tenant_id, name, description, tz, trigger, target, payload, enabled, misfire_policy,
                        catch_up_limit, retry, labels, next_run_at, created_at, updated_at, webhook_secret,
                        paused_reason, paused_at, paused_by, pause_on_failure, notify_run_succeeded, jitter_sec,
-                       next_nominal_at, action_after_completion)
+                       next_nominal_at, action_after_completion, overlap)
 SELECT v.id, scope.tenant_id, v.name, v.description, v.tz, v.trigger::jsonb, v.target::jsonb, v.payload::jsonb,
        v.enabled, v.misfire_policy, v.catch_up_limit, v.retry::jsonb, v.labels::jsonb, v.next_run_at,
        v.created_at, v.created_at, v.webhook_secret, v.paused_reason, v.paused_at, v.paused_by, v.pause_on_failure,
-       v.notify_run_succeeded, v.jitter_sec, v.next_nominal_at, v.action_after_completion
+       v.notify_run_succeeded, v.jitter_sec, v.next_nominal_at, v.action_after_completion, v.overlap
   FROM unnest(%(ids)s::uuid[], %(names)s::text[], %(descriptions)s::text[], %(tzs)s::text[], %(triggers)s::text[],
               %(targets)s::text[], %(payloads)s::text[], %(enabled)s::boolean[], %(misfire_policies)s::text[],
               %(catch_up_limits)s::integer[], %(retries)s::text[], %(labels)s::text[],
               %(next_run_ats)s::timestamptz[], %(webhook_secrets)s::text[], %(created_ats)s::timestamptz[],
               %(paused_reasons)s::text[], %(paused_ats)s::timestamptz[], %(paused_bys)s::text[],
               %(pause_on_failures)s::integer[], %(notify_run_succeededs)s::boolean[], %(jitter_secs)s::integer[],
-              %(next_nominal_ats)s::timestamptz[], %(actions_after_completion)s::text[])
+              %(next_nominal_ats)s::timestamptz[], %(actions_after_completion)s::text[], %(overlaps)s::text[])
        AS v(id, name, description, tz, trigger, target, payload, enabled, misfire_policy, catch_up_limit, retry,
             labels, next_run_at, webhook_secret, created_at, paused_reason, paused_at, paused_by, pause_on_failure,
-            notify_run_succeeded, jitter_sec, next_nominal_at, action_after_completion)
+            notify_run_succeeded, jitter_sec, next_nominal_at, action_after_completion, overlap)
  CROSS JOIN scope
 RETURNING *;
 

@@ -26,6 +26,7 @@ from shared.model import (
     AuditEntry,
     MisfirePolicy,
     Notify,
+    OverlapPolicy,
     Run,
     RunStatus,
     Schedule,
@@ -134,6 +135,7 @@ def schedule_params(s: Schedule) -> dict[str, Any]:
         "next_nominal_at": s.next_run_at if s.jitter_sec else None,
         "jitter_sec": s.jitter_sec,
         "action_after_completion": s.action_after_completion.value,
+        "overlap": s.overlap.value,
         "pause_on_failure": s.pause_on_failure,
         "notify_run_succeeded": s.notify.run_succeeded,
     }
@@ -167,6 +169,7 @@ def schedule_many_params(tenant_id: str, items: list[tuple[Schedule, str]], now:
         "jitter_secs": [s.jitter_sec for s in schedules],
         "next_nominal_ats": [s.next_run_at if s.jitter_sec else None for s in schedules],
         "actions_after_completion": [s.action_after_completion.value for s in schedules],
+        "overlaps": [s.overlap.value for s in schedules],
     }
     return params
 
@@ -209,6 +212,8 @@ def schedule_from_row(row: dict[str, Any]) -> Schedule:
         notify=Notify(run_succeeded=row.get("notify_run_succeeded", False)),
         jitter_sec=row.get("jitter_sec"),
         action_after_completion=ActionAfterCompletion(row.get("action_after_completion") or "KEEP"),
+        overlap=OverlapPolicy(row.get("overlap") or "ALLOW"),
+        overlap_skipped=row.get("overlap_skipped") or 0,
         next_due_at=due,
     )
 
@@ -689,6 +694,14 @@ class Repository:
                     raise Conflict(f"run {run_id} is being delivered right now ({status}); it cannot be cancelled")
                 raise Conflict(f"run {run_id} is {status}; only PENDING and RETRYING runs can be cancelled")
             run = run_from_row(row)
+            # Under an overlap policy the schedule stops waiting for it (a buffered successor is handed over),
+            # and a cancelled buffered run frees the buffer.
+            await conn.execute(sql("schedule_overlap_forget_buffered"), {"tenant_id": tenant_id, "run_id": run_id})
+            cur = await conn.execute(
+                sql("schedule_overlap_release_many"), {"run_ids": [run_id], "now": now, "acked": True}
+            )
+            if cur.rowcount:
+                await conn.execute(sql("schedule_notify"), {"reason": "overlap"})
             cur = await conn.execute(sql("schedule_get_parked_by_run"), {"tenant_id": tenant_id, "run_id": run_id})
             parked = await cur.fetchone()
             if parked is not None:

@@ -235,6 +235,26 @@ class NatsPublisher:
             raise self._failure(f"queue publish to {subject} failed: {_describe(exc)}") from exc
         return _acked(ack, subject)
 
+    # --- the overlap policy's QUEUE runs (worker/overlap.py) ---
+
+    async def still_queued(self, stream: str, seq: int) -> bool:
+        """Whether a QUEUE message is still in its work queue stream: no consumer acked it yet. When NATS cannot
+        tell, it counts as still there, so the schedule keeps waiting rather than overlap."""
+        try:
+            await self.jsm.get_msg(stream, seq)
+        except nats.js.errors.NotFoundError:
+            return False  # acked (a work queue drops it then), or its stream is gone
+        except NATS_ERRORS:
+            return True
+        return True
+
+    async def withdraw(self, stream: str, seq: int) -> bool:
+        """Delete a QUEUE message no consumer acked yet (CANCEL_OTHER); False if it was consumed already."""
+        try:
+            return bool(await self.jsm.delete_msg(stream, seq))
+        except NATS_ERRORS:
+            return False
+
     # --- batches of EVENTs ---
 
     def core_subjects(self, fires: list[Fire]) -> list[str]:
