@@ -17,6 +17,7 @@ from shared.db.repository import schedule_params
 from shared.model import (
     MisfirePolicy,
     OneShotTrigger,
+    OverlapPolicy,
     RetryPolicy,
     Schedule,
     ScheduleStatus,
@@ -36,6 +37,7 @@ def seed_due(
     trigger: Trigger | None = None,
     policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE,
     retry: RetryPolicy | None = None,
+    overlap: OverlapPolicy = OverlapPolicy.ALLOW,
 ) -> list[str]:
     """One schedule per due time (ONE_SHOT at that time unless ``trigger``); returns their ids."""
     now = datetime.now(UTC)
@@ -62,6 +64,7 @@ def seed_due(
                 created_at=now,
                 updated_at=now,
                 version=1,
+                overlap=overlap,
             )
         )
     columns = list(schedule_params(rows[0]))

@@ -3,7 +3,9 @@ a worker process, and (for browser tests) Debian's Chromium through chromedriver
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import socket
@@ -13,7 +15,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import pytest
 import uvicorn
 
 from shared.settings import Settings
+from worker.runtime import open_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
@@ -164,3 +167,29 @@ def chromium(width: int = 1360, height: int = 900) -> Iterator[Any]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings, nats_url: str, **overrides: object) -> AsyncIterator[None]:
+    """A worker on its own thread and event loop: the test client blocks the test's loop while a request is
+    served, and a worker frozen mid-transaction there would hold the row locks the request waits for."""
+    config = dataclasses.replace(settings, nats_url=nats_url, worker_poll_max_sec=0.2, **overrides)  # type: ignore[arg-type]
+    ready = threading.Event()
+    stop: list[Callable[[], None]] = []
+
+    async def main() -> None:
+        async with open_worker(config) as w:
+            loop = asyncio.get_running_loop()
+            stop.append(lambda: loop.call_soon_threadsafe(w.request_stop))
+            ready.set()
+            await w.run()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    assert await asyncio.to_thread(ready.wait, 30), "the worker did not start"
+    try:
+        yield
+    finally:
+        stop[0]()
+        await asyncio.to_thread(thread.join, 30)
+        assert not thread.is_alive(), "the worker did not stop"

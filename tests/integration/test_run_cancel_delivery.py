@@ -5,47 +5,16 @@ backfilled runs: delivered once each, with the keys a worker gives those occurre
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-import threading
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp import web
 
-from shared.settings import Settings
 from tests.integration.conftest import Headers
+from tests.integration.live import running_worker
 from tests.integration.receivers import HttpReceiver, eventually
-from worker.runtime import open_worker
 
 pytestmark = pytest.mark.asyncio
-
-
-@contextlib.asynccontextmanager
-async def running_worker(settings: Settings, nats_url: str, **overrides: object) -> AsyncIterator[None]:
-    """A worker on its own thread and event loop: the test client blocks the test's loop while a request is
-    served, and a worker frozen mid-transaction there would hold the row locks the request waits for."""
-    config = dataclasses.replace(settings, nats_url=nats_url, worker_poll_max_sec=0.2, **overrides)  # type: ignore[arg-type]
-    ready = threading.Event()
-    stop: list[Callable[[], None]] = []
-
-    async def main() -> None:
-        async with open_worker(config) as w:
-            loop = asyncio.get_running_loop()
-            stop.append(lambda: loop.call_soon_threadsafe(w.request_stop))
-            ready.set()
-            await w.run()
-
-    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
-    thread.start()
-    assert await asyncio.to_thread(ready.wait, 30), "the worker did not start"
-    try:
-        yield
-    finally:
-        stop[0]()
-        await asyncio.to_thread(thread.join, 30)
-        assert not thread.is_alive(), "the worker did not stop"
 
 
 async def http_schedule(client, headers: Headers, url: str, retry: dict | None = None) -> dict:

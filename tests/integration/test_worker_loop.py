@@ -20,11 +20,11 @@ import psycopg
 import pytest
 from aiohttp import web
 
-from shared.model import EventTarget, HttpSpec, HttpTarget, MisfirePolicy, RetryPolicy
+from shared.model import CronTrigger, EventTarget, HttpSpec, HttpTarget, MisfirePolicy, OverlapPolicy, RetryPolicy
 from shared.settings import Settings
 from tests.integration.conftest import event_subject
 from tests.integration.fleet_tools import run_rows, seed_due
-from tests.integration.receivers import HttpReceiver
+from tests.integration.receivers import HttpReceiver, eventually
 from worker.fairness import FireRates
 from worker.loop import Worker
 from worker.runtime import open_worker
@@ -292,3 +292,105 @@ async def test_a_tenant_over_its_fire_rate_waits_while_others_fire(make_worker, 
         assert await worker.claim_once() == 100
         await settle(worker)
     assert len(run_rows(db_url, heavy)) == 200 and len(run_rows(db_url, light)) == 5
+
+
+def overlap_state(db_url: str, schedule_id: str) -> tuple[list[tuple[datetime, str, bool]], int]:
+    """The schedule's runs (scheduled_for, status, waiting: no lease) and its overlapSkipped."""
+    with psycopg.connect(db_url) as conn:
+        runs = conn.execute(
+            "SELECT scheduled_for, status, status = 'PENDING' AND lease_until IS NULL FROM runs"
+            " WHERE schedule_id = %s ORDER BY scheduled_for",
+            (schedule_id,),
+        ).fetchall()
+        row = conn.execute("SELECT overlap_skipped FROM schedules WHERE id = %s", (schedule_id,)).fetchone()
+    return [(r[0], r[1], r[2]) for r in runs], row[0] if row else -1
+
+
+async def stop_deliveries(worker: Worker) -> None:
+    """The process died mid-delivery: nothing more of those runs is recorded."""
+    for task in list(worker._task_fires):
+        task.cancel()
+    await asyncio.gather(*worker._task_fires, return_exceptions=True)
+
+
+@pytest.mark.parametrize(
+    ("policy", "fired", "waiting", "skipped"),
+    [
+        (OverlapPolicy.ALLOW, [0, 1, 2, 3, 4, 5], [], 0),
+        (OverlapPolicy.SKIP, [0], [], 5),
+        (OverlapPolicy.BUFFER_ONE, [0], [1], 4),
+        (OverlapPolicy.CANCEL_OTHER, [5], [], 5),
+    ],
+)
+async def test_one_claim_of_several_due_occurrences_follows_the_overlap_policy(
+    make_worker, clock, db_url, receiver, policy, fired, waiting, skipped
+):
+    # Six occurrences a minute apart come due in one claim (late, not missed: this worker was up all along).
+    tenant = f"ovl-{uuid.uuid4().hex[:6]}"
+    hang = asyncio.Event()
+
+    async def hangs(n: int) -> web.Response:
+        await hang.wait()
+        return web.Response(status=200)
+
+    receiver.behave["/ovl"] = hangs
+    target = HttpTarget(http=HttpSpec(url=f"{receiver.url}/ovl", timeout_sec=60))
+    start = clock.now.replace(second=0) + timedelta(minutes=1)
+    async with make_worker() as worker:
+        [schedule_id] = seed_due(db_url, tenant, [start], target, trigger=CronTrigger(cron="* * * * *"), overlap=policy)
+        clock.advance((start - clock.now).total_seconds() + 5 * 60)
+        assert await worker.claim_once() == 1
+        runs, count = overlap_state(db_url, schedule_id)
+        await eventually(lambda: len(receiver.on("/ovl")) >= len(fired), timeout=10)
+        await asyncio.sleep(0.2)  # nothing more arrives
+        await stop_deliveries(worker)
+    minutes = [int((at - start).total_seconds() // 60) for at, _, _ in runs]
+    assert minutes == sorted(fired + waiting)
+    assert [m for m, (_, _, wait) in zip(minutes, runs, strict=True) if wait] == waiting
+    assert count == skipped
+    assert len(receiver.on("/ovl")) == len(fired)  # a waiting run is not delivered
+
+
+async def test_a_buffered_run_its_dead_predecessor_never_released_is_delivered(make_worker, clock, db_url, receiver):
+    tenant = f"ovb-{uuid.uuid4().hex[:6]}"
+    hang = asyncio.Event()
+
+    async def first_hangs(n: int) -> web.Response:
+        if n == 1:
+            await hang.wait()
+        return web.Response(status=200)
+
+    receiver.behave["/ovb"] = first_hangs
+    target = HttpTarget(http=HttpSpec(url=f"{receiver.url}/ovb", timeout_sec=60))
+    start = clock.now.replace(second=0) + timedelta(minutes=1)
+    async with make_worker() as worker:
+        [schedule_id] = seed_due(
+            db_url, tenant, [start], target, trigger=CronTrigger(cron="* * * * *"), overlap=OverlapPolicy.BUFFER_ONE
+        )
+        clock.advance((start - clock.now).total_seconds() + 60)
+        assert await worker.claim_once() == 1  # minute 0 fires, minute 1 waits
+        await eventually(lambda: len(receiver.on("/ovb")) == 1, timeout=10)
+        await stop_deliveries(worker)
+        # Its run ended, but the release of the schedule was lost with the process (as if it crashed between).
+        with psycopg.connect(db_url) as conn:
+            conn.execute(
+                "UPDATE runs SET status = 'SUCCEEDED', finished_at = now() WHERE schedule_id = %s"
+                " AND scheduled_for = %s",
+                (schedule_id, start),
+            )
+    async with make_worker() as other:
+        clock.advance(60)
+        assert await other.claim_once() == 1  # minute 2: the waiting run is handed over, minute 2 waits behind it
+        await asyncio.gather(*other._chores)
+        assert await other.rescue_once() == 1
+        await settle(other)  # minute 1 delivered; its end hands minute 2 over
+        clock.advance(1)  # its lease starts when minute 1 finished, a moment after the claim
+        assert await other.rescue_once() == 1
+        await settle(other)
+    runs, count = overlap_state(db_url, schedule_id)
+    assert [(int((at - start).total_seconds() // 60), status) for at, status, _ in runs] == [
+        (0, "SUCCEEDED"),
+        (1, "SUCCEEDED"),
+        (2, "SUCCEEDED"),
+    ]
+    assert count == 0
