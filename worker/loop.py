@@ -90,6 +90,24 @@ class WorkerConfig:
     tenant_fire_rate: float = 0.0
 
 
+_OVERLAP_COLUMNS = (
+    "overlap_run_id",
+    "overlap_run_at",
+    "overlap_buffered_run_id",
+    "overlap_buffered_at",
+    "overlap_skipped",
+)
+
+
+def _overlap_columns(decided: dict[int, tuple[Any, ...]], rows: int) -> dict[str, list[Any]]:
+    """The advance's overlap arrays: a row's new state where its policy decided, NULLs (kept) elsewhere."""
+    if not decided:
+        return {name: [] for name in _OVERLAP_COLUMNS}
+    blank = (None,) * len(_OVERLAP_COLUMNS)
+    states = [decided.get(i, blank) for i in range(rows)]
+    return {name: [state[c] for state in states] for c, name in enumerate(_OVERLAP_COLUMNS)}
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -195,12 +213,9 @@ class Worker:
             "next_nominal_at": [],
             "last_run_at": [],
             "parked_run_id": [],
-            "overlap_run_id": [],
-            "overlap_run_at": [],
-            "overlap_buffered_run_id": [],
-            "overlap_buffered_at": [],
-            "overlap_skipped": [],
         }
+        # Position in the batch -> the new overlap state of a row whose policy decided something.
+        overlap: dict[int, tuple[Any, ...]] = {}
         for row in rows:
             if fires and len(fires) >= budget:
                 break
@@ -214,7 +229,6 @@ class Worker:
                 advance["next_nominal_at"].append(None)
                 advance["last_run_at"].append(None)
                 advance["parked_run_id"].append(None)
-                self._keep_overlap(advance, row, 0)
                 continue
             last_run_at = plan.fire_at[-1] if plan.fire_at else None
             policy = _OVERLAPS[row[13]]
@@ -222,13 +236,7 @@ class Worker:
                 row_fires, holder, buffered, skipped = self._decide_overlap(row, policy, row_fires)
                 fired = [f.scheduled_for for f in row_fires if not f.waiting]
                 last_run_at = fired[-1] if fired else None
-                advance["overlap_run_id"].append(holder[0] if holder else None)
-                advance["overlap_run_at"].append(holder[1] if holder else None)
-                advance["overlap_buffered_run_id"].append(buffered[0] if buffered else None)
-                advance["overlap_buffered_at"].append(buffered[1] if buffered else None)
-                advance["overlap_skipped"].append(skipped)
-            else:
-                self._keep_overlap(advance, row, 0)
+                overlap[len(advance["ids"])] = (*(holder or (None, None)), *(buffered or (None, None)), skipped)
             fires += row_fires
             advance["ids"].append(schedule_id)
             jitter = row[12]
@@ -249,17 +257,10 @@ class Worker:
             "scheduled_for": [f.scheduled_for for f in fires],
             "keys": [f.key for f in fires],
             "notify_succeeded": [f.notify_succeeded for f in fires],
-            "waiting": [f.waiting for f in fires],
+            # Empty arrays when nothing waits or no overlap policy decided (unnest pads them with NULLs: keep).
+            "waiting": [f.waiting for f in fires] if any(f.waiting for f in fires) else [],
+            **_overlap_columns(overlap, len(advance["ids"])),
         }
-
-    @staticmethod
-    def _keep_overlap(advance: dict[str, list[Any]], row: tuple[Any, ...], skipped: int) -> None:
-        """The overlap state as the claim read it (the advance writes every column of every row back)."""
-        advance["overlap_run_id"].append(row[15])
-        advance["overlap_run_at"].append(row[16])
-        advance["overlap_buffered_run_id"].append(row[17])
-        advance["overlap_buffered_at"].append(row[18])
-        advance["overlap_skipped"].append(skipped)
 
     def _decide_overlap(
         self, row: tuple[Any, ...], policy: OverlapPolicy, fires: list[Fire]

@@ -196,20 +196,25 @@ UPDATE schedules AS s
 
 -- name: schedule_advance_and_record
 -- A claim's writes, in one statement so that they commit together or not at all: set the next occurrence
--- (and the last fired one, the FIXED_DELAY parking and the overlap policy's state, which the worker read with
--- the claim and passes back unchanged where it did not change it) of the claimed schedules, and record the runs
--- they owe (the outbox); an occurrence already recorded is not recorded twice. A run BUFFER_ONE keeps waiting
--- (`waiting`) gets no lease, so no worker delivers it until it is released. Claimed runs are never manual and
--- carry no trace context: those columns keep their defaults.
+-- (and the last fired one, the FIXED_DELAY parking and the overlap policy's state where the policy decided
+-- something: overlap_skipped NULL keeps it) of the claimed schedules, and record the runs they owe (the outbox);
+-- an occurrence already recorded is not recorded twice. A run BUFFER_ONE keeps waiting (`waiting`) gets no
+-- lease, so no worker delivers it until it is released. Arrays shorter than `ids` (or `run_ids`), empty in the
+-- common case, are padded with NULLs by unnest. Claimed runs are never manual and carry no trace context: those
+-- columns keep their defaults.
 WITH advanced AS (
     UPDATE schedules AS s
        SET next_run_at = v.next_run_at,
            next_nominal_at = v.next_nominal_at,
            last_run_at = COALESCE(v.last_run_at, s.last_run_at),
            parked_run_id = v.parked_run_id,
-           overlap_run_id = v.overlap_run_id, overlap_run_at = v.overlap_run_at,
-           overlap_buffered_run_id = v.overlap_buffered_run_id, overlap_buffered_at = v.overlap_buffered_at,
-           overlap_skipped = s.overlap_skipped + v.overlap_skipped
+           overlap_run_id = CASE WHEN v.overlap_skipped IS NULL THEN s.overlap_run_id ELSE v.overlap_run_id END,
+           overlap_run_at = CASE WHEN v.overlap_skipped IS NULL THEN s.overlap_run_at ELSE v.overlap_run_at END,
+           overlap_buffered_run_id = CASE WHEN v.overlap_skipped IS NULL THEN s.overlap_buffered_run_id
+                                          ELSE v.overlap_buffered_run_id END,
+           overlap_buffered_at = CASE WHEN v.overlap_skipped IS NULL THEN s.overlap_buffered_at
+                                      ELSE v.overlap_buffered_at END,
+           overlap_skipped = s.overlap_skipped + COALESCE(v.overlap_skipped, 0)
       FROM unnest(%(ids)b::uuid[], %(next_run_at)b::timestamptz[], %(next_nominal_at)b::timestamptz[],
                   %(last_run_at)b::timestamptz[], %(parked_run_id)b::uuid[], %(overlap_run_id)b::uuid[],
                   %(overlap_run_at)b::timestamptz[], %(overlap_buffered_run_id)b::uuid[],
