@@ -31,7 +31,6 @@ from shared.model import (
     EventTarget,
     MisfirePolicy,
     OverlapPolicy,
-    QueueTarget,
     decode_retry,
     decode_target,
     decode_trigger,
@@ -267,23 +266,23 @@ class Worker:
     ) -> tuple[list[Fire], tuple[str, datetime] | None, tuple[str, datetime] | None, int]:
         """Which of a row's due occurrences fire, wait or are skipped under its overlap policy; returns those
         runs and the schedule's new (run in flight, buffered run, skipped occurrences)."""
-        state = row[14]  # [status, stream, seq] of the run it waits for; None: there is none
+        state = row[14]  # [status, stream, seq, queue topic] of the run it waits for; None: there is none
         holder: tuple[str, datetime] | None = (row[15], row[16]) if row[15] else None
         buffered: tuple[str, datetime] | None = (row[17], row[18]) if row[17] else None
         status = state[0] if state else None
-        queue = isinstance(fires[0].target, QueueTarget)
-        if buffered is not None and not (holder is not None and in_flight(status, queue)):
+        queued = bool(state and state[3])  # it was published into a work queue
+        if buffered is not None and not (holder is not None and in_flight(status, queued)):
             # The run in flight ended without releasing its buffered successor (its worker died in between).
             holder, buffered, status = buffered, None, WAITING
         if status == WAITING and holder is not None:
             self._overlap.release.append(holder)
-        busy = holder is not None and in_flight(status, queue)
+        busy = holder is not None and in_flight(status, queued)
         by_time = {f.scheduled_for: f for f in fires}
         decision = decide(policy, list(by_time), busy, buffered is not None)
         chosen = [by_time[at] for at in decision.fire]
         if decision.cancel and holder is not None and chosen:
             why = f"superseded by the occurrence of {chosen[-1].scheduled_for.isoformat()} (overlap CANCEL_OTHER)"
-            if queue and status == "SUCCEEDED" and state and state[1] and state[2]:
+            if queued and status == "SUCCEEDED" and state and state[1] and state[2]:
                 self._overlap.withdraw.append((holder[0], holder[1], why, state[1], int(state[2])))
             else:
                 self._overlap.cancel.append((holder[0], holder[1], why))

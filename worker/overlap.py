@@ -4,7 +4,9 @@ A schedule whose policy is not ALLOW remembers the run it fired last (``overlap_
 next occurrences come due, the claim reads that run's state, and :func:`decide` says which occurrences fire,
 which one waits (BUFFER_ONE), which are skipped, and whether the run in flight is cancelled (CANCEL_OTHER).
 A run is in flight until it reaches a final state; a QUEUE run until a consumer acknowledged its message too
-(the work queue stream then drops it), which :class:`worker.loop.Worker` checks by polling the stream. When the
+(the work queue stream then drops it), which :class:`worker.loop.Worker` checks by polling the stream. Whether
+a run went into a work queue is told by the run itself (``delivery.queue``), not by the schedule's target, which
+may have been edited since. When the
 run in flight ends, the schedule is *released* (``schedule_overlap_release_many``): its buffered run, if any,
 becomes the one in flight and is handed to the workers at once.
 
@@ -31,11 +33,12 @@ class Decision:
     cancel: bool = False  # CANCEL_OTHER: cancel the run in flight
 
 
-def in_flight(status: str | None, queue: bool) -> bool:
-    """Whether the run a schedule waits for is still in flight, from its status (None: no such run). A QUEUE
-    run that SUCCEEDED (its message is in the stream) holds until the stream poll releases it; any other
-    finished run has released its schedule already, or would have but for a crash: it does not hold."""
-    return status in OPEN or status == WAITING or (queue and status == "SUCCEEDED")
+def in_flight(status: str | None, queued: bool) -> bool:
+    """Whether the run a schedule waits for is still in flight, from its status (None: no such run) and whether
+    it was published into a work queue. Such a run that SUCCEEDED holds until the stream poll finds its message
+    consumed; any other finished run has released its schedule already, or would have but for a crash: it does
+    not hold."""
+    return status in OPEN or status == WAITING or (queued and status == "SUCCEEDED")
 
 
 def decide(policy: OverlapPolicy, due: list[datetime], busy: bool, buffered: bool) -> Decision:

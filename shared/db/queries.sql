@@ -124,7 +124,7 @@ SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy,
        -- (WAITING: a buffered run nobody released yet).
        overlap, CASE WHEN overlap <> 'ALLOW' AND overlap_run_id IS NOT NULL THEN
                      (SELECT ARRAY[CASE WHEN r.lease_until IS NULL AND r.status = 'PENDING' THEN 'WAITING' ELSE r.status END,
-                             r.delivery ->> 'stream', r.delivery ->> 'seq'] FROM runs AS r
+                             r.delivery ->> 'stream', r.delivery ->> 'seq', r.delivery ->> 'queue'] FROM runs AS r
                        WHERE r.id = schedules.overlap_run_id AND r.scheduled_for = schedules.overlap_run_at) END,
        overlap_run_id::text, overlap_run_at, overlap_buffered_run_id::text, overlap_buffered_at
   FROM schedules
@@ -155,7 +155,7 @@ fresh AS (
            COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec,
            overlap, CASE WHEN overlap <> 'ALLOW' AND overlap_run_id IS NOT NULL THEN
                          (SELECT ARRAY[CASE WHEN r.lease_until IS NULL AND r.status = 'PENDING' THEN 'WAITING' ELSE r.status END,
-                             r.delivery ->> 'stream', r.delivery ->> 'seq'] FROM runs AS r
+                             r.delivery ->> 'stream', r.delivery ->> 'seq', r.delivery ->> 'queue'] FROM runs AS r
                            WHERE r.id = schedules.overlap_run_id AND r.scheduled_for = schedules.overlap_run_at) END,
            overlap_run_id::text, overlap_run_at, overlap_buffered_run_id::text, overlap_buffered_at
       FROM schedules
@@ -166,7 +166,7 @@ oldest AS (
            COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec,
            overlap, CASE WHEN overlap <> 'ALLOW' AND overlap_run_id IS NOT NULL THEN
                          (SELECT ARRAY[CASE WHEN r.lease_until IS NULL AND r.status = 'PENDING' THEN 'WAITING' ELSE r.status END,
-                             r.delivery ->> 'stream', r.delivery ->> 'seq'] FROM runs AS r
+                             r.delivery ->> 'stream', r.delivery ->> 'seq', r.delivery ->> 'queue'] FROM runs AS r
                            WHERE r.id = schedules.overlap_run_id AND r.scheduled_for = schedules.overlap_run_at) END,
            overlap_run_id::text, overlap_run_at, overlap_buffered_run_id::text, overlap_buffered_at
       FROM schedules
@@ -258,16 +258,16 @@ RETURNING r.id::text;
 
 -- name: schedule_overlap_release_many
 -- Runs that ended: the schedules waiting for them are released, their buffered run (if any) becoming the one in
--- flight and handed to the workers. A QUEUE run that SUCCEEDED still holds until a consumer acked its message
--- (`acked`: the stream poll found it gone, or the run was cancelled).
+-- flight and handed to the workers. A run that SUCCEEDED by publishing into a work queue (delivery.queue) still
+-- holds until a consumer acked its message (`acked`: the stream poll found it gone, or the run was cancelled).
 WITH released AS (
     UPDATE schedules AS s
        SET overlap_run_id = s.overlap_buffered_run_id, overlap_run_at = s.overlap_buffered_at,
            overlap_buffered_run_id = NULL, overlap_buffered_at = NULL
      WHERE s.overlap_run_id = ANY(%(run_ids)b::uuid[])
-       AND (%(acked)s OR s.target ->> 'kind' <> 'QUEUE'
-            OR NOT EXISTS (SELECT 1 FROM runs AS r WHERE r.id = s.overlap_run_id
-                              AND r.scheduled_for = s.overlap_run_at AND r.status = 'SUCCEEDED'))
+       AND (%(acked)s
+            OR NOT EXISTS (SELECT 1 FROM runs AS r WHERE r.id = s.overlap_run_id AND r.scheduled_for = s.overlap_run_at
+                              AND r.status = 'SUCCEEDED' AND r.delivery ? 'queue'))
     RETURNING s.overlap_run_id, s.overlap_run_at)
 UPDATE runs AS r SET lease_until = %(now)s
   FROM released
@@ -281,12 +281,12 @@ UPDATE schedules SET overlap_buffered_run_id = NULL, overlap_buffered_at = NULL
  WHERE tenant_id = %(tenant_id)s AND overlap_buffered_run_id = %(run_id)s;
 
 -- name: schedule_overlap_queue_held
--- QUEUE runs that SUCCEEDED (published) and still hold their schedule: is their message still in the stream?
+-- Runs published into a work queue (SUCCEEDED) that still hold their schedule: is their message still there?
+-- Whatever the schedule's policy or target is now: a buffered run may wait behind one.
 SELECT r.id::text, r.delivery ->> 'stream', (r.delivery ->> 'seq')::bigint
   FROM schedules AS s
   JOIN runs AS r ON r.id = s.overlap_run_id AND r.scheduled_for = s.overlap_run_at
- WHERE s.overlap_run_id IS NOT NULL AND s.overlap <> 'ALLOW' AND s.target ->> 'kind' = 'QUEUE'
-   AND r.status = 'SUCCEEDED'
+ WHERE s.overlap_run_id IS NOT NULL AND r.status = 'SUCCEEDED' AND r.delivery ? 'queue'
  LIMIT %(limit)s;
 
 -- name: run_insert_manual

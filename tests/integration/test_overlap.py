@@ -274,3 +274,20 @@ async def test_overlap_is_stored_updated_and_applied_by_name(client, headers):
     )
     assert batch.status_code == 201, batch.text
     assert [s["overlap"] for s in batch.json()["items"]] == ["SKIP", "ALLOW"]
+
+
+async def test_editing_the_target_never_leaves_the_schedule_waiting(client, headers, settings, nats_url, receiver):
+    # Whether the run in flight is a queue message is told by that run, not by the schedule's target now: an
+    # HTTP run that SUCCEEDED does not hold a schedule edited to QUEUE, which fires its first message at once.
+    created = await create(client, headers, "edit-target", every(1), http(receiver, "/edit"), "SKIP")
+    async with running_worker(settings, nats_url):
+        await eventually(lambda: len(receiver.on("/edit")) >= 1, timeout=20)
+        patch = {"target": {"kind": "QUEUE", "queue": {"topic": "ov.edit"}}}
+        assert (await client.patch(f"/schedules/{created['id']}", json=patch, headers=headers())).status_code == 200
+
+        async def queued() -> bool:
+            runs = await runs_of(client, headers, created["id"])
+            return any(r["status"] == "SUCCEEDED" and "queue" in (r["delivery"] or {}) for r in runs)
+
+        await eventually(queued, timeout=20)
+        await client.post(f"/schedules/{created['id']}/pause", json={"reason": "test over"}, headers=headers())

@@ -68,7 +68,7 @@ def test_every_due_occurrence_is_accounted_for_exactly_once(
 
 
 @pytest.mark.parametrize(
-    ("status", "queue", "expected"),
+    ("status", "queued", "expected"),
     [
         (None, False, False),
         ("PENDING", False, True),
@@ -77,14 +77,15 @@ def test_every_due_occurrence_is_accounted_for_exactly_once(
         ("SUCCEEDED", False, False),
         ("FAILED", False, False),
         ("CANCELLED", False, False),
-        # A published QUEUE message is in flight until a consumer acked it (the stream poll releases it).
+        # A message published into a work queue is in flight until a consumer acked it (the stream poll
+        # releases it); whether it was is told by the run's delivery, not the schedule's current target.
         ("SUCCEEDED", True, True),
         ("FAILED", True, False),
         ("CANCELLED", True, False),
     ],
 )
-def test_in_flight(status: str | None, queue: bool, expected: bool) -> None:
-    assert in_flight(status, queue) is expected
+def test_in_flight(status: str | None, queued: bool, expected: bool) -> None:
+    assert in_flight(status, queued) is expected
 
 
 CRON = CronTrigger(cron="0 9 * * *")

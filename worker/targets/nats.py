@@ -233,7 +233,8 @@ class NatsPublisher:
             if isinstance(exc, nats.js.errors.NoStreamResponseError):
                 self._queue_streams.pop((tenant_id, topic), None)  # deleted behind our back: made again next try
             raise self._failure(f"queue publish to {subject} failed: {_describe(exc)}") from exc
-        return _acked(ack, subject)
+        # `queue`: the run's message waits in a work queue (the overlap policy holds the schedule until consumed).
+        return _acked(ack, subject, queue=topic)
 
     # --- the overlap policy's QUEUE runs (worker/overlap.py) ---
 
