@@ -19,10 +19,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
 from psycopg import sql
 
 from devstack.processes import pid_alive
 from shared.db.migrate import migrate
+
+# Property tests try the same examples on every run ("ci"), so a red suite is a regression of the change under
+# test, not a case found by chance; HYPOTHESIS_PROFILE=explore draws fresh examples (run it to look for new ones).
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Not $TMPDIR: as root, the unprivileged postgres user must be able to enter it.
 THROWAWAY_BASE = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
