@@ -31,17 +31,21 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- A buffered run has no lease, so nothing would ever deliver or cancel it once its schedule is gone: it is
--- cancelled with the schedule, whoever deletes it (the API, actionAfterCompletion, an operator's psql).
+-- cancelled with the schedule, whoever deletes it (the API, actionAfterCompletion, an operator's psql). So is
+-- the run in flight when it is such a run not handed over yet.
 CREATE FUNCTION scheduler_cancel_buffered() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE runs
        SET status = 'CANCELLED', finished_at = now(), next_attempt_at = NULL, lease_until = NULL,
            error = 'its schedule was deleted while this occurrence waited for the previous run (overlap BUFFER_ONE)'
-     WHERE id = OLD.overlap_buffered_run_id AND scheduled_for = OLD.overlap_buffered_at AND status = 'PENDING';
+     WHERE status = 'PENDING' AND lease_until IS NULL
+       AND ((id = OLD.overlap_buffered_run_id AND scheduled_for = OLD.overlap_buffered_at)
+            OR (id = OLD.overlap_run_id AND scheduled_for = OLD.overlap_run_at));
     RETURN NULL;
 END
 $$;
 
 CREATE TRIGGER schedules_cancel_buffered AFTER DELETE ON schedules
-    FOR EACH ROW WHEN (OLD.overlap_buffered_run_id IS NOT NULL) EXECUTE FUNCTION scheduler_cancel_buffered();
+    FOR EACH ROW WHEN (OLD.overlap_buffered_run_id IS NOT NULL OR OLD.overlap_run_id IS NOT NULL)
+    EXECUTE FUNCTION scheduler_cancel_buffered();

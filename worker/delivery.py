@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+import msgspec
 from loguru import logger
 from opentelemetry.trace import SpanKind
 
@@ -72,6 +73,8 @@ class Deliverer:
         committed: Callable[[str], Awaitable[None]],
         leases: Leases,
         begin_retry: Callable[[str], Awaitable[bool]] | None = None,
+        write_now: Callable[[RunUpdate], Awaitable[str | None]] | None = None,
+        withdrawn: Callable[[str, datetime, str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.publisher = publisher
         self.http = http
@@ -84,6 +87,10 @@ class Deliverer:
         self.committed = committed
         # Asked before each retry whether the run is still open: a run cancelled meanwhile is not sent again.
         self.begin_retry = begin_retry
+        # A QUEUE run CANCEL_OTHER may supersede (Fire.confirm_success): its success is written at once, and
+        # its message withdrawn (recorded by `withdrawn`) if the run was cancelled while it was published.
+        self.write_now = write_now
+        self.withdrawn = withdrawn
 
     def _sender(self, fire: Fire) -> Sender:
         match fire.target:
@@ -142,8 +149,38 @@ class Deliverer:
                 return
             fire.attempt += 1
             elapsed = time.perf_counter() - t0
+            if fire.confirm_success and not await self._confirmed(fire, started, elapsed, result):
+                return
             self._succeeded([fire], started, elapsed, result)
             return
+
+    async def _confirmed(self, fire: Fire, started: datetime, elapsed: float, result: Delivered) -> bool:
+        """Write a superseding-prone QUEUE run's success now; if it was cancelled while it was being published
+        (CANCEL_OTHER), withdraw its message and say so (False). The row lock orders the write and the cancel."""
+        if self.write_now is None or self.withdrawn is None:
+            return True
+        detail = msgspec.json.encode(result.detail).decode()
+        update = RunUpdate(
+            run_id=fire.run_id,
+            status="SUCCEEDED",
+            attempt=fire.attempt,
+            started_at=started,
+            finished_at=started + timedelta(seconds=elapsed),
+            duration_ms=int(elapsed * 1000),
+            delivery=detail,
+        )
+        try:
+            status = await self.write_now(update)
+        except Unavailable:
+            return True  # recorded the usual way once the database is back
+        if status is None:
+            return True
+        if status == "CANCELLED":
+            stream, seq = result.detail.get("stream"), result.detail.get("seq")
+            if stream and seq and await self.publisher.withdraw(stream, int(seq), fire.key):
+                why = "withdrawn from the queue before any consumer acked it: superseded (overlap CANCEL_OTHER)"
+                await self.withdrawn(fire.run_id, fire.scheduled_for, why, detail)
+        return False  # cancelled, or another worker holds it now: nothing more of it is ours to record
 
     async def deliver_events(self, fires: list[Fire]) -> None:
         """EVENTs, together: the durable ones published as one pipelined batch (acks awaited together), the

@@ -40,6 +40,9 @@ class Fire:
     rearm: bool = False
     # BUFFER_ONE: recorded with no lease, delivered once the run in flight releases it (worker/overlap.py).
     waiting: bool = False
+    # CANCEL_OTHER may supersede this QUEUE run at any moment: its success is written at once, and its message
+    # withdrawn if it was cancelled meanwhile (worker/delivery.py).
+    confirm_success: bool = False
     # This worker's lease on the run ends then (its own clock); renewed by heartbeat (worker/leases.py).
     lease_until: datetime | None = None
     lost: bool = False  # another worker took the run over: deliver and record nothing more of it

@@ -31,6 +31,7 @@ from shared.model import (
     EventTarget,
     MisfirePolicy,
     OverlapPolicy,
+    QueueTarget,
     decode_retry,
     decode_target,
     decode_trigger,
@@ -45,11 +46,13 @@ from worker.fairness import FAIR_EVERY_SEC, FireRates, fresh_candidates
 from worker.fire import Fire, RunUpdate, idempotency_key
 from worker.leases import Leases
 from worker.overlap import WAITING, decide, in_flight
-from worker.parking import parks
 from worker.progress import ProgressWriter
 from worker.store import WorkerStore
 
 RESCUE_INTERVAL_SEC = 1.0
+# How often a worker looks for QUEUE runs whose message was consumed (overlap policy), and how many at once.
+HOLD_POLL_SEC = 1.0
+HOLD_CHECKS_AT_ONCE = 16
 MIN_IDLE_SLEEP_SEC = 0.02
 
 # MisfirePolicy(text) goes through Enum's metaclass call: a dict lookup per claimed row is ten times cheaper.
@@ -71,11 +74,10 @@ class OverlapActions:
     """What a claim's overlap decisions leave to do once it committed (worker/overlap.py)."""
 
     cancel: list[tuple[str, datetime, str]]  # runs superseded by CANCEL_OTHER: (id, scheduled_for, why)
-    withdraw: list[tuple[str, datetime, str, str, int]]  # QUEUE ones published: (id, at, why, stream, seq)
     release: list[tuple[str, datetime]]  # buffered runs whose predecessor ended without releasing them
 
     def __bool__(self) -> bool:
-        return bool(self.cancel or self.withdraw or self.release)
+        return bool(self.cancel or self.release)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +148,9 @@ class Worker:
         self._rescue_requested = False  # a NOTIFY: maybe a manual run to deliver now
         self._deliveries: dict[str, tuple[Fire, asyncio.Task[None]]] = {}
         self._task_fires: dict[asyncio.Task[None], list[Fire]] = {}
-        self._overlap = OverlapActions([], [], [])  # of the claim being planned
+        self._overlap = OverlapActions([], [])  # of the claim being planned
         self._chores: set[asyncio.Task[None]] = set()  # overlap actions under way after a claim
+        self._holds_after: str | None = None  # poll_queue_holds' place in the held schedules
         self.last_tick = time.monotonic()  # /ready: the claim loop went round recently
 
     # --- one batch ----------------------------------------------------------------------------------
@@ -175,7 +178,7 @@ class Worker:
         fresh = 0
         if self._backlog and tick - self._last_fair >= FAIR_EVERY_SEC:
             fresh, self._last_fair = fresh_candidates(limit), tick
-        self._overlap = OverlapActions([], [], [])
+        self._overlap = OverlapActions([], [])
         fires, taken, advanced = await self.store.claim(
             now, limit, fresh, self.rates.throttled(tick), lambda rows: self._plan(rows, now, budget)
         )
@@ -236,6 +239,11 @@ class Worker:
                 fired = [f.scheduled_for for f in row_fires if not f.waiting]
                 last_run_at = fired[-1] if fired else None
                 overlap[len(advance["ids"])] = (*(holder or (None, None)), *(buffered or (None, None)), skipped)
+            elif row[15] is not None:
+                # Another policy's state, left by an edit to ALLOW (or to FIXED_DELAY): wound down.
+                ended = self._wind_down(row)
+                if ended is not None:
+                    overlap[len(advance["ids"])] = ended
             fires += row_fires
             advance["ids"].append(schedule_id)
             jitter = row[12]
@@ -281,11 +289,9 @@ class Worker:
         decision = decide(policy, list(by_time), busy, buffered is not None)
         chosen = [by_time[at] for at in decision.fire]
         if decision.cancel and holder is not None and chosen:
+            # Cancelled if still open, else (published into a work queue) withdrawn: after the commit.
             why = f"superseded by the occurrence of {chosen[-1].scheduled_for.isoformat()} (overlap CANCEL_OTHER)"
-            if queued and status == "SUCCEEDED" and state and state[1] and state[2]:
-                self._overlap.withdraw.append((holder[0], holder[1], why, state[1], int(state[2])))
-            else:
-                self._overlap.cancel.append((holder[0], holder[1], why))
+            self._overlap.cancel.append((holder[0], holder[1], why))
         if chosen:
             holder = (chosen[-1].run_id, chosen[-1].scheduled_for)
         if decision.buffer is not None:
@@ -293,8 +299,10 @@ class Worker:
             waiting.waiting = True
             buffered = (waiting.run_id, waiting.scheduled_for)
             chosen.append(waiting)
+        supersedable = policy is OverlapPolicy.CANCEL_OTHER and isinstance(fires[0].target, QueueTarget)
         for fire in chosen:
             fire.rearm = True  # its end releases the schedule
+            fire.confirm_success = supersedable
         if decision.skipped:
             metrics.overlap_skipped.labels(policy.value).inc(decision.skipped)
             logger.info(
@@ -305,31 +313,71 @@ class Worker:
             )
         return chosen, holder, buffered, decision.skipped
 
+    def _wind_down(self, row: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """The overlap state of an ALLOW schedule that had another policy: None (kept) while its run is in
+        flight (its end hands over a buffered run); otherwise a buffered or waiting run is handed over now,
+        and the state cleared once nothing is left."""
+        state = row[14]
+        status = state[0] if state else None
+        holder, buffered = (row[15], row[16]), (row[17], row[18]) if row[17] else None
+        if status == WAITING:
+            self._overlap.release.append(holder)
+        elif in_flight(status, bool(state and state[3])):
+            return None
+        elif buffered is not None:
+            self._overlap.release.append(buffered)
+            return (*buffered, None, None, 0)
+        else:
+            return (None, None, None, None, 0)
+        return (*holder, *(buffered or (None, None)), 0)
+
     async def _settle_overlap(self, actions: OverlapActions, now: datetime) -> None:
-        """After a claim committed: cancel the runs CANCEL_OTHER superseded (a published QUEUE message is
-        withdrawn from its stream instead, if no consumer acked it yet), hand over buffered runs left waiting."""
+        """After a claim committed: cancel the runs CANCEL_OTHER superseded (one already published into a work
+        queue is withdrawn from it instead, if no consumer acked it yet), hand over buffered runs left waiting."""
         try:
-            await self.store.settle_overlap(actions.cancel, actions.release, now)
-            for run_id, at, why, stream, seq in actions.withdraw:
-                if await self.deliverer.publisher.withdraw(stream, seq):
-                    await self.store.withdrawn(
-                        run_id, at, f"withdrawn from the queue before any consumer acked it: {why}"
-                    )
+            published = await self.store.settle_overlap(actions.cancel, actions.release, now)
+            for run_id, at, why, stream, seq, key in published:
+                if await self.deliverer.publisher.withdraw(stream, seq, key):
+                    why = f"withdrawn from the queue before any consumer acked it: {why}"
+                    await self.store.withdrawn(run_id, at, why)
         except Exception:
             # Not fatal: a superseded run not cancelled runs to its end, a buffered run is handed over by a
             # later claim (the claim reads it as WAITING).
             logger.exception("overlap actions after a claim failed")
 
     async def poll_queue_holds(self) -> int:
-        """Release the schedules whose QUEUE run in flight was consumed: its message left the work queue stream
-        (a consumer acked it). Returns how many were released."""
-        held = await self.store.queue_holds(self.config.batch_size)
+        """Release the schedules whose run in flight was published into a work queue and consumed since (a
+        consumer acked it: the stream dropped it), a page of them in turn. Returns how many were released."""
+        held = await self.store.queue_holds(self.config.batch_size, self._holds_after)
+        # The next round goes on from here; a short page means the end was reached: start over.
+        self._holds_after = held[-1][0] if len(held) >= self.config.batch_size else None
         if not held:
             return 0
-        gone = [run_id for run_id, stream, seq in held if not await self.deliverer.publisher.still_queued(stream, seq)]
+        publisher = self.deliverer.publisher
+        gate = asyncio.Semaphore(HOLD_CHECKS_AT_ONCE)
+
+        async def consumed(run_id: str, stream: str, seq: int, key: str) -> str | None:
+            async with gate:
+                return None if await publisher.still_queued(stream, seq, key) else run_id
+
+        found = await asyncio.gather(*(consumed(*h[1:]) for h in held))
+        gone = [run_id for run_id in found if run_id is not None]
         if gone:
             await self.store.release_overlap(gone, self.clock(), acked=True)
         return len(gone)
+
+    async def queue_hold_loop(self, stop: asyncio.Event) -> None:
+        """``poll_queue_holds`` every HOLD_POLL_SEC until ``stop``: on its own task, so a slow NATS never holds
+        up claiming."""
+        while not stop.is_set():
+            try:
+                await self.poll_queue_holds()
+            except Unavailable as exc:
+                logger.debug("queue holds not polled: {}", exc)
+            except Exception:
+                logger.exception("queue hold poll error")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), HOLD_POLL_SEC)
 
     def _plan_row(self, row: tuple[Any, ...], now: datetime) -> tuple[list[Fire], DuePlan]:
         # The columns of schedule_claim_due, in order (tuple rows: a dict per row costs more than its use).
@@ -415,13 +463,14 @@ class Worker:
                         run["attempt"],
                         finished_at=now,
                         error=f"the schedule was {why} before this run was delivered",
+                        rearm=not run["manual"],
                     )
                 )
                 continue
-            # A run its schedule waits for (FIXED_DELAY parking, an overlap policy) tells it when it ends.
-            parked = parks(decode_trigger(schedule["trigger"]), run["manual"]) or (
-                schedule["overlap"] != OverlapPolicy.ALLOW.value and not run["manual"]
-            )
+            # Any run of the sequence tells its schedule when it ends: FIXED_DELAY parking, or the overlap policy
+            # waiting for it (whatever the policy is now: it may have been edited while the run was in flight).
+            target = decode_target(schedule["target"])
+            supersedable = schedule["overlap"] == OverlapPolicy.CANCEL_OTHER.value and isinstance(target, QueueTarget)
             fires.append(
                 Fire(
                     run_id=str(run["id"]),
@@ -429,15 +478,16 @@ class Worker:
                     tenant_id=run["tenant_id"],
                     scheduled_for=run["scheduled_for"],
                     key=run["idempotency_key"],
-                    target=decode_target(schedule["target"]),
+                    target=target,
                     payload=msgspec.Raw(schedule["payload"]),
                     retry=decode_retry(schedule["retry"]),
                     manual=run["manual"],
                     attempt=run["attempt"],
                     trace_context=run["trace_context"],
                     webhook_secret=schedule["webhook_secret"],
-                    rearm=parked,
+                    rearm=not run["manual"],
                     lease_until=lease_until,
+                    confirm_success=supersedable and not run["manual"],
                 )
             )
         rescued = sum(not f.manual for f in fires)
@@ -496,6 +546,7 @@ class Worker:
                             max(1, fire.attempt),
                             finished_at=self.clock(),
                             error=f"internal error: {type(error).__name__}",
+                            rearm=fire.rearm,
                         )
                     )
         if starved:
@@ -528,7 +579,6 @@ class Worker:
                 claimed = await self.claim_once()
                 if rescue_now or loop.time() - last_rescue >= RESCUE_INTERVAL_SEC:
                     last_rescue = loop.time()
-                    await self.poll_queue_holds()
                     claimed += await self.rescue_once()
                     if claimed >= self.config.batch_size:
                         await self.next_due_in()  # busy: still measure the backlog, about once a second
@@ -592,6 +642,7 @@ class Worker:
         heartbeat = asyncio.create_task(self.heartbeat_loop(heartbeat_stop), name="heartbeat")
         relay_stop = asyncio.Event()
         relay = asyncio.create_task(self.relay.run(relay_stop), name="events") if self.relay else None
+        holds = asyncio.create_task(self.queue_hold_loop(relay_stop), name="queue-holds")
         try:
             await self.claim_loop()
         finally:
@@ -608,6 +659,7 @@ class Worker:
             await heartbeat
             if relay is not None:
                 await relay
+            await holds
 
     def _writer_died(self, writer: asyncio.Task[None]) -> None:
         error = None if writer.cancelled() else writer.exception()

@@ -3,21 +3,16 @@
 A FIXED_DELAY schedule counts its delay from when its run *finished* (db-scheduler's FixedDelay), so slow
 targets never overlap: when it fires, its schedule is parked (``next_run_at`` NULL, ``parked_run_id`` the run),
 and when that run reaches a final state the schedule is re-armed ``delaySec`` after it finished. The claim's
-plan parks (``shared/timing/misfire.py``: ``DuePlan.parked``); everything else asks this module: which runs
-park their schedule, when a parked schedule comes due again, and which re-arms are still to be written.
+plan parks (``shared/timing/misfire.py``: ``DuePlan.parked``); everything else asks this module: when a parked
+schedule comes due again, and which re-arms are still to be written.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from shared.model import FixedDelayTrigger, Trigger, decode_trigger
+from shared.model import decode_trigger
 from shared.timing.next_fire import next_fire
-
-
-def parks(trigger: Trigger, manual: bool) -> bool:
-    """Whether a run of this schedule holds it parked (a manual run is outside the sequence: it does not)."""
-    return isinstance(trigger, FixedDelayTrigger) and not manual
 
 
 def rearm_at(stored_trigger: str, tz: str, finished_at: datetime) -> datetime | None:

@@ -140,6 +140,12 @@ class ProgressWriter:
             del self._pending[run_id]
         return still_open
 
+    async def write_now(self, update: RunUpdate) -> str | None:
+        """Write ``update`` now rather than with the next flush (its own pending update goes with it). None if
+        it was written, else the run's status (it was cancelled meanwhile, or another worker holds it)."""
+        self._pending.pop(update.run_id, None)
+        return await self.store.write_now(_columns([update]))
+
     async def run(self, stop: asyncio.Event) -> None:
         """Flush until ``stop`` is set and nothing is left (or, once stopping, until ``self.deadline``)."""
         failures = 0

@@ -107,6 +107,8 @@ async def open_worker(settings: Settings, clock: Callable[[], datetime] = system
         committed=progress.committed,
         leases=leases,
         begin_retry=progress.begin_attempt,
+        write_now=progress.write_now,
+        withdrawn=store.withdrawn,
     )
     relay = EventRelay(store, publisher, publisher.ns)
     worker = Worker(worker_config(settings), store, deliverer, progress, leases, clock, relay=relay)

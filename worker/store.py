@@ -169,43 +169,67 @@ class WorkerStore:
     async def _release_overlap(
         conn: psycopg.AsyncConnection[Any], run_ids: list[str], now: datetime, *, acked: bool
     ) -> None:
-        cur = await conn.execute(sql("schedule_overlap_release_many"), {"run_ids": run_ids, "now": now, "acked": acked})
-        if cur.rowcount:
-            # Buffered runs handed over: wake the workers to deliver them now, not at their next rescue.
-            await conn.execute(sql("schedule_notify"), {"reason": "overlap"})
+        cur = await conn.execute(sql("schedule_overlap_release_many"), {"run_ids": run_ids, "acked": acked})
+        promoted = [row for row in await cur.fetchall() if row[0] is not None]
+        if promoted:
+            params = {"ids": [r[0] for r in promoted], "at": [r[1] for r in promoted], "now": now}
+            cur = await conn.execute(sql("run_release_waiting"), params)
+            if cur.rowcount:
+                # Buffered runs handed over: wake the workers to deliver them now, not at their next rescue.
+                await conn.execute(sql("schedule_notify"), {"reason": "overlap"})
 
     async def settle_overlap(
         self, cancel: list[tuple[str, datetime, str]], release: list[tuple[str, datetime]], now: datetime
-    ) -> None:
-        """After a claim: cancel the runs CANCEL_OTHER superseded, hand over buffered runs left waiting."""
+    ) -> list[tuple[str, datetime, str, str, int, str]]:
+        """After a claim: cancel the runs CANCEL_OTHER superseded that are still open, hand over buffered runs
+        left waiting. Returns the superseded runs that had already published into a work queue, to withdraw:
+        (id, scheduled_for, why, stream, seq, idempotency key)."""
+        published: list[tuple[str, datetime, str, str, int, str]] = []
         async with self._conn() as conn, conn.transaction():
             if cancel:
-                await conn.execute(
-                    sql("run_cancel_superseded"),
-                    {"ids": [c[0] for c in cancel], "at": [c[1] for c in cancel], "errors": [c[2] for c in cancel],
-                     "now": now},
-                )  # fmt: skip
+                why = {c[0]: c[2] for c in cancel}
+                params = {"ids": [c[0] for c in cancel], "at": [c[1] for c in cancel], "now": now}
+                cur = await conn.execute(sql("run_cancel_superseded"), params | {"errors": [c[2] for c in cancel]})
+                cancelled = {r[0] for r in await cur.fetchall()}
+                rest = [c for c in cancel if c[0] not in cancelled]
+                if rest:
+                    params = {"ids": [c[0] for c in rest], "at": [c[1] for c in rest]}
+                    cur = await conn.execute(sql("run_queue_published_many"), params)
+                    published = [(r[0], r[1], why[r[0]], r[2], r[3], r[4]) for r in await cur.fetchall()]
             if release:
-                cur = await conn.execute(
-                    sql("run_release_waiting"),
-                    {"ids": [r[0] for r in release], "at": [r[1] for r in release], "now": now},
-                )
+                params = {"ids": [r[0] for r in release], "at": [r[1] for r in release], "now": now}
+                cur = await conn.execute(sql("run_release_waiting"), params)
                 if cur.rowcount:
                     await conn.execute(sql("schedule_notify"), {"reason": "overlap"})
+        return published
 
-    async def withdrawn(self, run_id: str, at: datetime, error: str) -> None:
-        """A QUEUE run's message was deleted from its stream unconsumed (CANCEL_OTHER): the run is CANCELLED."""
+    async def withdrawn(self, run_id: str, at: datetime, error: str, delivery: str | None = None) -> None:
+        """A run's message was deleted from its work queue unconsumed (CANCEL_OTHER): the run is CANCELLED, its
+        delivery (``delivery``: the publish's, when the run never recorded it) marked withdrawn."""
         async with self._conn() as conn:
-            await conn.execute(sql("run_withdrawn"), {"id": run_id, "at": at, "error": error})
+            params = {"id": run_id, "at": at, "error": error, "delivery": delivery}
+            await conn.execute(sql("run_withdrawn"), params)
             await conn.commit()
 
-    async def queue_holds(self, limit: int) -> list[tuple[str, str, int]]:
-        """QUEUE runs that were published and still hold their schedule: (run id, stream, seq)."""
+    async def queue_holds(self, limit: int, after: str | None) -> list[tuple[str, str, str, int, str]]:
+        """Runs published into a work queue that still hold their schedule, after schedule id ``after`` in
+        schedule id order: (schedule id, run id, stream, seq, idempotency key)."""
         async with self._conn() as conn:
-            cur = await conn.execute(sql("schedule_overlap_queue_held"), {"limit": limit})
+            cur = await conn.execute(sql("schedule_overlap_queue_held"), {"limit": limit, "after": after})
             rows = await cur.fetchall()
             await conn.commit()
-        return [(r[0], r[1], r[2]) for r in rows if r[1] and r[2] is not None]
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows if r[2] and r[3] is not None]
+
+    async def write_now(self, update: dict[str, Any]) -> str | None:
+        """Write one run's update at once (fenced like every progress write). None if it was written, else the
+        run's status: it is no longer open (cancelled meanwhile) or no longer this worker's."""
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(sql("run_update_many"), update | {"worker": self.worker_id})
+            if cur.rowcount == 1:
+                return None
+            cur = await conn.execute(sql("run_status"), {"id": update["ids"][0], **id_span(update["ids"])})
+            row = await cur.fetchone()
+            return str(row[0]) if row else "MISSING"
 
     async def begin_attempt(self, run_id: str, pending: dict[str, Any] | None) -> bool:
         """Write ``pending`` (the run's own update not flushed yet), then mark the run's retry as under way; False

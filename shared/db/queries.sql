@@ -120,9 +120,9 @@ SELECT 1;
 -- UUID object per row costs more than the cast.
 SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit,
        COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec,
-       -- The overlap policy (sql/0080, worker/overlap.py): the state of the run it waits for, read only then
-       -- (WAITING: a buffered run nobody released yet).
-       overlap, CASE WHEN overlap <> 'ALLOW' AND overlap_run_id IS NOT NULL THEN
+       -- The overlap policy (sql/0080, worker/overlap.py): the state of the run the schedule waits for, if any
+       -- (WAITING: a buffered run nobody released yet; an ALLOW schedule that had another policy winds it down).
+       overlap, CASE WHEN overlap_run_id IS NOT NULL THEN
                      (SELECT ARRAY[CASE WHEN r.lease_until IS NULL AND r.status = 'PENDING' THEN 'WAITING' ELSE r.status END,
                              r.delivery ->> 'stream', r.delivery ->> 'seq', r.delivery ->> 'queue'] FROM runs AS r
                        WHERE r.id = schedules.overlap_run_id AND r.scheduled_for = schedules.overlap_run_at) END,
@@ -153,7 +153,7 @@ picked AS (
 fresh AS (
     SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit,
            COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec,
-           overlap, CASE WHEN overlap <> 'ALLOW' AND overlap_run_id IS NOT NULL THEN
+           overlap, CASE WHEN overlap_run_id IS NOT NULL THEN
                          (SELECT ARRAY[CASE WHEN r.lease_until IS NULL AND r.status = 'PENDING' THEN 'WAITING' ELSE r.status END,
                              r.delivery ->> 'stream', r.delivery ->> 'seq', r.delivery ->> 'queue'] FROM runs AS r
                            WHERE r.id = schedules.overlap_run_id AND r.scheduled_for = schedules.overlap_run_at) END,
@@ -164,7 +164,7 @@ fresh AS (
 oldest AS (
     SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit,
            COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec,
-           overlap, CASE WHEN overlap <> 'ALLOW' AND overlap_run_id IS NOT NULL THEN
+           overlap, CASE WHEN overlap_run_id IS NOT NULL THEN
                          (SELECT ARRAY[CASE WHEN r.lease_until IS NULL AND r.status = 'PENDING' THEN 'WAITING' ELSE r.status END,
                              r.delivery ->> 'stream', r.delivery ->> 'seq', r.delivery ->> 'queue'] FROM runs AS r
                            WHERE r.id = schedules.overlap_run_id AND r.scheduled_for = schedules.overlap_run_at) END,
@@ -245,9 +245,22 @@ RETURNING r.id::text;
 
 -- name: run_withdrawn
 -- Overlap CANCEL_OTHER of a QUEUE run: its message was deleted from the stream before any consumer acked it.
-UPDATE runs SET status = 'CANCELLED', error = %(error)s,
-                delivery = COALESCE(delivery, '{}'::jsonb) || '{"withdrawn": true}'::jsonb
- WHERE id = %(id)s AND scheduled_for = %(at)s AND status = 'SUCCEEDED';
+-- `delivery`: the publish's outcome, when the run was cancelled before recording it (NULL: keep the recorded one).
+UPDATE runs
+   SET status = 'CANCELLED', error = %(error)s, finished_at = COALESCE(finished_at, now()),
+       delivery = COALESCE(%(delivery)s::jsonb, delivery, '{}'::jsonb) || '{"withdrawn": true}'::jsonb
+ WHERE id = %(id)s AND scheduled_for = %(at)s AND status IN ('SUCCEEDED', 'CANCELLED');
+
+-- name: run_status
+-- One run's status, looked for in the partitions its id names (`from`/`until`, shared/db/run_ids.py).
+SELECT status FROM runs WHERE id = %(id)s AND scheduled_for >= %(from)s AND scheduled_for < %(until)s;
+
+-- name: run_queue_published_many
+-- Of these runs, those that SUCCEEDED by publishing into a work queue: where their message is.
+SELECT r.id::text, r.scheduled_for, r.delivery ->> 'stream', (r.delivery ->> 'seq')::bigint, r.idempotency_key
+  FROM runs AS r
+  JOIN unnest(%(ids)b::uuid[], %(at)b::timestamptz[]) AS c(id, at) ON r.id = c.id AND r.scheduled_for = c.at
+ WHERE r.status = 'SUCCEEDED' AND r.delivery ? 'queue';
 
 -- name: run_release_waiting
 -- Hand BUFFER_ONE's waiting runs to the workers now (the runs they waited for ended): the next rescue delivers.
@@ -258,22 +271,19 @@ RETURNING r.id::text;
 
 -- name: schedule_overlap_release_many
 -- Runs that ended: the schedules waiting for them are released, their buffered run (if any) becoming the one in
--- flight and handed to the workers. A run that SUCCEEDED by publishing into a work queue (delivery.queue) still
--- holds until a consumer acked its message (`acked`: the stream poll found it gone, or the run was cancelled).
-WITH released AS (
-    UPDATE schedules AS s
-       SET overlap_run_id = s.overlap_buffered_run_id, overlap_run_at = s.overlap_buffered_at,
-           overlap_buffered_run_id = NULL, overlap_buffered_at = NULL
-     WHERE s.overlap_run_id = ANY(%(run_ids)b::uuid[])
-       AND (%(acked)s
-            OR NOT EXISTS (SELECT 1 FROM runs AS r WHERE r.id = s.overlap_run_id AND r.scheduled_for = s.overlap_run_at
-                              AND r.status = 'SUCCEEDED' AND r.delivery ? 'queue'))
-    RETURNING s.overlap_run_id, s.overlap_run_at)
-UPDATE runs AS r SET lease_until = %(now)s
-  FROM released
- WHERE r.id = released.overlap_run_id AND r.scheduled_for = released.overlap_run_at
-   AND r.status = 'PENDING' AND r.lease_until IS NULL
-RETURNING r.id::text;
+-- flight; returns it, for run_release_waiting to hand over (a statement of its own: this one's snapshot may
+-- not see a buffered run committed while it waited for the schedule's lock). Only a run that really ended
+-- releases (a late outcome of a run another worker took over was not written: its run is still open), and one
+-- published into a work queue (delivery.queue) not until a consumer acked it (`acked`: the stream poll found
+-- it gone).
+UPDATE schedules AS s
+   SET overlap_run_id = s.overlap_buffered_run_id, overlap_run_at = s.overlap_buffered_at,
+       overlap_buffered_run_id = NULL, overlap_buffered_at = NULL
+ WHERE s.overlap_run_id = ANY(%(run_ids)b::uuid[])
+   AND NOT EXISTS (SELECT 1 FROM runs AS r WHERE r.id = s.overlap_run_id AND r.scheduled_for = s.overlap_run_at
+                      AND (r.status IN ('PENDING', 'RETRYING')
+                           OR (r.status = 'SUCCEEDED' AND r.delivery ? 'queue' AND NOT %(acked)s)))
+RETURNING s.overlap_run_id::text, s.overlap_run_at;
 
 -- name: schedule_overlap_forget_buffered
 -- A cancelled run was a schedule's buffered one: the buffer is free again.
@@ -282,11 +292,14 @@ UPDATE schedules SET overlap_buffered_run_id = NULL, overlap_buffered_at = NULL
 
 -- name: schedule_overlap_queue_held
 -- Runs published into a work queue (SUCCEEDED) that still hold their schedule: is their message still there?
--- Whatever the schedule's policy or target is now: a buffered run may wait behind one.
-SELECT r.id::text, r.delivery ->> 'stream', (r.delivery ->> 'seq')::bigint
+-- Whatever the schedule's policy or target is now (a buffered run may wait behind one); a page at a time in
+-- schedule id order, after `after`, so every held schedule is looked at in turn.
+SELECT s.id::text, r.id::text, r.delivery ->> 'stream', (r.delivery ->> 'seq')::bigint, r.idempotency_key
   FROM schedules AS s
   JOIN runs AS r ON r.id = s.overlap_run_id AND r.scheduled_for = s.overlap_run_at
- WHERE s.overlap_run_id IS NOT NULL AND r.status = 'SUCCEEDED' AND r.delivery ? 'queue'
+ WHERE s.overlap_run_id IS NOT NULL AND (%(after)s::uuid IS NULL OR s.id > %(after)s::uuid)
+   AND r.status = 'SUCCEEDED' AND r.delivery ? 'queue'
+ ORDER BY s.id
  LIMIT %(limit)s;
 
 -- name: run_insert_manual

@@ -682,6 +682,12 @@ class Repository:
         it is re-armed (``rearm`` gives its next run), as if the run had finished now."""
         key = {"tenant_id": tenant_id, "id": run_id}
         async with self._conn(tenant_id) as conn, conn.transaction():
+            # The schedule's row first, as a claim locks it: releasing its overlap below then waits for no one
+            # holding the run while waiting for the schedule.
+            cur = await conn.execute(sql("run_get"), key)
+            found = await cur.fetchone()
+            if found is not None:
+                await conn.execute(sql("schedule_get_for_update"), {"tenant_id": tenant_id, "id": found["schedule_id"]})
             cur = await conn.execute(sql("run_cancel"), {**key, "now": now, "error": f"cancelled by {audit.actor}"})
             row = await cur.fetchone()
             if row is None:
@@ -697,11 +703,15 @@ class Repository:
             # Under an overlap policy the schedule stops waiting for it (a buffered successor is handed over),
             # and a cancelled buffered run frees the buffer.
             await conn.execute(sql("schedule_overlap_forget_buffered"), {"tenant_id": tenant_id, "run_id": run_id})
-            cur = await conn.execute(
-                sql("schedule_overlap_release_many"), {"run_ids": [run_id], "now": now, "acked": True}
-            )
-            if cur.rowcount:
-                await conn.execute(sql("schedule_notify"), {"reason": "overlap"})
+            cur = await conn.execute(sql("schedule_overlap_release_many"), {"run_ids": [run_id], "acked": True})
+            promoted = [row for row in await cur.fetchall() if row["overlap_run_id"] is not None]
+            if promoted:
+                ids = [r["overlap_run_id"] for r in promoted]
+                cur = await conn.execute(
+                    sql("run_release_waiting"), {"ids": ids, "at": [r["overlap_run_at"] for r in promoted], "now": now}
+                )
+                if cur.rowcount:
+                    await conn.execute(sql("schedule_notify"), {"reason": "overlap"})
             cur = await conn.execute(sql("schedule_get_parked_by_run"), {"tenant_id": tenant_id, "run_id": run_id})
             parked = await cur.fetchone()
             if parked is not None:

@@ -20,7 +20,17 @@ import psycopg
 import pytest
 from aiohttp import web
 
-from shared.model import CronTrigger, EventTarget, HttpSpec, HttpTarget, MisfirePolicy, OverlapPolicy, RetryPolicy
+from shared.model import (
+    CronTrigger,
+    EventTarget,
+    HttpSpec,
+    HttpTarget,
+    MisfirePolicy,
+    OverlapPolicy,
+    QueueSpec,
+    QueueTarget,
+    RetryPolicy,
+)
 from shared.settings import Settings
 from tests.integration.conftest import event_subject
 from tests.integration.fleet_tools import run_rows, seed_due
@@ -321,6 +331,19 @@ def forget(db_url: str, schedule_id: str) -> None:
         conn.execute("DELETE FROM schedules WHERE id = %s", (schedule_id,))
 
 
+def run_keys(db_url: str, schedule_id: str) -> list[str]:
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT idempotency_key FROM runs WHERE schedule_id = %s ORDER BY scheduled_for", (schedule_id,)
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def sql_exec(db_url: str, statement: str, *params: object) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute(statement, params)  # type: ignore[arg-type]
+
+
 async def stop_deliveries(worker: Worker) -> None:
     """The process died mid-delivery: nothing more of those runs is recorded."""
     for task in list(worker._task_fires):
@@ -357,14 +380,19 @@ async def test_one_claim_of_several_due_occurrences_follows_the_overlap_policy(
         await claim_until(worker, db_url, schedule_id, 1)
         runs, count = overlap_state(db_url, schedule_id)
         await eventually(lambda: len(receiver.on("/ovl")) >= len(fired), timeout=10)
-        await asyncio.sleep(0.2)  # nothing more arrives
+        await stop_deliveries(worker)
+        # Long after every lease ran out, a rescue takes the fired runs over again, never a waiting one.
+        clock.advance(3600)
+        await worker.rescue_once()
+        await asyncio.sleep(0.3)
         await stop_deliveries(worker)
     forget(db_url, schedule_id)
+    waiting_keys = {key for (at, _, wait), key in zip(runs, run_keys(db_url, schedule_id), strict=True) if wait}
+    assert not waiting_keys & {r.headers["Idempotency-Key"] for r in receiver.on("/ovl")}
     minutes = [int((at - start).total_seconds() // 60) for at, _, _ in runs]
     assert minutes == sorted(fired + waiting)
     assert [m for m, (_, _, wait) in zip(minutes, runs, strict=True) if wait] == waiting
     assert count == skipped
-    assert len(receiver.on("/ovl")) == len(fired)  # a waiting run is not delivered
 
 
 async def test_a_buffered_run_its_dead_predecessor_never_released_is_delivered(make_worker, clock, db_url, receiver):
@@ -413,3 +441,131 @@ async def test_a_buffered_run_its_dead_predecessor_never_released_is_delivered(m
         (2, "SUCCEEDED"),
     ]
     assert count == 0
+
+
+async def buffered_schedule(make_worker, clock, db_url, receiver, path: str, tenant: str) -> tuple[str, datetime]:
+    """A BUFFER_ONE schedule claimed once: minute 0 in flight (its call hangs), minute 1 waiting; the worker is
+    gone (its delivery stopped). Returns the schedule id and minute 0."""
+    hang = asyncio.Event()
+
+    async def first_hangs(n: int) -> web.Response:
+        if n == 1:
+            await hang.wait()
+        return web.Response(status=200)
+
+    receiver.behave[path] = first_hangs
+    target = HttpTarget(http=HttpSpec(url=f"{receiver.url}{path}", timeout_sec=60))
+    start = clock.now.replace(second=0) + timedelta(minutes=1)
+    async with make_worker() as worker:
+        [schedule_id] = seed_due(
+            db_url, tenant, [start], target, trigger=CronTrigger(cron="* * * * *"), overlap=OverlapPolicy.BUFFER_ONE
+        )
+        clock.advance((start - clock.now).total_seconds() + 60)
+        await claim_until(worker, db_url, schedule_id, 2)
+        await eventually(lambda: len(receiver.on(path)) == 1, timeout=10)
+        await stop_deliveries(worker)
+    return schedule_id, start
+
+
+async def test_deleting_a_schedule_cancels_its_waiting_run(make_worker, clock, db_url, receiver):
+    tenant = f"ovd-{uuid.uuid4().hex[:6]}"
+    schedule_id, _ = await buffered_schedule(make_worker, clock, db_url, receiver, "/ovd", tenant)
+    forget(db_url, schedule_id)
+    with psycopg.connect(db_url) as conn:
+        errors = conn.execute(
+            "SELECT status, error FROM runs WHERE schedule_id = %s ORDER BY scheduled_for", (schedule_id,)
+        ).fetchall()
+    assert errors[0][0] == "PENDING"  # minute 0 is still leased: a rescue finds its schedule gone, cancels it
+    assert errors[1][0] == "CANCELLED" and "deleted" in errors[1][1]
+
+
+async def test_an_edit_to_allow_hands_over_a_run_left_waiting(make_worker, clock, db_url, receiver):
+    tenant = f"ova-{uuid.uuid4().hex[:6]}"
+    schedule_id, start = await buffered_schedule(make_worker, clock, db_url, receiver, "/ova", tenant)
+    # Minute 0 ended without handing minute 1 over (its worker died between), then the policy became ALLOW.
+    sql_exec(db_url, "UPDATE runs SET status = 'SUCCEEDED' WHERE schedule_id = %s AND scheduled_for = %s",
+             schedule_id, start)  # fmt: skip
+    sql_exec(db_url, "UPDATE schedules SET overlap = 'ALLOW' WHERE id = %s", schedule_id)
+    async with make_worker() as other:
+        clock.advance(60)
+        await claim_until(other, db_url, schedule_id, 3)  # minute 2 fires (ALLOW), minute 1 is handed over
+        await asyncio.gather(*other._chores)
+        clock.advance(1)
+        await other.rescue_once()
+        await settle(other)
+    runs, _ = overlap_state(db_url, schedule_id)
+    forget(db_url, schedule_id)
+    assert [status for _, status, _ in runs] == ["SUCCEEDED"] * 3
+    with psycopg.connect(db_url) as conn:
+        left = conn.execute("SELECT count(*) FROM schedules WHERE overlap_buffered_run_id IS NOT NULL AND id = %s",
+                            (schedule_id,)).fetchone()  # fmt: skip
+    assert left == (0,)
+
+
+async def test_a_late_outcome_of_a_run_taken_over_does_not_release_its_schedule(make_worker, clock, db_url, receiver):
+    # Worker A freezes with a SKIP schedule's run in flight; B takes the run over after the lease; A's call then
+    # succeeds, but its outcome is not written (fenced), so the schedule still waits for B's delivery.
+    a_may_answer, b_hangs = asyncio.Event(), asyncio.Event()
+
+    async def calls(n: int) -> web.Response:
+        await (a_may_answer if n == 1 else b_hangs).wait()
+        return web.Response(status=200)
+
+    receiver.behave["/ovf"] = calls
+    tenant = f"ovf-{uuid.uuid4().hex[:6]}"
+    target = HttpTarget(http=HttpSpec(url=f"{receiver.url}/ovf", timeout_sec=120))
+    start = clock.now.replace(second=0) + timedelta(minutes=1)
+    async with make_worker() as a, make_worker() as b:
+        [schedule_id] = seed_due(
+            db_url, tenant, [start], target, trigger=CronTrigger(cron="* * * * *"), overlap=OverlapPolicy.SKIP
+        )
+        clock.advance((start - clock.now).total_seconds())
+        await claim_until(a, db_url, schedule_id, 1)
+        await eventually(lambda: len(receiver.on("/ovf")) == 1, timeout=10)
+        clock.advance(15)  # past A's lease: B rescues the run
+        assert await b.rescue_once() >= 1
+        await eventually(lambda: len(receiver.on("/ovf")) == 2, timeout=10)
+        a_may_answer.set()
+        await asyncio.gather(*a._task_fires, return_exceptions=True)
+        await a.progress.flush()
+        clock.advance(60)  # minute 1 is due while B's delivery is in flight
+        await claim_until(b, db_url, schedule_id, 1)
+        runs, skipped = overlap_state(db_url, schedule_id)
+        await stop_deliveries(b)
+    forget(db_url, schedule_id)
+    assert [status for _, status, _ in runs] == ["PENDING"]  # B still delivers it; minute 1 got no run
+    assert skipped >= 1
+
+
+async def test_a_queue_run_superseded_while_it_was_published_is_withdrawn(make_worker, clock, db_url, nats_url):
+    # CANCEL_OTHER cancels a QUEUE run that is still open; if its worker was publishing it at that moment, the
+    # publish goes through, its success is refused (the run is cancelled), and its message is withdrawn.
+    tenant = f"ovq-{uuid.uuid4().hex[:6]}"
+    target = QueueTarget(queue=QueueSpec(topic="ovq.jobs"))
+    start = clock.now.replace(second=0) + timedelta(minutes=1)
+    async with make_worker() as worker:
+        [schedule_id] = seed_due(
+            db_url, tenant, [start], target, trigger=CronTrigger(cron="* * * * *"), overlap=OverlapPolicy.CANCEL_OTHER
+        )
+        publisher = worker.deliverer.publisher
+        real_send = publisher.send
+
+        async def published_then_superseded(fire):  # type: ignore[no-untyped-def]
+            result = await real_send(fire)
+            sql_exec(db_url, "UPDATE runs SET status = 'CANCELLED', lease_until = NULL, error = 'superseded'"
+                     " WHERE id = %s", fire.run_id)  # fmt: skip
+            return result
+
+        publisher.send = published_then_superseded  # type: ignore[method-assign]
+        clock.advance((start - clock.now).total_seconds())
+        await claim_until(worker, db_url, schedule_id, 1)
+        await settle(worker)
+        with psycopg.connect(db_url) as conn:
+            status, delivery = conn.execute(
+                "SELECT status, delivery FROM runs WHERE schedule_id = %s", (schedule_id,)
+            ).fetchone()  # type: ignore[misc]
+        js = worker.deliverer.publisher.js
+        info = await js.stream_info(delivery["stream"])
+    forget(db_url, schedule_id)
+    assert status == "CANCELLED" and delivery["withdrawn"] is True
+    assert info.state.messages == 0  # the message never reaches a consumer

@@ -1076,3 +1076,18 @@ def test_dtstart_is_the_first_occurrence_even_after_until(
     text: str, after: datetime, expected: datetime | None
 ) -> None:
     assert rrule_next(text, BERLIN, utc(2020, 1, 1), after) == expected
+
+
+def test_a_dtstart_in_an_overlap_with_until_between_its_folds_stops_at_until() -> None:
+    # 02:30 happens twice on 2024-10-27 in Berlin (00:30Z and 01:30Z); under overlap BOTH both are occurrences,
+    # but UNTIL 00:35Z ends the rule between them: the second fold is not one.
+    text = "DTSTART;TZID=Europe/Berlin:20241027T023000\nRRULE:FREQ=DAILY;UNTIL=20241027T003500Z"
+    first = rrule_next(text, BERLIN, utc(2020, 1, 1), utc(2024, 10, 27), both_folds=True)
+    assert first == utc(2024, 10, 27, 0, 30)
+    assert rrule_next(text, BERLIN, utc(2020, 1, 1), first, both_folds=True) is None
+    # UNTIL before both folds: DTSTART stays the first occurrence, with both of its folds.
+    early = "DTSTART;TZID=Europe/Berlin:20241027T023000\nRRULE:FREQ=DAILY;UNTIL=20241027T000000Z"
+    assert rrule_next(early, BERLIN, utc(2020, 1, 1), utc(2024, 10, 27), both_folds=True) == utc(2024, 10, 27, 0, 30)
+    assert rrule_next(early, BERLIN, utc(2020, 1, 1), utc(2024, 10, 27, 0, 30), both_folds=True) == utc(
+        2024, 10, 27, 1, 30
+    )

@@ -23,7 +23,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import PubAck
+from nats.js.api import PubAck, RetentionPolicy
 
 from shared.messaging.streams import (
     NATS_ERRORS,
@@ -44,6 +44,8 @@ from worker.targets.cloudevents import envelope
 
 STREAM_LOOKUP_TTL_SEC = 30.0
 PUBLISH_TIMEOUT_SEC = 5
+# Checking whether a QUEUE run still holds its schedule (or withdrawing it) gives up after this: still held.
+HOLD_CHECK_TIMEOUT_SEC = 1.0
 
 
 def _headers(key: str) -> dict[str, str]:
@@ -182,6 +184,7 @@ class NatsPublisher:
         self._queue_streams: dict[tuple[str, str], str] = {}
         self._capturing: dict[str, tuple[float, str | None]] = {}  # the operator's dead-letter subject
         self._acks = AckInbox(nc)
+        self._work_queues: dict[str, tuple[float, bool]] = {}  # stream -> (known until, is a work queue)
         self._flush_round: asyncio.Future[None] | None = None
         self._rounds: set[asyncio.Future[None]] = set()
 
@@ -238,23 +241,41 @@ class NatsPublisher:
 
     # --- the overlap policy's QUEUE runs (worker/overlap.py) ---
 
-    async def still_queued(self, stream: str, seq: int) -> bool:
-        """Whether a QUEUE message is still in its work queue stream: no consumer acked it yet. When NATS cannot
-        tell, it counts as still there, so the schedule keeps waiting rather than overlap."""
+    async def still_queued(self, stream: str, seq: int, key: str) -> bool:
+        """Whether a run's QUEUE message is still in its work queue stream: no consumer acked it yet. When NATS
+        cannot tell, it counts as still there, so the schedule keeps waiting rather than overlap; a stream that
+        never drops consumed messages (an operator's, not a work queue) cannot tell: it counts as consumed."""
         try:
-            await self.jsm.get_msg(stream, seq)
-        except nats.js.errors.NotFoundError:
-            return False  # acked (a work queue drops it then), or its stream is gone
+            found = await self._queued_message(stream, seq, key)
+            return found and await self._is_work_queue(stream)
         except NATS_ERRORS:
             return True
-        return True
 
-    async def withdraw(self, stream: str, seq: int) -> bool:
-        """Delete a QUEUE message no consumer acked yet (CANCEL_OTHER); False if it was consumed already."""
+    async def withdraw(self, stream: str, seq: int, key: str) -> bool:
+        """Delete a run's QUEUE message no consumer acked yet (CANCEL_OTHER); False if it is gone already."""
         try:
-            return bool(await self.jsm.delete_msg(stream, seq))
+            if not await self._queued_message(stream, seq, key):
+                return False
+            return bool(await asyncio.wait_for(self.jsm.delete_msg(stream, seq), HOLD_CHECK_TIMEOUT_SEC))
         except NATS_ERRORS:
             return False
+
+    async def _queued_message(self, stream: str, seq: int, key: str) -> bool:
+        try:
+            msg = await asyncio.wait_for(self.jsm.get_msg(stream, seq), HOLD_CHECK_TIMEOUT_SEC)
+        except nats.js.errors.NotFoundError:
+            return False  # acked (a work queue drops it then), or its stream is gone
+        # A stream deleted and made again numbers its messages anew: this seq may hold another run's message.
+        return (msg.headers or {}).get("Nats-Msg-Id") == key
+
+    async def _is_work_queue(self, stream: str) -> bool:
+        now = time.monotonic()
+        known = self._work_queues.get(stream)
+        if known is None or known[0] < now:
+            info = await asyncio.wait_for(self.jsm.stream_info(stream), HOLD_CHECK_TIMEOUT_SEC)
+            known = (now + 60.0, info.config.retention == RetentionPolicy.WORK_QUEUE)
+            self._work_queues[stream] = known
+        return known[1]
 
     # --- batches of EVENTs ---
 

@@ -91,10 +91,11 @@ class Compiled:
             generated = index < len(grid) and grid.key(index) == expander.dtstart_key
             extra = 0 if generated else 1
             if generated:
-                # The rule yields it, with the policy applied there, unless UNTIL lies before it: DTSTART is the
-                # first occurrence all the same, so only that copy is kept here.
+                # The rule yields it, with the policy applied there, unless UNTIL lies before all of it (both
+                # folds under overlap BOTH): DTSTART is the first occurrence all the same, so it is kept here.
                 until = self.until
-                self.dtstart_instants = tuple(i for i in self.dtstart_instants if until is not None and i > until)
+                if until is None or any(instant <= until for instant in self.dtstart_instants):
+                    self.dtstart_instants = ()
         self._marks: list[tuple[int, int]] = [(expander.first_unit, extra)]  # (unit, occurrences before it)
         self._cursor = self._marks[0]
         self._lock = Lock()
