@@ -240,7 +240,7 @@ class Worker:
                 last_run_at = fired[-1] if fired else None
                 overlap[len(advance["ids"])] = (*(holder or (None, None)), *(buffered or (None, None)), skipped)
             elif row[15] is not None:
-                # Another policy's state, left by an edit to ALLOW (or to FIXED_DELAY): wound down.
+                # State no decision above maintains (an edit to ALLOW, a claim that fires nothing): wound down.
                 ended = self._wind_down(row)
                 if ended is not None:
                     overlap[len(advance["ids"])] = ended
@@ -314,9 +314,9 @@ class Worker:
         return chosen, holder, buffered, decision.skipped
 
     def _wind_down(self, row: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        """The overlap state of an ALLOW schedule that had another policy: None (kept) while its run is in
-        flight (its end hands over a buffered run); otherwise a buffered or waiting run is handed over now,
-        and the state cleared once nothing is left."""
+        """The overlap state of a schedule whose claim made no overlap decision (ALLOW now, or nothing to
+        fire): None (kept) while its run is in flight (its end hands over a buffered run); otherwise a
+        buffered or waiting run is handed over now, and the state cleared once nothing is left."""
         state = row[14]
         status = state[0] if state else None
         holder, buffered = (row[15], row[16]), (row[17], row[18]) if row[17] else None
