@@ -169,10 +169,14 @@ class Deliverer:
             duration_ms=int(elapsed * 1000),
             delivery=detail,
         )
-        try:
-            status = await self.write_now(update)
-        except Unavailable:
-            return True  # recorded the usual way once the database is back
+        while True:
+            try:
+                status = await self.write_now(update)
+                break
+            except Unavailable as exc:
+                # Until it is known whether the run was cancelled meanwhile (its message must then go).
+                logger.warning("run {} cannot record its publish yet: {}", fire.run_id, exc)
+                await asyncio.sleep(OUTAGE_RETRY_SEC)
         if status is None:
             return True
         if status == "CANCELLED":

@@ -224,6 +224,7 @@ class Worker:
             schedule_id = row[0]
             try:
                 row_fires, plan = self._plan_row(row, now)
+                decided = self._overlap_of(row, plan, row_fires)
             except Exception:
                 logger.exception("schedule {} cannot be planned; retrying it in {}", schedule_id, POISON_BACKOFF)
                 advance["ids"].append(schedule_id)
@@ -233,17 +234,12 @@ class Worker:
                 advance["parked_run_id"].append(None)
                 continue
             last_run_at = plan.fire_at[-1] if plan.fire_at else None
-            policy = _OVERLAPS[row[13]]
-            if policy is not OverlapPolicy.ALLOW and row_fires and not plan.parked:
-                row_fires, holder, buffered, skipped = self._decide_overlap(row, policy, row_fires)
+            if decided is not None:
+                row_fires, state = decided
                 fired = [f.scheduled_for for f in row_fires if not f.waiting]
                 last_run_at = fired[-1] if fired else None
-                overlap[len(advance["ids"])] = (*(holder or (None, None)), *(buffered or (None, None)), skipped)
-            elif row[15] is not None:
-                # State no decision above maintains (an edit to ALLOW, a claim that fires nothing): wound down.
-                ended = self._wind_down(row)
-                if ended is not None:
-                    overlap[len(advance["ids"])] = ended
+                if state is not None:
+                    overlap[len(advance["ids"])] = state
             fires += row_fires
             advance["ids"].append(schedule_id)
             jitter = row[12]
@@ -269,6 +265,20 @@ class Worker:
             **_overlap_columns(overlap, len(advance["ids"])),
         }
 
+    def _overlap_of(
+        self, row: tuple[Any, ...], plan: DuePlan, fires: list[Fire]
+    ) -> tuple[list[Fire], tuple[Any, ...] | None] | None:
+        """The row's runs and new overlap state (None: kept) under its overlap policy; None when it has none
+        to apply or wind down."""
+        policy = _OVERLAPS[row[13]]
+        if policy is not OverlapPolicy.ALLOW and fires and not plan.parked:
+            chosen, holder, buffered, skipped = self._decide_overlap(row, policy, fires)
+            return chosen, (*(holder or (None, None)), *(buffered or (None, None)), skipped)
+        if row[15] is not None:
+            # State no decision above maintains (an edit to ALLOW, a claim that fires nothing): wound down.
+            return fires, self._wind_down(row)
+        return None
+
     def _decide_overlap(
         self, row: tuple[Any, ...], policy: OverlapPolicy, fires: list[Fire]
     ) -> tuple[list[Fire], tuple[str, datetime] | None, tuple[str, datetime] | None, int]:
@@ -292,6 +302,9 @@ class Worker:
             # Cancelled if still open, else (published into a work queue) withdrawn: after the commit.
             why = f"superseded by the occurrence of {chosen[-1].scheduled_for.isoformat()} (overlap CANCEL_OTHER)"
             self._overlap.cancel.append((holder[0], holder[1], why))
+            if buffered is not None:  # left by an earlier BUFFER_ONE: it would run after the newer one
+                self._overlap.cancel.append((buffered[0], buffered[1], why))
+                buffered = None
         if chosen:
             holder = (chosen[-1].run_id, chosen[-1].scheduled_for)
         if decision.buffer is not None:
@@ -356,7 +369,9 @@ class Worker:
         publisher = self.deliverer.publisher
         gate = asyncio.Semaphore(HOLD_CHECKS_AT_ONCE)
 
-        async def consumed(run_id: str, stream: str, seq: int, key: str) -> str | None:
+        async def consumed(run_id: str, stream: str | None, seq: int | None, key: str) -> str | None:
+            if not stream or seq is None:
+                return run_id  # no message to look for: nothing can hold the schedule
             async with gate:
                 return None if await publisher.still_queued(stream, seq, key) else run_id
 
@@ -506,8 +521,11 @@ class Worker:
         lost = await self.leases.renew(self.in_flight())
         for fire in lost:
             entry = self._deliveries.get(fire.run_id)
-            if entry is not None and len(self._task_fires.get(entry[1], ())) == 1:
-                entry[1].cancel()  # its own task: another worker delivers this run now
+            # Its own task: another worker delivers this run now, or it was cancelled. Not a QUEUE run that
+            # CANCEL_OTHER may supersede: stopped mid-publish, it would leave its message behind; its delivery
+            # ends by itself (the publish is bounded) and withdraws the message if the run was cancelled.
+            if entry is not None and len(self._task_fires.get(entry[1], ())) == 1 and not fire.confirm_success:
+                entry[1].cancel()
         return len(lost)
 
     def _start(self, fires: Iterable[Fire]) -> None:
@@ -642,11 +660,14 @@ class Worker:
         heartbeat = asyncio.create_task(self.heartbeat_loop(heartbeat_stop), name="heartbeat")
         relay_stop = asyncio.Event()
         relay = asyncio.create_task(self.relay.run(relay_stop), name="events") if self.relay else None
-        holds = asyncio.create_task(self.queue_hold_loop(relay_stop), name="queue-holds")
+        holds_stop = asyncio.Event()
+        holds = asyncio.create_task(self.queue_hold_loop(holds_stop), name="queue-holds")
         try:
             await self.claim_loop()
         finally:
             listener.cancel()
+            holds_stop.set()
+            holds.cancel()  # a page of checks may take seconds; the next worker polls them again
             ends = time.monotonic() + self.config.shutdown_grace_sec
             await self._drain()
             heartbeat_stop.set()
@@ -659,7 +680,10 @@ class Worker:
             await heartbeat
             if relay is not None:
                 await relay
-            await holds
+            with contextlib.suppress(asyncio.CancelledError):
+                await holds
+            if self._chores:  # overlap actions of the last claims (a later claim redoes what is left undone)
+                await asyncio.wait(self._chores, timeout=5.0)
 
     def _writer_died(self, writer: asyncio.Task[None]) -> None:
         error = None if writer.cancelled() else writer.exception()

@@ -211,14 +211,14 @@ class WorkerStore:
             await conn.execute(sql("run_withdrawn"), params)
             await conn.commit()
 
-    async def queue_holds(self, limit: int, after: str | None) -> list[tuple[str, str, str, int, str]]:
+    async def queue_holds(self, limit: int, after: str | None) -> list[tuple[str, str, str | None, int | None, str]]:
         """Runs published into a work queue that still hold their schedule, after schedule id ``after`` in
         schedule id order: (schedule id, run id, stream, seq, idempotency key)."""
         async with self._conn() as conn:
             cur = await conn.execute(sql("schedule_overlap_queue_held"), {"limit": limit, "after": after})
             rows = await cur.fetchall()
             await conn.commit()
-        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows if r[2] and r[3] is not None]
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     async def write_now(self, update: dict[str, Any]) -> str | None:
         """Write one run's update at once (fenced like every progress write). None if it was written, else the

@@ -23,6 +23,7 @@ from aiohttp import web
 from shared.model import (
     CronTrigger,
     EventTarget,
+    FixedDelayTrigger,
     HttpSpec,
     HttpTarget,
     MisfirePolicy,
@@ -569,3 +570,54 @@ async def test_a_queue_run_superseded_while_it_was_published_is_withdrawn(make_w
     forget(db_url, schedule_id)
     assert status == "CANCELLED" and delivery["withdrawn"] is True
     assert info.state.messages == 0  # the message never reaches a consumer
+
+
+async def test_a_late_outcome_of_a_run_taken_over_does_not_rearm_fixed_delay(make_worker, clock, db_url, receiver):
+    # The same class for FIXED_DELAY parking: A's late success is not written, so the schedule stays parked
+    # behind the run B still delivers (re-arming it would start the next run while that one is in flight).
+    a_may_answer, b_may_answer = asyncio.Event(), asyncio.Event()
+
+    async def calls(n: int) -> web.Response:
+        await (a_may_answer if n == 1 else b_may_answer).wait()
+        return web.Response(status=200)
+
+    receiver.behave["/fdl"] = calls
+    tenant = f"fdl-{uuid.uuid4().hex[:6]}"
+    target = HttpTarget(http=HttpSpec(url=f"{receiver.url}/fdl", timeout_sec=120))
+    async with make_worker() as a, make_worker() as b:
+        [schedule_id] = seed_due(db_url, tenant, [clock.now], target, trigger=FixedDelayTrigger(delay_sec=60))
+        await claim_until(a, db_url, schedule_id, 1)
+        await eventually(lambda: len(receiver.on("/fdl")) == 1, timeout=10)
+        clock.advance(15)  # past A's lease: B rescues the run
+        assert await b.rescue_once() >= 1
+        await eventually(lambda: len(receiver.on("/fdl")) == 2, timeout=10)
+        a_may_answer.set()
+        await asyncio.gather(*a._task_fires, return_exceptions=True)
+        await a.progress.flush()
+        parked = next_run(db_url, schedule_id)
+        b_may_answer.set()
+        await settle(b)
+        rearmed = next_run(db_url, schedule_id)
+    forget(db_url, schedule_id)
+    assert parked is None  # still waiting for B's delivery
+    assert rearmed is not None  # B's end re-armed it
+
+
+def next_run(db_url: str, schedule_id: str) -> datetime | None:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT next_run_at FROM schedules WHERE id = %s", (schedule_id,)).fetchone()
+    return row[0] if row else None
+
+
+async def test_cancel_other_also_cancels_a_run_an_earlier_buffer_one_left_waiting(make_worker, clock, db_url, receiver):
+    tenant = f"ovc-{uuid.uuid4().hex[:6]}"
+    schedule_id, _ = await buffered_schedule(make_worker, clock, db_url, receiver, "/ovc", tenant)
+    sql_exec(db_url, "UPDATE schedules SET overlap = 'CANCEL_OTHER' WHERE id = %s", schedule_id)
+    async with make_worker() as other:
+        clock.advance(60)
+        await claim_until(other, db_url, schedule_id, 3)  # minute 2 supersedes minutes 0 (in flight) and 1
+        await asyncio.gather(*other._chores)
+        runs, _ = overlap_state(db_url, schedule_id)
+        await stop_deliveries(other)
+    forget(db_url, schedule_id)
+    assert [status for _, status, _ in runs] == ["CANCELLED", "CANCELLED", "PENDING"]

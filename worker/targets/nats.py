@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 import nats.errors
 import nats.js.errors
+from loguru import logger
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import PubAck, RetentionPolicy
@@ -46,6 +47,7 @@ STREAM_LOOKUP_TTL_SEC = 30.0
 PUBLISH_TIMEOUT_SEC = 5
 # Checking whether a QUEUE run still holds its schedule (or withdrawing it) gives up after this: still held.
 HOLD_CHECK_TIMEOUT_SEC = 1.0
+WITHDRAW_ATTEMPTS = 3
 
 
 def _headers(key: str) -> dict[str, str]:
@@ -252,13 +254,21 @@ class NatsPublisher:
             return True
 
     async def withdraw(self, stream: str, seq: int, key: str) -> bool:
-        """Delete a run's QUEUE message no consumer acked yet (CANCEL_OTHER); False if it is gone already."""
-        try:
-            if not await self._queued_message(stream, seq, key):
+        """Delete a run's QUEUE message no consumer acked yet (CANCEL_OTHER); False if it is gone already.
+        Tries a few times while NATS cannot answer, then gives up (logged): the message stays."""
+        for attempt in range(WITHDRAW_ATTEMPTS):
+            try:
+                if not await self._queued_message(stream, seq, key):
+                    return False
+                return bool(await asyncio.wait_for(self.jsm.delete_msg(stream, seq), HOLD_CHECK_TIMEOUT_SEC))
+            except nats.js.errors.NotFoundError:
                 return False
-            return bool(await asyncio.wait_for(self.jsm.delete_msg(stream, seq), HOLD_CHECK_TIMEOUT_SEC))
-        except NATS_ERRORS:
-            return False
+            except NATS_ERRORS as exc:
+                if attempt + 1 == WITHDRAW_ATTEMPTS:
+                    logger.warning("message {} of stream {} not withdrawn: {}", seq, stream, _describe(exc))
+                    return False
+                await asyncio.sleep(HOLD_CHECK_TIMEOUT_SEC)
+        return False
 
     async def _queued_message(self, stream: str, seq: int, key: str) -> bool:
         try:
