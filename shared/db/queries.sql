@@ -120,9 +120,10 @@ SELECT 1;
 -- UUID object per row costs more than the cast.
 SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit,
        COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec,
-       -- The overlap policy (sql/0080, worker/overlap.py): the state of the run the schedule waits for, if any
-       -- (WAITING: a buffered run nobody released yet; an ALLOW schedule that had another policy winds it down).
-       overlap, CASE WHEN overlap_run_id IS NOT NULL THEN
+       -- The overlap policy (sql/0080, worker/overlap.py; NULL: ALLOW, nothing to decode) and the state of the
+       -- run the schedule waits for, if any (WAITING: a buffered run nobody released yet; an ALLOW schedule that
+       -- had another policy winds it down).
+       NULLIF(overlap, 'ALLOW'), CASE WHEN overlap_run_id IS NOT NULL THEN
                      (SELECT ARRAY[CASE WHEN r.lease_until IS NULL AND r.status = 'PENDING' THEN 'WAITING' ELSE r.status END,
                              r.delivery ->> 'stream', r.delivery ->> 'seq', r.delivery ->> 'queue'] FROM runs AS r
                        WHERE r.id = schedules.overlap_run_id AND r.scheduled_for = schedules.overlap_run_at) END,
@@ -153,7 +154,7 @@ picked AS (
 fresh AS (
     SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit,
            COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec,
-           overlap, CASE WHEN overlap_run_id IS NOT NULL THEN
+           NULLIF(overlap, 'ALLOW'), CASE WHEN overlap_run_id IS NOT NULL THEN
                          (SELECT ARRAY[CASE WHEN r.lease_until IS NULL AND r.status = 'PENDING' THEN 'WAITING' ELSE r.status END,
                              r.delivery ->> 'stream', r.delivery ->> 'seq', r.delivery ->> 'queue'] FROM runs AS r
                            WHERE r.id = schedules.overlap_run_id AND r.scheduled_for = schedules.overlap_run_at) END,
@@ -164,7 +165,7 @@ fresh AS (
 oldest AS (
     SELECT id::text, tenant_id, tz, trigger, target, payload, retry, misfire_policy, catch_up_limit,
            COALESCE(next_nominal_at, next_run_at), webhook_secret, notify_run_succeeded, jitter_sec,
-           overlap, CASE WHEN overlap_run_id IS NOT NULL THEN
+           NULLIF(overlap, 'ALLOW'), CASE WHEN overlap_run_id IS NOT NULL THEN
                          (SELECT ARRAY[CASE WHEN r.lease_until IS NULL AND r.status = 'PENDING' THEN 'WAITING' ELSE r.status END,
                              r.delivery ->> 'stream', r.delivery ->> 'seq', r.delivery ->> 'queue'] FROM runs AS r
                            WHERE r.id = schedules.overlap_run_id AND r.scheduled_for = schedules.overlap_run_at) END,
