@@ -62,9 +62,12 @@ def live_api(postgres_url: str, dev_dir: Path, **env: str) -> Iterator[str]:
 
 
 def worst_preview() -> dict[str, Any]:
-    """A preview that needs more CPU than the budget whatever the evaluator's caches hold: a per-second rule
-    counted from an anchor in 1970 (so every fire time after now means walking 56 years of it), anchor and COUNT
-    fresh on every call so that no checkpoint of an earlier request helps."""
+    """A preview that needs far more CPU than the budget whatever the evaluator's caches hold: a leap-day rule
+    every 13 seconds counted from an anchor in 1970 (so every fire time after now means counting 56 years of it:
+    about 680k units of work, some 16 times the default budget's worth), anchor and COUNT fresh on every call so
+    that no checkpoint of an earlier request helps. (A plain per-second COUNT rule costs about the budget itself
+    since the RRULE evaluator counts whole periods at once: it was let through now and then.)"""
     anchor = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=random.randrange(86_400 * 300))
-    rule = f"FREQ=SECONDLY;COUNT={2_000_000_000 - random.randrange(1_000_000)}"
+    count = 2_000_000_000 - random.randrange(1_000_000)
+    rule = f"FREQ=SECONDLY;INTERVAL=13;BYYEARDAY=366;BYHOUR=0;BYMINUTE=0;COUNT={count}"
     return {"trigger": {"type": "RRULE", "rrule": rule, "startAt": anchor.isoformat()}, "count": 1000}
