@@ -67,11 +67,11 @@ def limited(settings: Settings, **overrides: Any) -> Settings:
 
 
 async def test_a_worst_case_preview_is_stopped_by_the_cpu_budget(client, headers):
-    started = time.perf_counter()
+    # Some 16 budgets of work (tests/integration/live_api.py): the 422 says the budget cut it off, whatever the
+    # machine's speed (how little that costs others is measured in test_evaluation_isolation.py).
     response = await client.post("/triggers/preview", json=worst_preview(), headers=headers(VIEWER))
     body = problem(response, 422)
     assert "TRIGGER_EVAL_BUDGET_MS" in body["detail"] and "50 ms" in body["detail"]
-    assert time.perf_counter() - started < 1.5  # not the 2-3.6 s it took before
 
 
 async def test_a_stored_schedule_preview_is_budgeted_too(client, headers, settings):
