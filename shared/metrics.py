@@ -41,5 +41,6 @@ http_status = Counter("scheduler_http_target_responses_total", "HTTP target answ
 
 # Worker fleet: fencing.
 leases_lost = Counter(
-    "scheduler_leases_lost_total", "Runs a worker dropped because another worker took them over while it was away"
+    "scheduler_leases_lost_total",
+    "Runs a worker dropped because another worker took them over while it was away, or they were cancelled",
 )

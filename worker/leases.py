@@ -67,4 +67,8 @@ class Leases:
                 lost += 1
         if lost:
             metrics.leases_lost.inc(lost)
-            logger.warning("{} run(s) were taken over by another worker while this one was away; dropping them", lost)
+            logger.warning(
+                "{} run(s) are no longer this worker's (taken over by another worker while this one was away, or "
+                "cancelled: overlap CANCEL_OTHER, POST /runs/{{id}}/cancel); dropping them",
+                lost,
+            )
