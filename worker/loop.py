@@ -190,8 +190,8 @@ class Worker:
         metrics.claim_batch.observe(advanced)
         # Committed: from here on the runs are recorded and may be delivered.
         for fire in taken:
-            # Already recorded (ON CONFLICT): that run is not ours to deliver; a schedule parked behind it would
-            # wait for ever, so it is re-armed as if that run had just finished.
+            # Already recorded (ON CONFLICT): that run is not ours to deliver. The schedule parked or waiting
+            # behind it is released now if that run has ended, else by its own end (whoever delivers it).
             if fire.rearm and not fire.waiting:
                 self.progress.rearm(fire.run_id, now)
         if self._overlap:
