@@ -111,6 +111,17 @@ def _overlap_columns(decided: dict[int, tuple[Any, ...]], rows: int) -> dict[str
     return {name: [state[c] for state in states] for c, name in enumerate(_OVERLAP_COLUMNS)}
 
 
+def _overlap_state(
+    row: tuple[Any, ...],
+) -> tuple[str | None, bool, tuple[str, datetime] | None, tuple[str, datetime] | None]:
+    """A claimed row's overlap state: the status of the run it waits for (None: none; WAITING: a buffered run
+    not handed over), whether that run was published into a work queue, that run and the buffered one."""
+    state = row[14]  # [status, stream, seq, queue topic] of the run it waits for
+    holder = (row[15], row[16]) if row[15] else None
+    buffered = (row[17], row[18]) if row[17] else None
+    return (state[0] if state else None), bool(state and state[3]), holder, buffered
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -287,11 +298,7 @@ class Worker:
     ) -> tuple[list[Fire], tuple[str, datetime] | None, tuple[str, datetime] | None, int]:
         """Which of a row's due occurrences fire, wait or are skipped under its overlap policy; returns those
         runs and the schedule's new (run in flight, buffered run, skipped occurrences)."""
-        state = row[14]  # [status, stream, seq, queue topic] of the run it waits for; None: there is none
-        holder: tuple[str, datetime] | None = (row[15], row[16]) if row[15] else None
-        buffered: tuple[str, datetime] | None = (row[17], row[18]) if row[17] else None
-        status = state[0] if state else None
-        queued = bool(state and state[3])  # it was published into a work queue
+        status, queued, holder, buffered = _overlap_state(row)
         if buffered is not None and not (holder is not None and in_flight(status, queued)):
             # The run in flight ended without releasing its buffered successor (its worker died in between).
             holder, buffered, status = buffered, None, WAITING
@@ -333,12 +340,11 @@ class Worker:
         """The overlap state of a schedule whose claim made no overlap decision (ALLOW now, or nothing to
         fire): None (kept) while its run is in flight (its end hands over a buffered run); otherwise a
         buffered or waiting run is handed over now, and the state cleared once nothing is left."""
-        state = row[14]
-        status = state[0] if state else None
-        holder, buffered = (row[15], row[16]), (row[17], row[18]) if row[17] else None
+        status, queued, holder, buffered = _overlap_state(row)
+        assert holder is not None  # called for rows that have overlap state
         if status == WAITING:
             self._overlap.release.append(holder)
-        elif in_flight(status, bool(state and state[3])):
+        elif in_flight(status, queued):
             return None
         elif buffered is not None:
             self._overlap.release.append(buffered)

@@ -170,13 +170,19 @@ class WorkerStore:
         conn: psycopg.AsyncConnection[Any], run_ids: list[str], now: datetime, *, acked: bool
     ) -> None:
         cur = await conn.execute(sql("schedule_overlap_release_many"), {"run_ids": run_ids, "acked": acked})
-        promoted = [row for row in await cur.fetchall() if row[0] is not None]
-        if promoted:
-            params = {"ids": [r[0] for r in promoted], "at": [r[1] for r in promoted], "now": now}
-            cur = await conn.execute(sql("run_release_waiting"), params)
-            if cur.rowcount:
-                # Buffered runs handed over: wake the workers to deliver them now, not at their next rescue.
-                await conn.execute(sql("schedule_notify"), {"reason": "overlap"})
+        promoted = [(row[0], row[1]) for row in await cur.fetchall() if row[0] is not None]
+        await WorkerStore._hand_over(conn, promoted, now)
+
+    @staticmethod
+    async def _hand_over(conn: psycopg.AsyncConnection[Any], runs: list[tuple[str, datetime]], now: datetime) -> None:
+        """Hand waiting (buffered) runs to the workers: their lease ends now, and idle workers are woken to
+        deliver them at once, not at their next rescue."""
+        if not runs:
+            return
+        params = {"ids": [r[0] for r in runs], "at": [r[1] for r in runs], "now": now}
+        cur = await conn.execute(sql("run_release_waiting"), params)
+        if cur.rowcount:
+            await conn.execute(sql("schedule_notify"), {"reason": "overlap"})
 
     async def settle_overlap(
         self, cancel: list[tuple[str, datetime, str]], release: list[tuple[str, datetime]], now: datetime
@@ -196,11 +202,7 @@ class WorkerStore:
                     params = {"ids": [c[0] for c in rest], "at": [c[1] for c in rest]}
                     cur = await conn.execute(sql("run_queue_published_many"), params)
                     published = [(r[0], r[1], why[r[0]], r[2], r[3], r[4]) for r in await cur.fetchall()]
-            if release:
-                params = {"ids": [r[0] for r in release], "at": [r[1] for r in release], "now": now}
-                cur = await conn.execute(sql("run_release_waiting"), params)
-                if cur.rowcount:
-                    await conn.execute(sql("schedule_notify"), {"reason": "overlap"})
+            await self._hand_over(conn, release, now)
         return published
 
     async def withdrawn(self, run_id: str, at: datetime, error: str, delivery: str | None = None) -> None:

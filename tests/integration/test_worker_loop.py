@@ -503,16 +503,29 @@ async def test_an_edit_to_allow_hands_over_a_run_left_waiting(make_worker, clock
     assert left == (0,)
 
 
-async def test_a_late_outcome_of_a_run_taken_over_does_not_release_its_schedule(make_worker, clock, db_url, receiver):
-    # Worker A freezes with a SKIP schedule's run in flight; B takes the run over after the lease; A's call then
-    # succeeds, but its outcome is not written (fenced), so the schedule still waits for B's delivery.
-    a_may_answer, b_hangs = asyncio.Event(), asyncio.Event()
+async def answered_after_a_takeover(a: Worker, b: Worker, clock, db_url, receiver, path, schedule_id) -> asyncio.Event:
+    """Worker A claims the schedule's run and freezes in its call; after A's lease B takes the run over (its call
+    waits for the event returned); then A's call is answered and A records what it may (fenced: nothing)."""
+    a_may_answer, b_may_answer = asyncio.Event(), asyncio.Event()
 
     async def calls(n: int) -> web.Response:
-        await (a_may_answer if n == 1 else b_hangs).wait()
+        await (a_may_answer if n == 1 else b_may_answer).wait()
         return web.Response(status=200)
 
-    receiver.behave["/ovf"] = calls
+    receiver.behave[path] = calls
+    await claim_until(a, db_url, schedule_id, 1)
+    await eventually(lambda: len(receiver.on(path)) == 1, timeout=10)
+    clock.advance(15)  # past A's lease: B rescues the run
+    assert await b.rescue_once() >= 1
+    await eventually(lambda: len(receiver.on(path)) == 2, timeout=10)
+    a_may_answer.set()
+    await asyncio.gather(*a._task_fires, return_exceptions=True)
+    await a.progress.flush()
+    return b_may_answer
+
+
+async def test_a_late_outcome_of_a_run_taken_over_does_not_release_its_schedule(make_worker, clock, db_url, receiver):
+    # A SKIP schedule: A's late success is not written, so the schedule still waits for B's delivery.
     tenant = f"ovf-{uuid.uuid4().hex[:6]}"
     target = HttpTarget(http=HttpSpec(url=f"{receiver.url}/ovf", timeout_sec=120))
     start = clock.now.replace(second=0) + timedelta(minutes=1)
@@ -521,14 +534,7 @@ async def test_a_late_outcome_of_a_run_taken_over_does_not_release_its_schedule(
             db_url, tenant, [start], target, trigger=CronTrigger(cron="* * * * *"), overlap=OverlapPolicy.SKIP
         )
         clock.advance((start - clock.now).total_seconds())
-        await claim_until(a, db_url, schedule_id, 1)
-        await eventually(lambda: len(receiver.on("/ovf")) == 1, timeout=10)
-        clock.advance(15)  # past A's lease: B rescues the run
-        assert await b.rescue_once() >= 1
-        await eventually(lambda: len(receiver.on("/ovf")) == 2, timeout=10)
-        a_may_answer.set()
-        await asyncio.gather(*a._task_fires, return_exceptions=True)
-        await a.progress.flush()
+        await answered_after_a_takeover(a, b, clock, db_url, receiver, "/ovf", schedule_id)
         clock.advance(60)  # minute 1 is due while B's delivery is in flight
         await claim_until(b, db_url, schedule_id, 1)
         runs, skipped = overlap_state(db_url, schedule_id)
@@ -575,25 +581,11 @@ async def test_a_queue_run_superseded_while_it_was_published_is_withdrawn(make_w
 async def test_a_late_outcome_of_a_run_taken_over_does_not_rearm_fixed_delay(make_worker, clock, db_url, receiver):
     # The same class for FIXED_DELAY parking: A's late success is not written, so the schedule stays parked
     # behind the run B still delivers (re-arming it would start the next run while that one is in flight).
-    a_may_answer, b_may_answer = asyncio.Event(), asyncio.Event()
-
-    async def calls(n: int) -> web.Response:
-        await (a_may_answer if n == 1 else b_may_answer).wait()
-        return web.Response(status=200)
-
-    receiver.behave["/fdl"] = calls
     tenant = f"fdl-{uuid.uuid4().hex[:6]}"
     target = HttpTarget(http=HttpSpec(url=f"{receiver.url}/fdl", timeout_sec=120))
     async with make_worker() as a, make_worker() as b:
         [schedule_id] = seed_due(db_url, tenant, [clock.now], target, trigger=FixedDelayTrigger(delay_sec=60))
-        await claim_until(a, db_url, schedule_id, 1)
-        await eventually(lambda: len(receiver.on("/fdl")) == 1, timeout=10)
-        clock.advance(15)  # past A's lease: B rescues the run
-        assert await b.rescue_once() >= 1
-        await eventually(lambda: len(receiver.on("/fdl")) == 2, timeout=10)
-        a_may_answer.set()
-        await asyncio.gather(*a._task_fires, return_exceptions=True)
-        await a.progress.flush()
+        b_may_answer = await answered_after_a_takeover(a, b, clock, db_url, receiver, "/fdl", schedule_id)
         parked = next_run(db_url, schedule_id)
         b_may_answer.set()
         await settle(b)
