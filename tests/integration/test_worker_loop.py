@@ -613,3 +613,33 @@ async def test_cancel_other_also_cancels_a_run_an_earlier_buffer_one_left_waitin
         await stop_deliveries(other)
     forget(db_url, schedule_id)
     assert [status for _, status, _ in runs] == ["CANCELLED", "CANCELLED", "PENDING"]
+
+
+async def test_held_queue_runs_of_one_tenant_do_not_starve_anothers(make_worker, clock, db_url, nats_url):
+    # Tenant A's two QUEUE schedules hold (nobody consumes their messages); tenant B's message is consumed. With
+    # a page of one, the poll must get past A's schedules to release B's, not look at A's first page for ever.
+    target = QueueTarget(queue=QueueSpec(topic="ovp.jobs"))
+    start = clock.now.replace(second=0) + timedelta(minutes=1)
+    a, b = f"ovpa-{uuid.uuid4().hex[:6]}", f"ovpb-{uuid.uuid4().hex[:6]}"
+    cron = CronTrigger(cron="* * * * *")
+    held = [seed_due(db_url, a, [start], target, trigger=cron, overlap=OverlapPolicy.SKIP)[0] for _ in range(2)]
+    [mine] = seed_due(db_url, b, [start], target, trigger=cron, overlap=OverlapPolicy.SKIP)
+    async with make_worker(worker_batch_size=1) as worker:
+        clock.advance((start - clock.now).total_seconds())
+        for schedule_id in [*held, mine]:
+            await claim_until(worker, db_url, schedule_id, 1)
+        await settle(worker)
+        js = worker.deliverer.publisher.js
+        consumer = await js.pull_subscribe(f"queues.{b}.ovp.jobs", durable="ovp")
+        [msg] = await consumer.fetch(1, timeout=5)
+        await msg.ack_sync()
+        released = [await worker.poll_queue_holds() for _ in range(3)]
+        with psycopg.connect(db_url) as conn:
+            holding = dict(conn.execute(
+                "SELECT id::text, overlap_run_id IS NOT NULL FROM schedules WHERE id = ANY(%s::uuid[])",
+                ([*held, mine],),
+            ).fetchall())  # fmt: skip
+    for schedule_id in [*held, mine]:
+        forget(db_url, schedule_id)
+    assert sum(released) == 1
+    assert holding == {held[0]: True, held[1]: True, mine: False}
