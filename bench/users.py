@@ -4,11 +4,12 @@ For each configuration, N schedules are created THROUGH THE API (POST /schedules
 labels and a payload, the four trigger types mixed, all first due at one instant T0), K workers fire them, and
 every delivery is observed where a user would observe it:
 
-* EVENT (JetStream): a stream captures the subject, so each publish is acked before its run is SUCCEEDED (the
-  default after issue 8); observed by a NATS subscriber;
-* EVENT (core): no stream, fire-and-forget core publish; observed by a NATS subscriber;
+* EVENT (JetStream): the tenant's event stream captures the subject, so each publish is acked before its run is
+  SUCCEEDED (the default, `delivery: DURABLE`); observed by a NATS subscriber on the tenant's namespace;
+* EVENT (core): `delivery: AT_MOST_ONCE`, a fire-and-forget core publish; observed by a NATS subscriber;
 * HTTP: a local aiohttp receiver answering 200;
-* QUEUE: the topic's WorkQueue stream, drained by a JetStream pull consumer.
+* QUEUE: the topic's work queue stream (made by the API with the schedules), drained by a JetStream pull
+  consumer.
 
 A configuration KIND:N@RATE is a steady load instead: N ONE_SHOTs due evenly at RATE per second (its lag is
 the one to read; fires/s is then the offered rate when the fleet keeps up).
@@ -36,16 +37,18 @@ import aiohttp
 import nats
 import psycopg
 from aiohttp import web
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from bench import direct
 from bench.infra import Lab, cpu_seconds, percentile, record
 from devstack.processes import free_port
-from worker.targets.nats import QUEUE_DEDUPE_WINDOW_SEC, queue_stream_name
+from shared.messaging.subjects import Namespace
 
+# Topics, relative to each tenant's namespace (the API and workers run with the default NATS_SUBJECT_PREFIX).
 EVENT_JS_SUBJECT = "bench.js.fire"
 EVENT_CORE_SUBJECT = "bench.core.fire"
 QUEUE_TOPIC = "bench.queue"
+NAMESPACE = Namespace()
 BATCH_ITEMS = 1000
 CREATE_RATE = [700.0]  # schedules/s through POST /schedules:batch, updated by each burst
 QUIET_SEC = 15.0  # no new delivery for this long: what is missing is lost
@@ -88,29 +91,13 @@ class Receivers:
     async def start(self) -> None:
         self.nc = await nats.connect(self.nats_url, pending_size=256 * 1024 * 1024)
         self.js = self.nc.jetstream()
-        await self.js.add_stream(
-            StreamConfig(name="BENCH_EVENTS", subjects=["bench.js.>"], storage=StorageType.FILE, max_age=3600)
-        )
-        # The stream the workers would create for the QUEUE topic, made first so that the consumer can bind.
-        stream = queue_stream_name(QUEUE_TOPIC)
-        await self.js.add_stream(
-            StreamConfig(
-                name=stream,
-                subjects=[QUEUE_TOPIC],
-                retention=RetentionPolicy.WORK_QUEUE,
-                storage=StorageType.FILE,
-                duplicate_window=QUEUE_DEDUPE_WINDOW_SEC,
-            )
-        )
 
         async def on_event(msg: Any) -> None:
             self.seen.saw((msg.headers or {}).get("Nats-Msg-Id"))
 
-        await self.nc.subscribe("bench.*.fire", cb=on_event, pending_msgs_limit=1_000_000)
-        pull = await self.js.pull_subscribe(
-            QUEUE_TOPIC, durable="bench", stream=stream, config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT)
-        )
-        self._tasks.append(asyncio.create_task(self._drain_queue(pull)))
+        # Every tenant's events: each configuration runs in a tenant of its own.
+        events = NAMESPACE.event_subject("*", "bench.*.fire")
+        await self.nc.subscribe(events, cb=on_event, pending_msgs_limit=1_000_000)
 
         async def on_http(request: web.Request) -> web.Response:
             self.seen.saw(request.headers.get("Idempotency-Key"))
@@ -123,6 +110,16 @@ class Receivers:
         port = free_port()
         await web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024).start()
         self.http_url = f"http://127.0.0.1:{port}/hook"
+
+    async def consume_queue(self, tenant: str) -> None:
+        """Drain ``tenant``'s QUEUE topic: its work queue stream, which the API made with the schedules."""
+        pull = await self.js.pull_subscribe(
+            NAMESPACE.queue_subject(tenant, QUEUE_TOPIC),
+            durable="bench",
+            stream=NAMESPACE.queue_stream(tenant, QUEUE_TOPIC),
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT),
+        )
+        self._tasks.append(asyncio.create_task(self._drain_queue(pull)))
 
     async def _drain_queue(self, pull: Any) -> None:
         while True:
@@ -150,7 +147,7 @@ def target_for(kind: str, http_url: str) -> dict[str, Any]:
     if kind == "event-js":
         return {"kind": "EVENT", "eventTopic": EVENT_JS_SUBJECT}
     if kind == "event-core":
-        return {"kind": "EVENT", "eventTopic": EVENT_CORE_SUBJECT}
+        return {"kind": "EVENT", "eventTopic": EVENT_CORE_SUBJECT, "delivery": "AT_MOST_ONCE"}
     if kind == "queue":
         return {"kind": "QUEUE", "queue": {"topic": QUEUE_TOPIC}}
     return {"kind": "HTTP", "http": {"url": http_url, "method": "POST", "timeoutSec": 10}}
@@ -279,6 +276,8 @@ async def burst(
     ids = await create_through_api(base, token, tenant, n, t0, kind, triggers, receivers.http_url, spread)
     create_sec = time.perf_counter() - started
     CREATE_RATE[0] = n / create_sec
+    if kind == "queue":
+        await receivers.consume_queue(tenant)
     if datetime.now(UTC) >= t0:
         raise RuntimeError(f"creating {n} schedules took {create_sec:.1f} s, past T0: raise the lead time")
     await asyncio.sleep(max(0.0, t0.timestamp() - time.time() - 0.3))
