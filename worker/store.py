@@ -150,15 +150,20 @@ class WorkerStore:
                 await conn.execute(sql("run_published_many"), published | {"worker": self.worker_id})
             if rearms:
                 cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(sql("schedule_get_parked_many"), {"run_ids": list(rearms)})
-                ids, next_runs = [], []
+                run_ids = list(rearms)
+                await cur.execute(sql("schedule_get_parked_many"), {"run_ids": run_ids, **id_span(run_ids)})
+                ids, next_runs, parked = [], [], set()
                 for row in await cur.fetchall():
                     ids.append(row["id"])
+                    parked.add(str(row["parked_run_id"]))
                     next_runs.append(rearm_at(row["trigger"], row["tz"], rearms[str(row["parked_run_id"])]))
                 if ids:
                     await conn.execute(sql("schedule_rearm_many"), {"ids": ids, "next_run_at": next_runs})
-                # The same runs' end releases the schedules whose overlap policy waits for them.
-                await self._release_overlap(conn, list(rearms), min(rearms.values()), acked=False)
+                # The other runs' end releases the schedules whose overlap policy waits for them (a run that
+                # parks a FIXED_DELAY schedule holds none: FIXED_DELAY takes no overlap policy).
+                others = [run_id for run_id in run_ids if run_id not in parked]
+                if others:
+                    await self._release_overlap(conn, others, min(rearms.values()), acked=False)
 
     async def release_overlap(self, run_ids: list[str], now: datetime, *, acked: bool) -> None:
         """Release the schedules waiting for these runs (``acked``: even a QUEUE run that SUCCEEDED)."""

@@ -187,12 +187,12 @@ SELECT min(next_run_at) AS next_due FROM schedules WHERE enabled AND next_run_at
 -- name: schedule_get_parked_many
 -- Lock the FIXED_DELAY schedules parked behind these runs, to re-arm them, if the run really ended (a late
 -- outcome of a run another worker took over was not written: that run is still open, and re-arms when it ends).
+-- `from`/`until`: the span of scheduled_for the ids carry (shared/db/run_ids.py), pruning partitions at plan time.
 SELECT s.id, s.tz, s.trigger, s.parked_run_id FROM schedules AS s
  WHERE s.parked_run_id = ANY(%(run_ids)b::uuid[])
    AND NOT EXISTS (SELECT 1 FROM runs AS r
                     WHERE r.id = s.parked_run_id AND r.status IN ('PENDING', 'RETRYING')
-                      AND r.scheduled_for >= run_id_scheduled_from(s.parked_run_id)
-                      AND r.scheduled_for < run_id_scheduled_until(s.parked_run_id))
+                      AND r.scheduled_for >= %(from)s AND r.scheduled_for < %(until)s)
    FOR UPDATE OF s;
 
 -- name: schedule_rearm_many
